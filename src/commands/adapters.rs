@@ -1,0 +1,73 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use msgplug::adapters::{AdapterKind, ADAPTERS};
+
+use super::{write_atomically, Terminal};
+
+/// List the adapter components built into msgplug.
+///
+/// A backend is chosen by the broker URL's scheme; a driver by `--trigger`. Each is a
+/// component built from `adapters-wasm/crates/` and embedded in this binary.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  msgplug adapters
+  msgplug adapters --json
+  msgplug adapters --extract adapters/   # write each as adapters/<name>.wasm")]
+pub struct AdaptersCommand {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    /// Write every adapter to DIR as `<name>.wasm` (for use with `wac compose`).
+    #[arg(long, value_name = "DIR")]
+    extract: Option<PathBuf>,
+}
+
+impl AdaptersCommand {
+    pub fn exec(self) -> Result<()> {
+        if let Some(dir) = &self.extract {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create `{}`", dir.display()))?;
+            for adapter in ADAPTERS {
+                write_atomically(&dir.join(format!("{}.wasm", adapter.name)), adapter.bytes)?;
+            }
+            Terminal::new(false).status(
+                "Wrote",
+                format!("{} adapters to {}", ADAPTERS.len(), dir.display()),
+            );
+            return Ok(());
+        }
+        let text = if self.json {
+            let rows: Vec<_> = ADAPTERS
+                .iter()
+                .map(|a| {
+                    let mut row = serde_json::to_value(a).expect("adapters serialise");
+                    row["size"] = a.bytes.len().into();
+                    row
+                })
+                .collect();
+            serde_json::to_string_pretty(&rows)? + "\n"
+        } else {
+            let mut out = format!("{:<15} {:<8} {:<8} {:>8}  {}\n", "NAME", "KIND", "SCHEMES", "SIZE", "NEEDS FROM THE HOST");
+            for a in ADAPTERS {
+                let kind = match a.kind {
+                    AdapterKind::Backend => "backend",
+                    AdapterKind::Driver => "driver",
+                };
+                let schemes = if a.schemes.is_empty() { "-".to_string() } else { a.schemes.join(",") };
+                out.push_str(&format!(
+                    "{:<15} {kind:<8} {schemes:<8} {:>5} KiB  {}\n",
+                    a.name,
+                    a.bytes.len().div_ceil(1024),
+                    a.host_needs
+                ));
+                out.push_str(&format!("{:<15} {}\n", "", a.summary));
+            }
+            out
+        };
+        std::io::stdout().write_all(text.as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use msgplug::analyze::version_of;
+use msgplug::host::{self, RunHints};
+use msgplug::wit::names;
+use msgplug::{ComposeOptions, Trigger};
+
+use super::{check_output_path, read_component, write_atomically, Terminal};
+
+/// Compose a wasi:messaging app into one component that runs on stock wasmtime.
+///
+/// Reads APP (a component that imports wasi:messaging@0.2.0-draft interfaces and/or exports
+/// `incoming-handler`), picks the backend adapter from the --broker URL's scheme and the
+/// driver from --trigger, bakes the settings into a generated config component, wires all
+/// parts to one `wasi:messaging/types` instance, validates the result and writes it
+/// atomically. It then prints the exact `wasmtime` command that runs the output.
+///
+/// Settings are baked in, and can be overridden at run time with environment variables:
+/// MSGPLUG_BROKER, MSGPLUG_SUBSCRIBE (comma-separated) and MSGPLUG_QUEUE_GROUP
+/// (e.g. `wasmtime run --env MSGPLUG_SUBSCRIBE=a,b out.wasm`).
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  # Handle NDJSON messages from stdin with the embedded `local` backend:
+  msgplug compose transform.wasm -o transform.composed.wasm
+  echo '{\"topic\":\"orders\",\"data\":\"hi\"}' | wasmtime run transform.composed.wasm
+
+  # Only deliver some topics, and write the composition as WAC too:
+  msgplug compose transform.wasm -o out.wasm --subscribe 'orders.>' --emit-wac out.wac
+
+  # An app with its own `wasi:cli/run` that only publishes:
+  msgplug compose publisher.wasm -o publisher.composed.wasm")]
+pub struct ComposeCommand {
+    /// The app component (.wasm).
+    #[arg(value_name = "APP")]
+    app: PathBuf,
+
+    /// Where to write the composed component [default: APP with `.composed.wasm`].
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+
+    /// Broker URL; its scheme picks the backend [default: local].
+    ///
+    /// `local` is the embedded backend: messages arrive as NDJSON lines on stdin and are
+    /// sent as NDJSON lines on stdout.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+
+    /// Topic pattern to deliver to the app's handler (repeatable).
+    ///
+    /// NATS-style wildcards: `*` matches one `.`-separated token, `>` the rest.
+    /// With no --subscribe the local backend delivers every topic.
+    #[arg(long, value_name = "TOPIC")]
+    subscribe: Vec<String>,
+
+    /// Queue group shared by competing instances of the output.
+    #[arg(long, value_name = "NAME")]
+    queue_group: Option<String>,
+
+    /// How the output is started.
+    ///
+    /// `auto`: `run` when the app exports `incoming-handler` and no entry point of its own,
+    /// `none` when it exports its own `wasi:cli/run` or `wasi:http/incoming-handler` and no
+    /// handler; an app with both needs an explicit choice.
+    #[arg(long, value_enum, default_value_t = TriggerArg::Auto)]
+    trigger: TriggerArg,
+
+    /// Also write the composition as a WAC document to FILE (and the generated config
+    /// component beside it, as FILE with `.config.wasm`).
+    #[arg(long, value_name = "FILE")]
+    emit_wac: Option<PathBuf>,
+
+    /// Print only warnings and errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `--trigger` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TriggerArg {
+    /// Pick from the app's exports.
+    Auto,
+    /// `wasmtime run` pulls each message and calls the app's handler.
+    Run,
+    /// `wasmtime serve` turns each HTTP request into a message (not available yet).
+    Http,
+    /// No driver: export the app's own entry point.
+    None,
+}
+
+impl From<TriggerArg> for Trigger {
+    fn from(arg: TriggerArg) -> Trigger {
+        match arg {
+            TriggerArg::Auto => Trigger::Auto,
+            TriggerArg::Run => Trigger::Run,
+            TriggerArg::Http => Trigger::Http,
+            TriggerArg::None => Trigger::None,
+        }
+    }
+}
+
+impl ComposeCommand {
+    pub fn exec(self) -> Result<()> {
+        let terminal = Terminal::new(self.quiet);
+        let output = self.output.clone().unwrap_or_else(|| default_output(&self.app));
+        check_output_path(&output, &self.app, "-o")?;
+        let wac_paths = match &self.emit_wac {
+            Some(wac) => {
+                check_output_path(wac, &self.app, "--emit-wac")?;
+                Some((wac.clone(), wac.with_extension("config.wasm")))
+            }
+            None => None,
+        };
+
+        let app = read_component(&self.app, "app component")?;
+        terminal.status("Composing", self.app.display());
+        let options = ComposeOptions {
+            broker: self.broker.clone(),
+            subscribe: self.subscribe.clone(),
+            queue_group: self.queue_group.clone(),
+            trigger: self.trigger.into(),
+        };
+        let composed = msgplug::compose(&app, &options)
+            .with_context(|| format!("failed to compose `{}`", self.app.display()))?;
+        for warning in &composed.warnings {
+            terminal.warn(warning);
+        }
+
+        if let Some((wac, config)) = &wac_paths {
+            let text = msgplug::wac_text::print(&composed.plan, "msgplug:composed");
+            write_atomically(wac, text.as_bytes())?;
+            write_atomically(config, &composed.config_component)?;
+        }
+        write_atomically(&output, &composed.component)?;
+
+        let driver = match composed.driver {
+            Some(driver) => format!("driver `{}`", driver.name),
+            None => "the app's own entry point".to_string(),
+        };
+        terminal.status(
+            "Wrote",
+            format!(
+                "{} ({} KiB): backend `{}`, trigger `{}` ({driver})",
+                output.display(),
+                composed.component.len().div_ceil(1024),
+                composed.backend.name,
+                composed.trigger,
+            ),
+        );
+        if let Some((wac, config)) = &wac_paths {
+            terminal.status("Wrote", format!("{} and {}", wac.display(), config.display()));
+        }
+        let host_wasi = composed
+            .world
+            .imports
+            .iter()
+            .filter_map(|i| version_of(i))
+            .collect::<std::collections::BTreeSet<_>>();
+        terminal.detail(format!(
+            "imports only standard WASI ({})",
+            host_wasi.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+
+        let broker_host = url::Url::parse(&composed.settings.broker)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
+        let app_info = msgplug::analyze::analyze(&app)?;
+        let reads_stdin = composed.backend.name == "backend-local"
+            && (composed.driver.is_some() || app_info.imports(names::REQUEST_REPLY));
+        let command = host::wasmtime_command(
+            &composed.world,
+            &output.display().to_string(),
+            RunHints {
+                broker_host: broker_host.as_deref(),
+                reads_stdin,
+            },
+        );
+        terminal.status("Run it with", command);
+        Ok(())
+    }
+}
+
+/// `dir/app.wasm` becomes `dir/app.composed.wasm`.
+fn default_output(app: &Path) -> PathBuf {
+    app.with_extension("composed.wasm")
+}

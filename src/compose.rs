@@ -1,0 +1,574 @@
+//! Composing an app with a backend, a driver and the generated config into one component.
+//!
+//! Composition happens in two steps. [`Plan`] decides which instance feeds which import,
+//! by name, from the components' own worlds: every `wasi:messaging/*` and `msgplug:*`
+//! import is satisfied by the first earlier instance that exports it, and every other
+//! import is left for the host. Because the backend is the only exporter of
+//! `wasi:messaging/types`, the app and the driver are wired to **one** instance of it, so a
+//! `message` the backend makes is the same resource type everywhere. The plan is then
+//! encoded with `wac-graph` (and can be printed as WAC, see [`crate::wac_text`]).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use wac_graph::types::Package;
+use wac_graph::{CompositionGraph, EncodeError, EncodeOptions, NodeId, Processor};
+
+use crate::adapters::{self, Adapter};
+use crate::analyze::{analyze, AnalyzeError, ComponentInfo, EntryPoint};
+use crate::config::{self, Settings, SettingsError};
+use crate::config_component::{self, ConfigComponentError};
+use crate::wit::{names, MESSAGING_VERSION};
+
+/// How the composed component is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Pick from the app's exports: `run` for a handler, `none` for an app with its own entry point.
+    Auto,
+    /// Add the `run` driver: `wasmtime run` pulls deliveries and calls the app's handler.
+    Run,
+    /// Add the `http` driver: `wasmtime serve` turns each request into a message.
+    Http,
+    /// Add no driver: the output exports the app's own entry point.
+    None,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Auto => "auto",
+            Trigger::Run => "run",
+            Trigger::Http => "http",
+            Trigger::None => "none",
+        })
+    }
+}
+
+/// What to compose, besides the app itself.
+#[derive(Debug, Clone)]
+pub struct ComposeOptions {
+    /// Broker URL; `None` means the embedded `local` backend.
+    pub broker: Option<String>,
+    /// Topic patterns to subscribe to.
+    pub subscribe: Vec<String>,
+    /// Queue group shared by competing instances.
+    pub queue_group: Option<String>,
+    /// How the output is started.
+    pub trigger: Trigger,
+}
+
+impl Default for ComposeOptions {
+    fn default() -> Self {
+        ComposeOptions {
+            broker: None,
+            subscribe: Vec::new(),
+            queue_group: None,
+            trigger: Trigger::Auto,
+        }
+    }
+}
+
+/// Something the user should know about a composition that still succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// `--trigger none` on an app that exports `incoming-handler`: nothing will call it.
+    HandlerNeverCalled,
+    /// A driver was added, so the app's own entry point is not exported.
+    AppEntryPointHidden {
+        /// The app's export that is dropped.
+        export: String,
+    },
+    /// The broker URL carries a secret that is now baked into the output.
+    SecretBaked {
+        /// The URL with the secret masked.
+        redacted_url: String,
+    },
+    /// Subscriptions are given but no driver will consume them.
+    SubscriptionsUnused,
+    /// The output imports something stock wasmtime does not provide.
+    NonWasiImport {
+        /// The import name.
+        import: String,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::HandlerNeverCalled => write!(
+                f,
+                "the app exports `incoming-handler`, but with `--trigger none` nothing will call it"
+            ),
+            Warning::AppEntryPointHidden { export } => write!(
+                f,
+                "the app's own `{export}` is not exported: the driver is the entry point \
+                 (pass `--trigger none` to keep the app's)"
+            ),
+            Warning::SecretBaked { redacted_url } => write!(
+                f,
+                "the broker URL `{redacted_url}` carries a secret, which is baked into the \
+                 output: anyone with the file can read it; pass it at run time instead with \
+                 `wasmtime run --env MSGPLUG_BROKER=...`"
+            ),
+            Warning::SubscriptionsUnused => write!(
+                f,
+                "`--subscribe` has no effect without a driver; the app only sends"
+            ),
+            Warning::NonWasiImport { import } => write!(
+                f,
+                "the output imports `{import}`, which stock wasmtime does not provide"
+            ),
+        }
+    }
+}
+
+/// An error composing an app.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The app is not a readable component.
+    #[error("failed to read the app component")]
+    App(#[source] AnalyzeError),
+    /// The app neither imports nor exports `wasi:messaging`.
+    #[error(
+        "the app does not use `wasi:messaging@{MESSAGING_VERSION}` (it imports and exports no \
+         `wasi:messaging` interface); build it against the WIT that `msgplug wit` writes"
+    )]
+    NotAMessagingApp,
+    /// The app uses another version of `wasi:messaging`.
+    #[error(
+        "the app uses `{name}`, but msgplug implements `wasi:messaging@{MESSAGING_VERSION}`; \
+         rebuild the app against the WIT that `msgplug wit` writes"
+    )]
+    UnsupportedMessagingVersion {
+        /// The import or export with the other version.
+        name: String,
+    },
+    /// The broker URL or a subscription is invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// No adapter fits the request.
+    #[error(transparent)]
+    Adapter(#[from] adapters::AdapterError),
+    /// `auto` cannot decide between the app's handler and its own entry point.
+    #[error(
+        "the app exports both `incoming-handler` and its own entry point `{entry}`; pass \
+         `--trigger run` to drive the handler or `--trigger none` to keep the app's entry point"
+    )]
+    AmbiguousTrigger {
+        /// The app's entry point export.
+        entry: String,
+    },
+    /// The chosen trigger needs a handler the app does not export.
+    #[error(
+        "`--trigger {trigger}` needs an app that exports `{}`, and this app does not",
+        names::INCOMING_HANDLER
+    )]
+    NoHandler {
+        /// The trigger asked for.
+        trigger: Trigger,
+    },
+    /// Nothing in the output would ever run.
+    #[error(
+        "the app exports neither `incoming-handler` nor an entry point (`wasi:cli/run` or \
+         `wasi:http/incoming-handler`), so the composed component would have nothing to run"
+    )]
+    NothingToRun,
+    /// The trigger has no driver in this version.
+    #[error("the `{trigger}` trigger is not available in this version of msgplug; use `--trigger run` or `--trigger none`")]
+    TriggerNotAvailable {
+        /// The trigger asked for.
+        trigger: Trigger,
+    },
+    /// An internal import has no provider (an adapter and the app do not fit together).
+    #[error("`{instance}` imports `{import}`, but no part of the composition exports it")]
+    UnsatisfiedImport {
+        /// The instance whose import is open.
+        instance: String,
+        /// The import name.
+        import: String,
+    },
+    /// The config component could not be generated.
+    #[error(transparent)]
+    ConfigComponent(#[from] ConfigComponentError),
+    /// A component was rejected by the composition graph.
+    #[error("failed to add `{package}` to the composition graph")]
+    Graph {
+        /// The package being added.
+        package: String,
+        /// What went wrong.
+        #[source]
+        source: anyhow::Error,
+    },
+    /// Encoding found a resource type mismatch: some part sees another `message` type.
+    #[error(
+        "the composed component failed validation: mis-wired `{}` (a resource type mismatch \
+         between the app, the backend and the driver)",
+        names::TYPES
+    )]
+    MisWiredTypes(#[source] EncodeError),
+    /// Encoding or validating the composition failed.
+    #[error("failed to encode the composed component")]
+    Encode(#[source] EncodeError),
+    /// The output still imports an internal interface (a bug in msgplug).
+    #[error("the composed component still imports `{import}`; this is a bug in msgplug")]
+    LeftoverImport {
+        /// The import name.
+        import: String,
+    },
+}
+
+/// One component instance in a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedInstance {
+    /// Its variable name in WAC (`config`, `backend`, `app`, `driver`).
+    pub name: &'static str,
+    /// Its package name in the graph and in WAC (e.g. `msgplug:backend-local`).
+    pub package: String,
+    /// Each wired import, with the index of the earlier instance that exports the same name.
+    pub arguments: Vec<(String, usize)>,
+    /// Whether some imports are left for the host to provide.
+    pub imports_from_host: bool,
+}
+
+/// Which instances a composition holds, how they are wired, and what it exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The instances, in instantiation order.
+    pub instances: Vec<PlannedInstance>,
+    /// The output's exports: (instance index, export name).
+    pub exports: Vec<(usize, String)>,
+}
+
+/// One part to place in a [`Plan`].
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// Variable name.
+    pub name: &'static str,
+    /// Package name.
+    pub package: &'a str,
+    /// Its world.
+    pub info: &'a ComponentInfo,
+}
+
+fn is_internal(name: &str) -> bool {
+    name.starts_with(names::MESSAGING_PREFIX) || name.starts_with(names::ADAPTER_PREFIX)
+}
+
+impl Plan {
+    /// Wires `parts` in order; `exports` names (part index, export name) pairs to re-export.
+    pub fn wire(parts: &[Part<'_>], exports: Vec<(usize, String)>) -> Result<Plan, ComposeError> {
+        let mut instances = Vec::with_capacity(parts.len());
+        for (index, part) in parts.iter().enumerate() {
+            let mut arguments = Vec::new();
+            let mut imports_from_host = false;
+            for import in &part.info.imports {
+                if !is_internal(import) {
+                    imports_from_host = true;
+                    continue;
+                }
+                let provider = parts[..index]
+                    .iter()
+                    .position(|p| p.info.exports(import))
+                    .ok_or_else(|| ComposeError::UnsatisfiedImport {
+                        instance: part.name.to_string(),
+                        import: import.clone(),
+                    })?;
+                arguments.push((import.clone(), provider));
+            }
+            instances.push(PlannedInstance {
+                name: part.name,
+                package: part.package.to_string(),
+                arguments,
+                imports_from_host,
+            });
+        }
+        Ok(Plan { instances, exports })
+    }
+
+    /// Encodes the plan with `wac-graph`; `components[i]` is the binary of instance `i`.
+    pub fn encode(&self, components: &[&[u8]]) -> Result<Vec<u8>, ComposeError> {
+        let mut graph = CompositionGraph::new();
+        let mut nodes: Vec<NodeId> = Vec::with_capacity(self.instances.len());
+        // One alias node per (instance, export): every consumer of `wasi:messaging/types`
+        // gets the very same node.
+        let mut aliases: HashMap<(usize, &str), NodeId> = HashMap::new();
+        let graph_error = |package: &str| {
+            let package = package.to_string();
+            move |source: anyhow::Error| ComposeError::Graph {
+                package: package.clone(),
+                source,
+            }
+        };
+        for (instance, bytes) in self.instances.iter().zip(components) {
+            let error = graph_error(&instance.package);
+            let package = Package::from_bytes(&instance.package, None, bytes.to_vec(), graph.types_mut())
+                .map_err(&error)?;
+            let package = graph.register_package(package).map_err(|e| error(e.into()))?;
+            let node = graph.instantiate(package);
+            for (import, provider) in &instance.arguments {
+                let alias = match aliases.get(&(*provider, import.as_str())) {
+                    Some(alias) => *alias,
+                    None => {
+                        let alias = graph
+                            .alias_instance_export(nodes[*provider], import)
+                            .map_err(|e| error(e.into()))?;
+                        aliases.insert((*provider, import.as_str()), alias);
+                        alias
+                    }
+                };
+                graph
+                    .set_instantiation_argument(node, import, alias)
+                    .map_err(|e| error(e.into()))?;
+            }
+            nodes.push(node);
+        }
+        for (index, name) in &self.exports {
+            let error = graph_error(&self.instances[*index].package);
+            let alias = graph
+                .alias_instance_export(nodes[*index], name)
+                .map_err(|e| error(e.into()))?;
+            graph.export(alias, name.clone()).map_err(|e| error(e.into()))?;
+        }
+        graph
+            .encode(EncodeOptions {
+                define_components: true,
+                validate: true,
+                processor: Some(Processor {
+                    name: env!("CARGO_PKG_NAME"),
+                    version: env!("CARGO_PKG_VERSION"),
+                }),
+            })
+            .map_err(|e| match &e {
+                EncodeError::ValidationFailure { source }
+                    if source.message().contains("type mismatch") =>
+                {
+                    ComposeError::MisWiredTypes(e)
+                }
+                _ => ComposeError::Encode(e),
+            })
+    }
+}
+
+/// A composed component and what went into it.
+#[derive(Debug)]
+pub struct Composed {
+    /// The encoded component, with the `msgplug-config` custom section.
+    pub component: Vec<u8>,
+    /// The generated config component (also inside `component`).
+    pub config_component: Vec<u8>,
+    /// The baked settings.
+    pub settings: Settings,
+    /// The backend adapter used.
+    pub backend: &'static Adapter,
+    /// The driver adapter used, if any.
+    pub driver: Option<&'static Adapter>,
+    /// The trigger `auto` resolved to (never [`Trigger::Auto`]).
+    pub trigger: Trigger,
+    /// The wiring.
+    pub plan: Plan,
+    /// The output's world.
+    pub world: ComponentInfo,
+    /// Things the user should know.
+    pub warnings: Vec<Warning>,
+}
+
+/// Package name of the app in the graph and in WAC.
+pub const APP_PACKAGE: &str = "user:app";
+/// Package name of the generated config component in the graph and in WAC.
+pub const CONFIG_PACKAGE: &str = "msgplug:config";
+
+/// Composes `app` (a component's bytes) as `options` say.
+pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, ComposeError> {
+    let app_info = analyze(app).map_err(ComposeError::App)?;
+    if let Some(name) = app_info.foreign_messaging_version() {
+        return Err(ComposeError::UnsupportedMessagingVersion {
+            name: name.to_string(),
+        });
+    }
+    if !app_info.uses_messaging() {
+        return Err(ComposeError::NotAMessagingApp);
+    }
+
+    let broker = config::parse_broker(options.broker.as_deref().unwrap_or("local"))?;
+    config::check_topics(&options.subscribe)?;
+    let backend = adapters::backend_for_scheme(&broker.scheme)?;
+    let trigger = resolve_trigger(&app_info, options.trigger)?;
+
+    let mut warnings = Vec::new();
+    if broker.has_secret {
+        warnings.push(Warning::SecretBaked {
+            redacted_url: config::redact(&broker.url),
+        });
+    }
+    let settings = Settings::new(&broker, options.subscribe.clone(), options.queue_group.clone());
+    let json = settings.to_json();
+    let config_component = config_component::generate(&json)?;
+    let config_info = analyze(&config_component).map_err(ComposeError::App)?;
+    let backend_info = analyze(backend.bytes).map_err(ComposeError::App)?;
+    let backend_package = format!("msgplug:{}", backend.name);
+
+    let mut parts = vec![
+        Part { name: "config", package: CONFIG_PACKAGE, info: &config_info },
+        Part { name: "backend", package: &backend_package, info: &backend_info },
+        Part { name: "app", package: APP_PACKAGE, info: &app_info },
+    ];
+    let mut components: Vec<&[u8]> = vec![&config_component, backend.bytes, app];
+
+    let (driver, driver_info) = match trigger {
+        Trigger::Run => {
+            let driver = adapters::by_name("driver-run")?;
+            (Some(driver), Some(analyze(driver.bytes).map_err(ComposeError::App)?))
+        }
+        _ => (None, None),
+    };
+    let driver_package = driver.map(|d| format!("msgplug:{}", d.name));
+    let exports = match (&driver_info, &driver_package) {
+        (Some(info), Some(package)) => {
+            for (_, export) in app_info.entry_points() {
+                warnings.push(Warning::AppEntryPointHidden { export: export.to_string() });
+            }
+            parts.push(Part { name: "driver", package, info });
+            components.push(driver.expect("a driver has bytes").bytes);
+            let entry = info
+                .entry_points()
+                .first()
+                .map(|(_, name)| name.to_string())
+                .expect("every driver exports an entry point");
+            vec![(parts.len() - 1, entry)]
+        }
+        _ => {
+            if app_info.exports_handler() {
+                warnings.push(Warning::HandlerNeverCalled);
+            }
+            if !options.subscribe.is_empty() {
+                warnings.push(Warning::SubscriptionsUnused);
+            }
+            app_info
+                .entry_points()
+                .into_iter()
+                .map(|(_, name)| (2, name.to_string()))
+                .collect()
+        }
+    };
+
+    let plan = Plan::wire(&parts, exports)?;
+    let mut component = plan.encode(&components)?;
+    config_component::append_custom_section(&mut component, &json);
+
+    let world = analyze(&component).map_err(ComposeError::App)?;
+    if let Some(import) = world.imports.iter().find(|i| is_internal(i)) {
+        return Err(ComposeError::LeftoverImport { import: import.clone() });
+    }
+    for import in world.imports.iter().filter(|i| !i.starts_with("wasi:")) {
+        warnings.push(Warning::NonWasiImport { import: import.clone() });
+    }
+
+    Ok(Composed {
+        component,
+        config_component,
+        settings,
+        backend,
+        driver,
+        trigger,
+        plan,
+        world,
+        warnings,
+    })
+}
+
+/// Applies DESIGN's trigger rules to the app's exports.
+fn resolve_trigger(app: &ComponentInfo, asked: Trigger) -> Result<Trigger, ComposeError> {
+    let handler = app.exports_handler();
+    let entry = app.entry_points().first().map(|(_, name)| name.to_string());
+    match asked {
+        Trigger::Auto => match (handler, entry) {
+            (true, None) => Ok(Trigger::Run),
+            (false, Some(_)) => Ok(Trigger::None),
+            (true, Some(entry)) => Err(ComposeError::AmbiguousTrigger { entry }),
+            (false, None) => Err(ComposeError::NothingToRun),
+        },
+        Trigger::Run if !handler => Err(ComposeError::NoHandler { trigger: asked }),
+        Trigger::Run => Ok(Trigger::Run),
+        Trigger::Http => Err(ComposeError::TriggerNotAvailable { trigger: asked }),
+        Trigger::None if entry.is_none() => Err(ComposeError::NothingToRun),
+        Trigger::None => Ok(Trigger::None),
+    }
+}
+
+impl Composed {
+    /// The kind of entry point the output exports, if any.
+    pub fn entry_point(&self) -> Option<EntryPoint> {
+        self.world.entry_points().first().map(|(kind, _)| *kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(imports: &[&str], exports: &[&str]) -> ComponentInfo {
+        ComponentInfo {
+            imports: imports.iter().map(|s| s.to_string()).collect(),
+            exports: exports.iter().map(|s| s.to_string()).collect(),
+            baked_config: None,
+        }
+    }
+
+    #[test]
+    fn every_consumer_of_types_is_wired_to_the_backend() {
+        let config = info(&[], &[names::CONFIG]);
+        let backend = info(
+            &[names::CONFIG, "wasi:cli/stdin@0.2.6"],
+            &[names::TYPES, names::PRODUCER, names::REQUEST_REPLY],
+        );
+        let app = info(&[names::TYPES, names::PRODUCER], &[names::INCOMING_HANDLER]);
+        let driver = info(&[names::TYPES, names::INCOMING_HANDLER], &["wasi:cli/run@0.2.0"]);
+        let parts = [
+            Part { name: "config", package: "msgplug:config", info: &config },
+            Part { name: "backend", package: "msgplug:backend-local", info: &backend },
+            Part { name: "app", package: "user:app", info: &app },
+            Part { name: "driver", package: "msgplug:driver-run", info: &driver },
+        ];
+        let plan = Plan::wire(&parts, vec![(3, "wasi:cli/run@0.2.0".into())]).unwrap();
+        let args = |i: usize| plan.instances[i].arguments.clone();
+        assert_eq!(args(1), vec![(names::CONFIG.to_string(), 0)]);
+        assert_eq!(args(2), vec![(names::TYPES.to_string(), 1), (names::PRODUCER.to_string(), 1)]);
+        assert_eq!(
+            args(3),
+            vec![(names::TYPES.to_string(), 1), (names::INCOMING_HANDLER.to_string(), 2)]
+        );
+        assert!(plan.instances[1].imports_from_host);
+        assert!(!plan.instances[2].imports_from_host);
+    }
+
+    #[test]
+    fn an_internal_import_nobody_exports_is_an_error() {
+        let app = info(&["wasi:messaging/producer@0.2.0-draft"], &[]);
+        let parts = [Part { name: "app", package: "user:app", info: &app }];
+        let err = Plan::wire(&parts, vec![]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`app` imports `wasi:messaging/producer@0.2.0-draft`, but no part of the composition exports it"
+        );
+    }
+
+    #[test]
+    fn auto_trigger_follows_the_app_exports() {
+        let handler = info(&[], &[names::INCOMING_HANDLER]);
+        let runner = info(&[], &["wasi:cli/run@0.2.0"]);
+        let both = info(&[], &[names::INCOMING_HANDLER, "wasi:cli/run@0.2.0"]);
+        let neither = info(&[names::PRODUCER], &[]);
+        assert_eq!(resolve_trigger(&handler, Trigger::Auto).unwrap(), Trigger::Run);
+        assert_eq!(resolve_trigger(&runner, Trigger::Auto).unwrap(), Trigger::None);
+        assert!(matches!(
+            resolve_trigger(&both, Trigger::Auto),
+            Err(ComposeError::AmbiguousTrigger { .. })
+        ));
+        assert_eq!(resolve_trigger(&both, Trigger::Run).unwrap(), Trigger::Run);
+        assert_eq!(resolve_trigger(&both, Trigger::None).unwrap(), Trigger::None);
+        assert!(matches!(resolve_trigger(&neither, Trigger::Auto), Err(ComposeError::NothingToRun)));
+        assert!(matches!(resolve_trigger(&runner, Trigger::Run), Err(ComposeError::NoHandler { .. })));
+        assert!(matches!(resolve_trigger(&handler, Trigger::None), Err(ComposeError::NothingToRun)));
+    }
+}

@@ -1,0 +1,207 @@
+//! The settings baked into a composed artifact: broker URL, subscriptions, options.
+//!
+//! The same JSON document is what the generated config component returns from
+//! `msgplug:adapter/config.get` (read by the backends, see `adapters-wasm/crates/common`)
+//! and what the `msgplug-config` custom section holds for `msgplug inspect`.
+//! Backends let `MSGPLUG_BROKER`, `MSGPLUG_SUBSCRIBE` and `MSGPLUG_QUEUE_GROUP` override it
+//! at run time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the settings schema; bumped on an incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The configuration of a composed artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub msgplug: u32,
+    /// The backend family, which is the broker URL's scheme (`local`, `nats`, ...).
+    pub backend: String,
+    /// The broker URL, normalised.
+    pub broker: String,
+    /// Topic patterns to subscribe to; empty means every topic where the backend allows it.
+    pub subscribe: Vec<String>,
+    /// Queue / consumer group to share the work with other instances, if any.
+    pub queue_group: Option<String>,
+    /// Backend-specific options.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A parsed `--broker` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// The normalised URL (`local` becomes `local:`).
+    pub url: String,
+    /// The scheme, lower case.
+    pub scheme: String,
+    /// Whether the URL carries a password or a secret-looking query parameter.
+    pub has_secret: bool,
+}
+
+/// An error in the broker URL or the subscriptions.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The URL did not parse.
+    #[error("malformed broker URL `{url}`; a broker URL looks like `nats://127.0.0.1:4222` or `local`")]
+    MalformedUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it did not parse.
+        #[source]
+        source: url::ParseError,
+    },
+    /// A subscription pattern is empty or contains white space.
+    #[error("invalid subscription `{topic}`: a topic pattern is non-empty and has no white space")]
+    InvalidTopic {
+        /// The pattern as given.
+        topic: String,
+    },
+}
+
+/// Query parameters whose values are treated as secrets.
+const SECRET_PARAMS: &[&str] = &["password", "pass", "token", "secret", "key", "sig", "signature"];
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|s| name.contains(s))
+}
+
+/// Parses a `--broker` value. The bare word `local` (or `local:`/`local://`) is the embedded backend.
+pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
+    let trimmed = input.trim();
+    if matches!(trimmed, "local" | "local:" | "local://") {
+        return Ok(BrokerUrl {
+            url: "local:".to_string(),
+            scheme: "local".to_string(),
+            has_secret: false,
+        });
+    }
+    let url = url::Url::parse(trimmed).map_err(|source| SettingsError::MalformedUrl {
+        url: input.to_string(),
+        source,
+    })?;
+    let has_secret = url.password().is_some() || url.query_pairs().any(|(k, _)| is_secret_param(&k));
+    Ok(BrokerUrl {
+        url: url.to_string(),
+        scheme: url.scheme().to_string(),
+        has_secret,
+    })
+}
+
+/// Checks subscription patterns.
+pub fn check_topics(topics: &[String]) -> Result<(), SettingsError> {
+    match topics
+        .iter()
+        .find(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+    {
+        Some(topic) => Err(SettingsError::InvalidTopic {
+            topic: topic.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The URL with its password and secret-looking query values replaced by `****`.
+pub fn redact(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    if parsed.password().is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = parsed.set_password(Some("****"));
+    }
+    if parsed.query_pairs().any(|(k, _)| is_secret_param(&k)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) { "****".into() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+impl Settings {
+    /// Settings for `broker` with the given subscriptions and queue group.
+    pub fn new(broker: &BrokerUrl, subscribe: Vec<String>, queue_group: Option<String>) -> Self {
+        Settings {
+            msgplug: SCHEMA_VERSION,
+            backend: broker.scheme.clone(),
+            broker: broker.url.clone(),
+            subscribe,
+            queue_group,
+            options: BTreeMap::new(),
+        }
+    }
+
+    /// The JSON document baked into the artifact.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("settings always serialise")
+    }
+
+    /// A copy safe to show: secrets in the broker URL masked.
+    pub fn redacted(&self) -> Settings {
+        Settings {
+            broker: redact(&self.broker),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_is_accepted_in_every_spelling() {
+        for s in ["local", "local:", "local://", " local "] {
+            let b = parse_broker(s).unwrap();
+            assert_eq!((b.url.as_str(), b.scheme.as_str()), ("local:", "local"));
+        }
+    }
+
+    #[test]
+    fn urls_parse_and_secrets_are_detected_and_redacted() {
+        let b = parse_broker("nats://alice:s3cret@127.0.0.1:4222").unwrap();
+        assert_eq!(b.scheme, "nats");
+        assert!(b.has_secret);
+        assert_eq!(redact(&b.url), "nats://alice:****@127.0.0.1:4222");
+        let b = parse_broker("https://x.example/p?sig=abc&topic=t").unwrap();
+        assert!(b.has_secret);
+        assert_eq!(redact(&b.url), "https://x.example/p?sig=****&topic=t");
+        assert!(!parse_broker("nats://127.0.0.1:4222").unwrap().has_secret);
+    }
+
+    #[test]
+    fn malformed_urls_are_rejected() {
+        for s in ["", "127.0.0.1:4222", "://x", "nats://[::1"] {
+            let err = parse_broker(s).unwrap_err().to_string();
+            assert!(err.starts_with("malformed broker URL"), "{s}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_round_trip_through_json() {
+        let b = parse_broker("local").unwrap();
+        let s = Settings::new(&b, vec!["orders.>".into()], Some("workers".into()));
+        let json = s.to_json();
+        assert_eq!(
+            json,
+            r#"{"msgplug":1,"backend":"local","broker":"local:","subscribe":["orders.>"],"queue_group":"workers","options":{}}"#
+        );
+        assert_eq!(serde_json::from_str::<Settings>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn topics_are_checked() {
+        assert!(check_topics(&["a.b".into(), "c.>".into()]).is_ok());
+        assert!(check_topics(&["".into()]).is_err());
+        assert!(check_topics(&["a b".into()]).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! What a component needs from the host, and the `wasmtime` command line that provides it.
+
+use serde::Serialize;
+
+use crate::analyze::{ComponentInfo, EntryPoint};
+
+/// A host capability a component's imports call for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capability {
+    /// Short name (`network`, `dns`, `http-client`, ...).
+    pub name: &'static str,
+    /// What it is for.
+    pub description: &'static str,
+    /// The `wasmtime` flag that grants it, if one is needed.
+    pub flag: Option<&'static str>,
+}
+
+/// (import prefix, capability) pairs, most specific first.
+const CAPABILITIES: &[(&str, Capability)] = &[
+    ("wasi:sockets/ip-name-lookup", Capability {
+        name: "dns",
+        description: "resolve host names",
+        flag: Some("-S allow-ip-name-lookup"),
+    }),
+    ("wasi:sockets/", Capability {
+        name: "network",
+        description: "TCP/UDP sockets",
+        flag: Some("-S inherit-network"),
+    }),
+    ("wasi:http/outgoing-handler", Capability {
+        name: "http-client",
+        description: "outgoing HTTP requests",
+        flag: Some("-S http"),
+    }),
+    ("wasi:filesystem/", Capability {
+        name: "files",
+        description: "preopened directories",
+        flag: Some("--dir HOST_DIR::GUEST_DIR"),
+    }),
+    ("wasi:cli/environment", Capability {
+        name: "environment",
+        description: "environment variables",
+        flag: Some("--env NAME=VALUE"),
+    }),
+    ("wasi:cli/std", Capability {
+        name: "stdio",
+        description: "standard input, output and error",
+        flag: None,
+    }),
+    ("wasi:clocks/", Capability {
+        name: "clocks",
+        description: "wall and monotonic clocks",
+        flag: None,
+    }),
+    ("wasi:random/", Capability {
+        name: "random",
+        description: "random numbers",
+        flag: None,
+    }),
+];
+
+/// The capabilities the component's imports call for, without repeats.
+pub fn capabilities(info: &ComponentInfo) -> Vec<Capability> {
+    let mut found: Vec<Capability> = Vec::new();
+    for import in &info.imports {
+        if let Some((_, capability)) = CAPABILITIES.iter().find(|(prefix, _)| import.starts_with(prefix)) {
+            if !found.contains(capability) {
+                found.push(capability.clone());
+            }
+        }
+    }
+    found
+}
+
+/// How the output should be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunHints<'a> {
+    /// The broker host, to decide whether DNS lookups are needed.
+    pub broker_host: Option<&'a str>,
+    /// Whether the component reads messages from standard input (the `local` backend with a driver).
+    pub reads_stdin: bool,
+}
+
+/// The `wasmtime` command that runs `path`, with the flags its imports need.
+pub fn wasmtime_command(info: &ComponentInfo, path: &str, hints: RunHints<'_>) -> String {
+    let serve = info
+        .entry_points()
+        .first()
+        .is_some_and(|(kind, _)| *kind == EntryPoint::HttpHandler);
+    let mut words: Vec<&str> = vec!["wasmtime", if serve { "serve" } else { "run" }];
+    let imports = |prefix: &str| info.imports.iter().any(|i| i.starts_with(prefix));
+    if serve && imports("wasi:cli/") {
+        words.push("-S cli");
+    }
+    if imports("wasi:sockets/") {
+        words.push("-S inherit-network");
+        let needs_dns = hints
+            .broker_host
+            .is_some_and(|host| host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('['));
+        if needs_dns && imports("wasi:sockets/ip-name-lookup") {
+            words.push("-S allow-ip-name-lookup");
+        }
+    }
+    if !serve && imports("wasi:http/outgoing-handler") {
+        words.push("-S http");
+    }
+    if serve {
+        words.push("--addr 127.0.0.1:8080");
+    }
+    let quoted = shell_quote(path);
+    words.push(&quoted);
+    let mut command = words.join(" ");
+    if hints.reads_stdin {
+        command.push_str(" < messages.ndjson");
+    }
+    command
+}
+
+/// Quotes `word` for a POSIX shell when it needs it.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(imports: &[&str], exports: &[&str]) -> ComponentInfo {
+        ComponentInfo {
+            imports: imports.iter().map(|s| s.to_string()).collect(),
+            exports: exports.iter().map(|s| s.to_string()).collect(),
+            baked_config: None,
+        }
+    }
+
+    #[test]
+    fn run_commands_carry_the_flags_the_imports_need() {
+        let local = info(&["wasi:cli/stdin@0.2.6"], &["wasi:cli/run@0.2.0"]);
+        let hints = RunHints { broker_host: None, reads_stdin: true };
+        assert_eq!(wasmtime_command(&local, "out.wasm", hints), "wasmtime run out.wasm < messages.ndjson");
+
+        let tcp = info(
+            &["wasi:sockets/tcp@0.2.6", "wasi:sockets/ip-name-lookup@0.2.6"],
+            &["wasi:cli/run@0.2.0"],
+        );
+        let by_ip = RunHints { broker_host: Some("127.0.0.1"), reads_stdin: false };
+        assert_eq!(wasmtime_command(&tcp, "a b.wasm", by_ip), "wasmtime run -S inherit-network 'a b.wasm'");
+        let by_name = RunHints { broker_host: Some("nats.internal"), reads_stdin: false };
+        assert_eq!(
+            wasmtime_command(&tcp, "o.wasm", by_name),
+            "wasmtime run -S inherit-network -S allow-ip-name-lookup o.wasm"
+        );
+
+        let served = info(&["wasi:cli/environment@0.2.6"], &["wasi:http/incoming-handler@0.2.6"]);
+        let none = RunHints { broker_host: None, reads_stdin: false };
+        assert_eq!(
+            wasmtime_command(&served, "o.wasm", none),
+            "wasmtime serve -S cli --addr 127.0.0.1:8080 o.wasm"
+        );
+    }
+
+    #[test]
+    fn capabilities_are_listed_once_each() {
+        let i = info(
+            &["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6", "wasi:cli/stdout@0.2.6", "wasi:cli/stderr@0.2.6"],
+            &[],
+        );
+        let names: Vec<_> = capabilities(&i).iter().map(|c| c.name).collect();
+        assert_eq!(names, vec!["network", "stdio"]);
+    }
+}

