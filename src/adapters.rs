@@ -25,6 +25,8 @@ pub struct Adapter {
     pub summary: &'static str,
     /// What it needs from the host, as `wasmtime` flags or a plain note.
     pub host_needs: &'static str,
+    /// Whether it reads messages (or replies to requests) from standard input.
+    pub uses_stdin: bool,
     /// The component itself.
     #[serde(skip)]
     pub bytes: &'static [u8],
@@ -38,21 +40,32 @@ pub const ADAPTERS: &[Adapter] = &[
         schemes: &["local"],
         summary: "embedded broker: NDJSON messages in on stdin, out on stdout",
         host_needs: "stdin and stdout only (no network)",
+        uses_stdin: true,
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
     },
     Adapter {
         name: "driver-run",
         kind: AdapterKind::Driver,
         schemes: &[],
-        summary: "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
+        summary:
+            "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
         host_needs: "`wasmtime run` (exports wasi:cli/run)",
+        uses_stdin: false,
         bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
     },
 ];
 
 /// Broker URL schemes that are planned but have no adapter yet.
 pub const PLANNED_SCHEMES: &[&str] = &[
-    "nats", "mqtt", "amqp", "kafka", "sqs", "servicebus", "redis", "http", "https",
+    "nats",
+    "mqtt",
+    "amqp",
+    "kafka",
+    "sqs",
+    "servicebus",
+    "redis",
+    "http",
+    "https",
 ];
 
 /// An error finding an adapter.
@@ -145,11 +158,19 @@ mod tests {
                         let name = wit.resolve.name_world_key(key);
                         assert!(info.exports(&name), "{} lacks export {name}", adapter.name);
                     }
-                    assert!(info.imports(names::CONFIG), "{} must import config", adapter.name);
+                    assert!(
+                        info.imports(names::CONFIG),
+                        "{} must import config",
+                        adapter.name
+                    );
                 }
                 AdapterKind::Driver => {
                     assert!(info.imports(names::INCOMING_HANDLER), "{}", adapter.name);
-                    assert!(!info.entry_points().is_empty(), "{} exports no entry point", adapter.name);
+                    assert!(
+                        !info.entry_points().is_empty(),
+                        "{} exports no entry point",
+                        adapter.name
+                    );
                 }
             }
             for import in &info.imports {
@@ -169,6 +190,9 @@ mod tests {
         assert!(err.contains("not available in this version"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();
         assert!(err.contains("unknown broker scheme `gopher`"), "{err}");
-        assert!(by_name("nope").unwrap_err().to_string().contains("`driver-run`"));
+        assert!(by_name("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("`driver-run`"));
     }
 }

@@ -11,9 +11,9 @@ pub struct ComponentInfo {
     pub imports: Vec<String>,
     /// Export names in declaration order, e.g. `wasi:cli/run@0.2.0`.
     pub exports: Vec<String>,
-    /// The payload of the `msgplug-config` custom section, when the component was composed
-    /// by msgplug.
-    pub baked_config: Option<Vec<u8>>,
+    /// The payload of the `msgplug-config` custom section (a [`crate::config::Manifest`]),
+    /// when the component was composed by msgplug.
+    pub manifest: Option<Vec<u8>>,
 }
 
 /// The entry point a runtime calls, when a component exports one.
@@ -130,7 +130,7 @@ pub fn analyze(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
     let mut info = ComponentInfo {
         imports: Vec::new(),
         exports: Vec::new(),
-        baked_config: None,
+        manifest: None,
     };
     // Nested modules and components are reported inline; only depth 1 is the component itself.
     let mut depth = 0usize;
@@ -158,7 +158,7 @@ pub fn analyze(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
             Payload::CustomSection(section)
                 if depth == 1 && section.name() == crate::config_component::CUSTOM_SECTION =>
             {
-                info.baked_config = Some(section.data().to_vec());
+                info.manifest = Some(section.data().to_vec());
             }
             _ => {}
         }
@@ -181,7 +181,10 @@ mod tests {
 
     #[test]
     fn version_of_takes_the_part_after_the_last_at() {
-        assert_eq!(version_of("wasi:messaging/types@0.2.0-draft"), Some("0.2.0-draft"));
+        assert_eq!(
+            version_of("wasi:messaging/types@0.2.0-draft"),
+            Some("0.2.0-draft")
+        );
         assert_eq!(version_of("plain"), None);
     }
 }

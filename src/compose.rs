@@ -15,9 +15,10 @@ use wac_graph::types::Package;
 use wac_graph::{CompositionGraph, EncodeError, EncodeOptions, NodeId, Processor};
 
 use crate::adapters::{self, Adapter};
-use crate::analyze::{analyze, AnalyzeError, ComponentInfo, EntryPoint};
-use crate::config::{self, Settings, SettingsError};
+use crate::analyze::{analyze, AnalyzeError, ComponentInfo};
+use crate::config::{self, Manifest, Settings, SettingsError};
 use crate::config_component::{self, ConfigComponentError};
+use crate::host::{self, RunHints};
 use crate::wit::{names, MESSAGING_VERSION};
 
 /// How the composed component is started.
@@ -302,9 +303,12 @@ impl Plan {
         };
         for (instance, bytes) in self.instances.iter().zip(components) {
             let error = graph_error(&instance.package);
-            let package = Package::from_bytes(&instance.package, None, bytes.to_vec(), graph.types_mut())
-                .map_err(&error)?;
-            let package = graph.register_package(package).map_err(|e| error(e.into()))?;
+            let package =
+                Package::from_bytes(&instance.package, None, bytes.to_vec(), graph.types_mut())
+                    .map_err(&error)?;
+            let package = graph
+                .register_package(package)
+                .map_err(|e| error(e.into()))?;
             let node = graph.instantiate(package);
             for (import, provider) in &instance.arguments {
                 let alias = match aliases.get(&(*provider, import.as_str())) {
@@ -328,7 +332,9 @@ impl Plan {
             let alias = graph
                 .alias_instance_export(nodes[*index], name)
                 .map_err(|e| error(e.into()))?;
-            graph.export(alias, name.clone()).map_err(|e| error(e.into()))?;
+            graph
+                .export(alias, name.clone())
+                .map_err(|e| error(e.into()))?;
         }
         graph
             .encode(EncodeOptions {
@@ -357,8 +363,8 @@ pub struct Composed {
     pub component: Vec<u8>,
     /// The generated config component (also inside `component`).
     pub config_component: Vec<u8>,
-    /// The baked settings.
-    pub settings: Settings,
+    /// What the output records about itself (settings included).
+    pub manifest: Manifest,
     /// The backend adapter used.
     pub backend: &'static Adapter,
     /// The driver adapter used, if any.
@@ -401,7 +407,11 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
             redacted_url: config::redact(&broker.url),
         });
     }
-    let settings = Settings::new(&broker, options.subscribe.clone(), options.queue_group.clone());
+    let settings = Settings::new(
+        &broker,
+        options.subscribe.clone(),
+        options.queue_group.clone(),
+    );
     let json = settings.to_json();
     let config_component = config_component::generate(&json)?;
     let config_info = analyze(&config_component).map_err(ComposeError::App)?;
@@ -409,16 +419,31 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let backend_package = format!("msgplug:{}", backend.name);
 
     let mut parts = vec![
-        Part { name: "config", package: CONFIG_PACKAGE, info: &config_info },
-        Part { name: "backend", package: &backend_package, info: &backend_info },
-        Part { name: "app", package: APP_PACKAGE, info: &app_info },
+        Part {
+            name: "config",
+            package: CONFIG_PACKAGE,
+            info: &config_info,
+        },
+        Part {
+            name: "backend",
+            package: &backend_package,
+            info: &backend_info,
+        },
+        Part {
+            name: "app",
+            package: APP_PACKAGE,
+            info: &app_info,
+        },
     ];
     let mut components: Vec<&[u8]> = vec![&config_component, backend.bytes, app];
 
     let (driver, driver_info) = match trigger {
         Trigger::Run => {
             let driver = adapters::by_name("driver-run")?;
-            (Some(driver), Some(analyze(driver.bytes).map_err(ComposeError::App)?))
+            (
+                Some(driver),
+                Some(analyze(driver.bytes).map_err(ComposeError::App)?),
+            )
         }
         _ => (None, None),
     };
@@ -426,9 +451,15 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let exports = match (&driver_info, &driver_package) {
         (Some(info), Some(package)) => {
             for (_, export) in app_info.entry_points() {
-                warnings.push(Warning::AppEntryPointHidden { export: export.to_string() });
+                warnings.push(Warning::AppEntryPointHidden {
+                    export: export.to_string(),
+                });
             }
-            parts.push(Part { name: "driver", package, info });
+            parts.push(Part {
+                name: "driver",
+                package,
+                info,
+            });
             components.push(driver.expect("a driver has bytes").bytes);
             let entry = info
                 .entry_points()
@@ -454,20 +485,34 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
 
     let plan = Plan::wire(&parts, exports)?;
     let mut component = plan.encode(&components)?;
-    config_component::append_custom_section(&mut component, &json);
+    let manifest = Manifest {
+        composed_by: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+        backend: backend.name.to_string(),
+        driver: driver.map(|d| d.name.to_string()),
+        trigger: trigger.to_string(),
+        reads_stdin: backend.uses_stdin
+            && (driver.is_some() || app_info.imports(names::REQUEST_REPLY)),
+        settings,
+    };
+    let manifest_json = serde_json::to_string(&manifest).expect("manifests serialise");
+    config_component::append_custom_section(&mut component, &manifest_json);
 
     let world = analyze(&component).map_err(ComposeError::App)?;
     if let Some(import) = world.imports.iter().find(|i| is_internal(i)) {
-        return Err(ComposeError::LeftoverImport { import: import.clone() });
+        return Err(ComposeError::LeftoverImport {
+            import: import.clone(),
+        });
     }
     for import in world.imports.iter().filter(|i| !i.starts_with("wasi:")) {
-        warnings.push(Warning::NonWasiImport { import: import.clone() });
+        warnings.push(Warning::NonWasiImport {
+            import: import.clone(),
+        });
     }
 
     Ok(Composed {
         component,
         config_component,
-        settings,
+        manifest,
         backend,
         driver,
         trigger,
@@ -497,10 +542,25 @@ fn resolve_trigger(app: &ComponentInfo, asked: Trigger) -> Result<Trigger, Compo
 }
 
 impl Composed {
-    /// The kind of entry point the output exports, if any.
-    pub fn entry_point(&self) -> Option<EntryPoint> {
-        self.world.entry_points().first().map(|(kind, _)| *kind)
+    /// The `wasmtime` command that runs the output when it is written to `path`.
+    pub fn run_command(&self, path: &str) -> String {
+        run_command(&self.world, &self.manifest, path)
     }
+}
+
+/// The `wasmtime` command that runs a composed component described by `world` and `manifest`.
+pub fn run_command(world: &ComponentInfo, manifest: &Manifest, path: &str) -> String {
+    let broker_host = url::Url::parse(&manifest.settings.broker)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string));
+    host::wasmtime_command(
+        world,
+        path,
+        RunHints {
+            broker_host: broker_host.as_deref(),
+            reads_stdin: manifest.reads_stdin,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -511,7 +571,7 @@ mod tests {
         ComponentInfo {
             imports: imports.iter().map(|s| s.to_string()).collect(),
             exports: exports.iter().map(|s| s.to_string()).collect(),
-            baked_config: None,
+            manifest: None,
         }
     }
 
@@ -523,20 +583,48 @@ mod tests {
             &[names::TYPES, names::PRODUCER, names::REQUEST_REPLY],
         );
         let app = info(&[names::TYPES, names::PRODUCER], &[names::INCOMING_HANDLER]);
-        let driver = info(&[names::TYPES, names::INCOMING_HANDLER], &["wasi:cli/run@0.2.0"]);
+        let driver = info(
+            &[names::TYPES, names::INCOMING_HANDLER],
+            &["wasi:cli/run@0.2.0"],
+        );
         let parts = [
-            Part { name: "config", package: "msgplug:config", info: &config },
-            Part { name: "backend", package: "msgplug:backend-local", info: &backend },
-            Part { name: "app", package: "user:app", info: &app },
-            Part { name: "driver", package: "msgplug:driver-run", info: &driver },
+            Part {
+                name: "config",
+                package: "msgplug:config",
+                info: &config,
+            },
+            Part {
+                name: "backend",
+                package: "msgplug:backend-local",
+                info: &backend,
+            },
+            Part {
+                name: "app",
+                package: "user:app",
+                info: &app,
+            },
+            Part {
+                name: "driver",
+                package: "msgplug:driver-run",
+                info: &driver,
+            },
         ];
         let plan = Plan::wire(&parts, vec![(3, "wasi:cli/run@0.2.0".into())]).unwrap();
         let args = |i: usize| plan.instances[i].arguments.clone();
         assert_eq!(args(1), vec![(names::CONFIG.to_string(), 0)]);
-        assert_eq!(args(2), vec![(names::TYPES.to_string(), 1), (names::PRODUCER.to_string(), 1)]);
+        assert_eq!(
+            args(2),
+            vec![
+                (names::TYPES.to_string(), 1),
+                (names::PRODUCER.to_string(), 1)
+            ]
+        );
         assert_eq!(
             args(3),
-            vec![(names::TYPES.to_string(), 1), (names::INCOMING_HANDLER.to_string(), 2)]
+            vec![
+                (names::TYPES.to_string(), 1),
+                (names::INCOMING_HANDLER.to_string(), 2)
+            ]
         );
         assert!(plan.instances[1].imports_from_host);
         assert!(!plan.instances[2].imports_from_host);
@@ -545,7 +633,11 @@ mod tests {
     #[test]
     fn an_internal_import_nobody_exports_is_an_error() {
         let app = info(&["wasi:messaging/producer@0.2.0-draft"], &[]);
-        let parts = [Part { name: "app", package: "user:app", info: &app }];
+        let parts = [Part {
+            name: "app",
+            package: "user:app",
+            info: &app,
+        }];
         let err = Plan::wire(&parts, vec![]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -559,16 +651,34 @@ mod tests {
         let runner = info(&[], &["wasi:cli/run@0.2.0"]);
         let both = info(&[], &[names::INCOMING_HANDLER, "wasi:cli/run@0.2.0"]);
         let neither = info(&[names::PRODUCER], &[]);
-        assert_eq!(resolve_trigger(&handler, Trigger::Auto).unwrap(), Trigger::Run);
-        assert_eq!(resolve_trigger(&runner, Trigger::Auto).unwrap(), Trigger::None);
+        assert_eq!(
+            resolve_trigger(&handler, Trigger::Auto).unwrap(),
+            Trigger::Run
+        );
+        assert_eq!(
+            resolve_trigger(&runner, Trigger::Auto).unwrap(),
+            Trigger::None
+        );
         assert!(matches!(
             resolve_trigger(&both, Trigger::Auto),
             Err(ComposeError::AmbiguousTrigger { .. })
         ));
         assert_eq!(resolve_trigger(&both, Trigger::Run).unwrap(), Trigger::Run);
-        assert_eq!(resolve_trigger(&both, Trigger::None).unwrap(), Trigger::None);
-        assert!(matches!(resolve_trigger(&neither, Trigger::Auto), Err(ComposeError::NothingToRun)));
-        assert!(matches!(resolve_trigger(&runner, Trigger::Run), Err(ComposeError::NoHandler { .. })));
-        assert!(matches!(resolve_trigger(&handler, Trigger::None), Err(ComposeError::NothingToRun)));
+        assert_eq!(
+            resolve_trigger(&both, Trigger::None).unwrap(),
+            Trigger::None
+        );
+        assert!(matches!(
+            resolve_trigger(&neither, Trigger::Auto),
+            Err(ComposeError::NothingToRun)
+        ));
+        assert!(matches!(
+            resolve_trigger(&runner, Trigger::Run),
+            Err(ComposeError::NoHandler { .. })
+        ));
+        assert!(matches!(
+            resolve_trigger(&handler, Trigger::None),
+            Err(ComposeError::NothingToRun)
+        ));
     }
 }

@@ -31,6 +31,34 @@ pub struct Settings {
     pub options: BTreeMap<String, String>,
 }
 
+/// What a composed artifact records about itself in its `msgplug-config` custom section, so
+/// `msgplug inspect` can describe it without running anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The tool and version that composed it, e.g. `msgplug 0.1.0`.
+    pub composed_by: String,
+    /// The backend adapter's name.
+    pub backend: String,
+    /// The driver adapter's name, if a driver was added.
+    pub driver: Option<String>,
+    /// The trigger (`run`, `http` or `none`).
+    pub trigger: String,
+    /// Whether messages or replies arrive on standard input (the `local` backend).
+    pub reads_stdin: bool,
+    /// The baked settings (also returned by the config component).
+    pub settings: Settings,
+}
+
+impl Manifest {
+    /// A copy safe to show: secrets in the broker URL masked.
+    pub fn redacted(&self) -> Manifest {
+        Manifest {
+            settings: self.settings.redacted(),
+            ..self.clone()
+        }
+    }
+}
+
 /// A parsed `--broker` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -46,7 +74,9 @@ pub struct BrokerUrl {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The URL did not parse.
-    #[error("malformed broker URL `{url}`; a broker URL looks like `nats://127.0.0.1:4222` or `local`")]
+    #[error(
+        "malformed broker URL `{url}`; a broker URL looks like `nats://127.0.0.1:4222` or `local`"
+    )]
     MalformedUrl {
         /// The URL as given.
         url: String,
@@ -63,7 +93,15 @@ pub enum SettingsError {
 }
 
 /// Query parameters whose values are treated as secrets.
-const SECRET_PARAMS: &[&str] = &["password", "pass", "token", "secret", "key", "sig", "signature"];
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "pass",
+    "token",
+    "secret",
+    "key",
+    "sig",
+    "signature",
+];
 
 fn is_secret_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
@@ -84,7 +122,8 @@ pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
         url: input.to_string(),
         source,
     })?;
-    let has_secret = url.password().is_some() || url.query_pairs().any(|(k, _)| is_secret_param(&k));
+    let has_secret =
+        url.password().is_some() || url.query_pairs().any(|(k, _)| is_secret_param(&k));
     Ok(BrokerUrl {
         url: url.to_string(),
         scheme: url.scheme().to_string(),
@@ -118,7 +157,11 @@ pub fn redact(url: &str) -> String {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
-                let v = if is_secret_param(&k) { "****".into() } else { v.into_owned() };
+                let v = if is_secret_param(&k) {
+                    "****".into()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();

@@ -14,8 +14,9 @@
 //! ```
 
 use wasm_encoder::{
-    CodeSection, ComponentSection, ConstExpr, CustomSection, DataSection, ExportKind, ExportSection,
-    Function, FunctionSection, Instruction, MemorySection, MemoryType, Module, TypeSection, ValType,
+    CodeSection, ComponentSection, ConstExpr, CustomSection, DataSection, ExportKind,
+    ExportSection, Function, FunctionSection, Instruction, MemorySection, MemoryType, Module,
+    TypeSection, ValType,
 };
 use wit_component::{ComponentEncoder, StringEncoding};
 
@@ -98,7 +99,11 @@ fn core_module(json: &[u8], len: u32) -> Vec<u8> {
     return_area.extend(len.to_le_bytes());
     let mut data = DataSection::new();
     data.active(0, &ConstExpr::i32_const(RETURN_AREA as i32), return_area);
-    data.active(0, &ConstExpr::i32_const(DATA_START as i32), json.iter().copied());
+    data.active(
+        0,
+        &ConstExpr::i32_const(DATA_START as i32),
+        json.iter().copied(),
+    );
 
     let mut module = Module::new();
     module
@@ -162,7 +167,11 @@ mod tests {
         assert_eq!(info.exports, vec![names::CONFIG.to_string()]);
         assert!(info.imports.is_empty(), "{:?}", info.imports);
         assert_eq!(lifted_string(&component), json);
-        assert!(component.len() < 2048, "config component is {} bytes", component.len());
+        assert!(
+            component.len() < 2048,
+            "config component is {} bytes",
+            component.len()
+        );
     }
 
     #[test]
@@ -177,6 +186,6 @@ mod tests {
         let mut component = generate("{}").unwrap();
         append_custom_section(&mut component, "{\"a\":1}");
         let info = crate::analyze::analyze(&component).unwrap();
-        assert_eq!(info.baked_config.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(info.manifest.as_deref(), Some(&b"{\"a\":1}"[..]));
     }
 }

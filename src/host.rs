@@ -17,53 +17,80 @@ pub struct Capability {
 
 /// (import prefix, capability) pairs, most specific first.
 const CAPABILITIES: &[(&str, Capability)] = &[
-    ("wasi:sockets/ip-name-lookup", Capability {
-        name: "dns",
-        description: "resolve host names",
-        flag: Some("-S allow-ip-name-lookup"),
-    }),
-    ("wasi:sockets/", Capability {
-        name: "network",
-        description: "TCP/UDP sockets",
-        flag: Some("-S inherit-network"),
-    }),
-    ("wasi:http/outgoing-handler", Capability {
-        name: "http-client",
-        description: "outgoing HTTP requests",
-        flag: Some("-S http"),
-    }),
-    ("wasi:filesystem/", Capability {
-        name: "files",
-        description: "preopened directories",
-        flag: Some("--dir HOST_DIR::GUEST_DIR"),
-    }),
-    ("wasi:cli/environment", Capability {
-        name: "environment",
-        description: "environment variables",
-        flag: Some("--env NAME=VALUE"),
-    }),
-    ("wasi:cli/std", Capability {
-        name: "stdio",
-        description: "standard input, output and error",
-        flag: None,
-    }),
-    ("wasi:clocks/", Capability {
-        name: "clocks",
-        description: "wall and monotonic clocks",
-        flag: None,
-    }),
-    ("wasi:random/", Capability {
-        name: "random",
-        description: "random numbers",
-        flag: None,
-    }),
+    (
+        "wasi:sockets/ip-name-lookup",
+        Capability {
+            name: "dns",
+            description: "resolve host names",
+            flag: Some("-S allow-ip-name-lookup"),
+        },
+    ),
+    (
+        "wasi:sockets/",
+        Capability {
+            name: "network",
+            description: "TCP/UDP sockets",
+            flag: Some("-S inherit-network"),
+        },
+    ),
+    (
+        "wasi:http/outgoing-handler",
+        Capability {
+            name: "http-client",
+            description: "outgoing HTTP requests",
+            flag: Some("-S http"),
+        },
+    ),
+    (
+        "wasi:filesystem/",
+        Capability {
+            name: "files",
+            description: "preopened directories",
+            flag: Some("--dir HOST_DIR::GUEST_DIR"),
+        },
+    ),
+    (
+        "wasi:cli/environment",
+        Capability {
+            name: "environment",
+            description: "environment variables",
+            flag: Some("--env NAME=VALUE"),
+        },
+    ),
+    (
+        "wasi:cli/std",
+        Capability {
+            name: "stdio",
+            description: "standard input, output and error",
+            flag: None,
+        },
+    ),
+    (
+        "wasi:clocks/",
+        Capability {
+            name: "clocks",
+            description: "wall and monotonic clocks",
+            flag: None,
+        },
+    ),
+    (
+        "wasi:random/",
+        Capability {
+            name: "random",
+            description: "random numbers",
+            flag: None,
+        },
+    ),
 ];
 
 /// The capabilities the component's imports call for, without repeats.
 pub fn capabilities(info: &ComponentInfo) -> Vec<Capability> {
     let mut found: Vec<Capability> = Vec::new();
     for import in &info.imports {
-        if let Some((_, capability)) = CAPABILITIES.iter().find(|(prefix, _)| import.starts_with(prefix)) {
+        if let Some((_, capability)) = CAPABILITIES
+            .iter()
+            .find(|(prefix, _)| import.starts_with(prefix))
+        {
             if !found.contains(capability) {
                 found.push(capability.clone());
             }
@@ -73,7 +100,7 @@ pub fn capabilities(info: &ComponentInfo) -> Vec<Capability> {
 }
 
 /// How the output should be started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunHints<'a> {
     /// The broker host, to decide whether DNS lookups are needed.
     pub broker_host: Option<&'a str>,
@@ -94,9 +121,9 @@ pub fn wasmtime_command(info: &ComponentInfo, path: &str, hints: RunHints<'_>) -
     }
     if imports("wasi:sockets/") {
         words.push("-S inherit-network");
-        let needs_dns = hints
-            .broker_host
-            .is_some_and(|host| host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('['));
+        let needs_dns = hints.broker_host.is_some_and(|host| {
+            host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[')
+        });
         if needs_dns && imports("wasi:sockets/ip-name-lookup") {
             words.push("-S allow-ip-name-lookup");
         }
@@ -137,30 +164,54 @@ mod tests {
         ComponentInfo {
             imports: imports.iter().map(|s| s.to_string()).collect(),
             exports: exports.iter().map(|s| s.to_string()).collect(),
-            baked_config: None,
+            manifest: None,
         }
     }
 
     #[test]
     fn run_commands_carry_the_flags_the_imports_need() {
         let local = info(&["wasi:cli/stdin@0.2.6"], &["wasi:cli/run@0.2.0"]);
-        let hints = RunHints { broker_host: None, reads_stdin: true };
-        assert_eq!(wasmtime_command(&local, "out.wasm", hints), "wasmtime run out.wasm < messages.ndjson");
+        let hints = RunHints {
+            broker_host: None,
+            reads_stdin: true,
+        };
+        assert_eq!(
+            wasmtime_command(&local, "out.wasm", hints),
+            "wasmtime run out.wasm < messages.ndjson"
+        );
 
         let tcp = info(
-            &["wasi:sockets/tcp@0.2.6", "wasi:sockets/ip-name-lookup@0.2.6"],
+            &[
+                "wasi:sockets/tcp@0.2.6",
+                "wasi:sockets/ip-name-lookup@0.2.6",
+            ],
             &["wasi:cli/run@0.2.0"],
         );
-        let by_ip = RunHints { broker_host: Some("127.0.0.1"), reads_stdin: false };
-        assert_eq!(wasmtime_command(&tcp, "a b.wasm", by_ip), "wasmtime run -S inherit-network 'a b.wasm'");
-        let by_name = RunHints { broker_host: Some("nats.internal"), reads_stdin: false };
+        let by_ip = RunHints {
+            broker_host: Some("127.0.0.1"),
+            reads_stdin: false,
+        };
+        assert_eq!(
+            wasmtime_command(&tcp, "a b.wasm", by_ip),
+            "wasmtime run -S inherit-network 'a b.wasm'"
+        );
+        let by_name = RunHints {
+            broker_host: Some("nats.internal"),
+            reads_stdin: false,
+        };
         assert_eq!(
             wasmtime_command(&tcp, "o.wasm", by_name),
             "wasmtime run -S inherit-network -S allow-ip-name-lookup o.wasm"
         );
 
-        let served = info(&["wasi:cli/environment@0.2.6"], &["wasi:http/incoming-handler@0.2.6"]);
-        let none = RunHints { broker_host: None, reads_stdin: false };
+        let served = info(
+            &["wasi:cli/environment@0.2.6"],
+            &["wasi:http/incoming-handler@0.2.6"],
+        );
+        let none = RunHints {
+            broker_host: None,
+            reads_stdin: false,
+        };
         assert_eq!(
             wasmtime_command(&served, "o.wasm", none),
             "wasmtime serve -S cli --addr 127.0.0.1:8080 o.wasm"
@@ -170,7 +221,12 @@ mod tests {
     #[test]
     fn capabilities_are_listed_once_each() {
         let i = info(
-            &["wasi:sockets/tcp@0.2.6", "wasi:sockets/network@0.2.6", "wasi:cli/stdout@0.2.6", "wasi:cli/stderr@0.2.6"],
+            &[
+                "wasi:sockets/tcp@0.2.6",
+                "wasi:sockets/network@0.2.6",
+                "wasi:cli/stdout@0.2.6",
+                "wasi:cli/stderr@0.2.6",
+            ],
             &[],
         );
         let names: Vec<_> = capabilities(&i).iter().map(|c| c.name).collect();

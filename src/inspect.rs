@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::analyze::{analyze, AnalyzeError, ComponentInfo};
-use crate::config::Settings;
+use crate::config::Manifest;
 use crate::host::{self, Capability, RunHints};
 use crate::wit::names;
 
@@ -39,8 +39,8 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// Every export.
     pub exports: Vec<String>,
-    /// For composed artifacts: the baked settings, secrets masked.
-    pub settings: Option<Settings>,
+    /// For composed artifacts: what it was composed from, settings included, secrets masked.
+    pub manifest: Option<Manifest>,
     /// For composed artifacts and runnable components: the `wasmtime` command that runs it.
     pub run_command: Option<String>,
 }
@@ -51,39 +51,26 @@ pub enum InspectError {
     /// The file is not a readable component.
     #[error(transparent)]
     Analyze(#[from] AnalyzeError),
-    /// The `msgplug-config` section is not a settings document.
-    #[error("the `msgplug-config` section is not a valid settings document")]
+    /// The `msgplug-config` section is not a manifest this version understands.
+    #[error("the `msgplug-config` section is not a manifest this version of msgplug understands")]
     BadConfigSection(#[source] serde_json::Error),
 }
 
 /// Describes the component in `bytes`; `path` is used in the suggested command line.
 pub fn inspect(bytes: &[u8], path: &str) -> Result<Inspection, InspectError> {
     let info = analyze(bytes)?;
-    let settings = match &info.baked_config {
+    let manifest = match &info.manifest {
         Some(raw) => Some(
-            serde_json::from_slice::<Settings>(raw)
+            serde_json::from_slice::<Manifest>(raw)
                 .map_err(InspectError::BadConfigSection)?
                 .redacted(),
         ),
         None => None,
     };
     let role = role_of(&info);
-    let run_command = (!info.entry_points().is_empty()).then(|| {
-        let broker_host = settings
-            .as_ref()
-            .and_then(|s| url::Url::parse(&s.broker).ok())
-            .and_then(|u| u.host_str().map(str::to_string));
-        let reads_stdin = settings.as_ref().is_some_and(|s| s.backend == "local")
-            && !info.imports.iter().any(|i| i.starts_with(names::MESSAGING_PREFIX))
-            && role == Role::Composed;
-        host::wasmtime_command(
-            &info,
-            path,
-            RunHints {
-                broker_host: broker_host.as_deref(),
-                reads_stdin,
-            },
-        )
+    let run_command = (!info.entry_points().is_empty()).then(|| match &manifest {
+        Some(manifest) => crate::compose::run_command(&info, manifest, path),
+        None => host::wasmtime_command(&info, path, RunHints::default()),
     });
     let messaging = |list: &[String]| -> Vec<String> {
         list.iter()
@@ -95,9 +82,13 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<Inspection, InspectError> {
         role,
         messaging_imports: messaging(&info.imports),
         messaging_exports: messaging(&info.exports),
-        entry_points: info.entry_points().iter().map(|(_, n)| n.to_string()).collect(),
+        entry_points: info
+            .entry_points()
+            .iter()
+            .map(|(_, n)| n.to_string())
+            .collect(),
         capabilities: host::capabilities(&info),
-        settings,
+        manifest,
         run_command,
         imports: info.imports,
         exports: info.exports,
@@ -106,7 +97,7 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<Inspection, InspectError> {
 
 fn role_of(info: &ComponentInfo) -> Role {
     let internal = |n: &String| n.starts_with(names::ADAPTER_PREFIX);
-    if info.baked_config.is_some() && !info.imports.iter().any(internal) {
+    if info.manifest.is_some() && !info.imports.iter().any(internal) {
         Role::Composed
     } else if info.imports.iter().chain(&info.exports).any(internal) {
         Role::Adapter

@@ -13,7 +13,12 @@ mod commands;
 /// writes one self-contained component that an unmodified `wasmtime run` or `wasmtime serve`
 /// runs. The default broker is `local`: messages as NDJSON lines on stdin and stdout.
 #[derive(Parser)]
-#[command(name = "msgplug", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "msgplug",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 #[command(after_help = "Examples:
   msgplug compose app.wasm -o app.composed.wasm
   echo '{\"topic\":\"orders\",\"data\":\"hi\"}' | wasmtime run app.composed.wasm

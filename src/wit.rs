@@ -30,10 +30,19 @@ pub mod names {
 
 /// The files of the vendored `wasi:messaging@0.2.0-draft` package, as (file name, contents).
 pub const MESSAGING_FILES: &[(&str, &str)] = &[
-    ("messaging.wit", include_str!("../wit/deps/messaging/messaging.wit")),
+    (
+        "messaging.wit",
+        include_str!("../wit/deps/messaging/messaging.wit"),
+    ),
     ("types.wit", include_str!("../wit/deps/messaging/types.wit")),
-    ("producer.wit", include_str!("../wit/deps/messaging/producer.wit")),
-    ("request-reply.wit", include_str!("../wit/deps/messaging/request-reply.wit")),
+    (
+        "producer.wit",
+        include_str!("../wit/deps/messaging/producer.wit"),
+    ),
+    (
+        "request-reply.wit",
+        include_str!("../wit/deps/messaging/request-reply.wit"),
+    ),
     ("guest.wit", include_str!("../wit/deps/messaging/guest.wit")),
 ];
 

@@ -34,7 +34,11 @@ fn main() {
     let trials = cases
         .into_iter()
         .map(|dir| {
-            let name = dir.file_name().expect("case name").to_string_lossy().into_owned();
+            let name = dir
+                .file_name()
+                .expect("case name")
+                .to_string_lossy()
+                .into_owned();
             Trial::test(name, move || run_case(&dir).map_err(Failed::from))
         })
         .collect();
@@ -45,7 +49,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let script = std::fs::read_to_string(dir.join("cmd")).map_err(|e| e.to_string())?;
     let mut transcript = String::new();
-    for line in script.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let words: Vec<String> = line
             .split_whitespace()
             .map(|w| expand(w, tmp.path()))
@@ -59,7 +67,10 @@ fn run_case(dir: &Path) -> Result<(), String> {
                     .stdin(std::process::Stdio::null())
                     .output()
                     .map_err(|e| e.to_string())?;
-                let code = output.status.code().map_or("signal".to_string(), |c| c.to_string());
+                let code = output
+                    .status
+                    .code()
+                    .map_or("signal".to_string(), |c| c.to_string());
                 let _ = writeln!(transcript, "exit: {code}");
                 for (label, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
                     if !bytes.is_empty() {
@@ -70,9 +81,12 @@ fn run_case(dir: &Path) -> Result<(), String> {
                     return Err(format!("`{line}` panicked:\n{transcript}"));
                 }
             }
-            "write" => std::fs::write(&words[1], words[2..].join(" ")).map_err(|e| e.to_string())?,
+            "write" => {
+                std::fs::write(&words[1], words[2..].join(" ")).map_err(|e| e.to_string())?
+            }
             "cat" => {
-                let text = std::fs::read_to_string(&words[1]).map_err(|e| format!("{line}: {e}"))?;
+                let text =
+                    std::fs::read_to_string(&words[1]).map_err(|e| format!("{line}: {e}"))?;
                 transcript.push_str(&text);
             }
             "ls" => {
@@ -87,7 +101,10 @@ fn run_case(dir: &Path) -> Result<(), String> {
             other => return Err(format!("unknown command `{other}` in {}", dir.display())),
         }
     }
-    support::check_or_bless(&dir.join("transcript"), &support::normalize(&transcript, tmp.path()))
+    support::check_or_bless(
+        &dir.join("transcript"),
+        &support::normalize(&transcript, tmp.path()),
+    )
 }
 
 /// Expands the placeholders in one argument.
@@ -105,6 +122,8 @@ fn expand(word: &str, tmp: &Path) -> String {
         }
         return out.display().to_string();
     }
-    word.replace("%tmp", &tmp.display().to_string())
-        .replace("%inputs", &support::root().join("tests/inputs").display().to_string())
+    word.replace("%tmp", &tmp.display().to_string()).replace(
+        "%inputs",
+        &support::root().join("tests/inputs").display().to_string(),
+    )
 }

@@ -50,13 +50,20 @@ impl AdaptersCommand {
                 .collect();
             serde_json::to_string_pretty(&rows)? + "\n"
         } else {
-            let mut out = format!("{:<15} {:<8} {:<8} {:>8}  {}\n", "NAME", "KIND", "SCHEMES", "SIZE", "NEEDS FROM THE HOST");
+            let mut out = format!(
+                "{:<15} {:<8} {:<8} {:>8}  {}\n",
+                "NAME", "KIND", "SCHEMES", "SIZE", "NEEDS FROM THE HOST"
+            );
             for a in ADAPTERS {
                 let kind = match a.kind {
                     AdapterKind::Backend => "backend",
                     AdapterKind::Driver => "driver",
                 };
-                let schemes = if a.schemes.is_empty() { "-".to_string() } else { a.schemes.join(",") };
+                let schemes = if a.schemes.is_empty() {
+                    "-".to_string()
+                } else {
+                    a.schemes.join(",")
+                };
                 out.push_str(&format!(
                     "{:<15} {kind:<8} {schemes:<8} {:>5} KiB  {}\n",
                     a.name,

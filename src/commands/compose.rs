@@ -2,8 +2,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use msgplug::analyze::version_of;
-use msgplug::host::{self, RunHints};
-use msgplug::wit::names;
 use msgplug::{ComposeOptions, Trigger};
 
 use super::{check_output_path, read_component, write_atomically, Terminal};
@@ -102,7 +100,10 @@ impl From<TriggerArg> for Trigger {
 impl ComposeCommand {
     pub fn exec(self) -> Result<()> {
         let terminal = Terminal::new(self.quiet);
-        let output = self.output.clone().unwrap_or_else(|| default_output(&self.app));
+        let output = self
+            .output
+            .clone()
+            .unwrap_or_else(|| default_output(&self.app));
         check_output_path(&output, &self.app, "-o")?;
         let wac_paths = match &self.emit_wac {
             Some(wac) => {
@@ -148,7 +149,10 @@ impl ComposeCommand {
             ),
         );
         if let Some((wac, config)) = &wac_paths {
-            terminal.status("Wrote", format!("{} and {}", wac.display(), config.display()));
+            terminal.status(
+                "Wrote",
+                format!("{} and {}", wac.display(), config.display()),
+            );
         }
         let host_wasi = composed
             .world
@@ -161,21 +165,10 @@ impl ComposeCommand {
             host_wasi.into_iter().collect::<Vec<_>>().join(", ")
         ));
 
-        let broker_host = url::Url::parse(&composed.settings.broker)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string));
-        let app_info = msgplug::analyze::analyze(&app)?;
-        let reads_stdin = composed.backend.name == "backend-local"
-            && (composed.driver.is_some() || app_info.imports(names::REQUEST_REPLY));
-        let command = host::wasmtime_command(
-            &composed.world,
-            &output.display().to_string(),
-            RunHints {
-                broker_host: broker_host.as_deref(),
-                reads_stdin,
-            },
+        terminal.status(
+            "Run it with",
+            composed.run_command(&output.display().to_string()),
         );
-        terminal.status("Run it with", command);
         Ok(())
     }
 }

@@ -56,8 +56,18 @@ fn render(i: &Inspection, path: &str) -> String {
         Role::Other => "component that does not use wasi:messaging",
     };
     let mut out = format!("{path}: {role}\n");
-    if let Some(s) = &i.settings {
-        out.push_str(&format!("  backend:           {}\n", s.backend));
+    if let Some(m) = &i.manifest {
+        let s = &m.settings;
+        out.push_str(&format!("  composed by:       {}\n", m.composed_by));
+        out.push_str(&format!(
+            "  adapters:          {}{}\n",
+            m.backend,
+            m.driver
+                .as_deref()
+                .map(|d| format!(" + {d}"))
+                .unwrap_or_default()
+        ));
+        out.push_str(&format!("  trigger:           {}\n", m.trigger));
         out.push_str(&format!("  broker:            {}\n", s.broker));
         out.push_str(&format!("  subscribe:         {}\n", list(&s.subscribe)));
         out.push_str(&format!(
@@ -66,8 +76,14 @@ fn render(i: &Inspection, path: &str) -> String {
         ));
     }
     if i.role != Role::Composed {
-        out.push_str(&format!("  messaging imports: {}\n", list(&i.messaging_imports)));
-        out.push_str(&format!("  messaging exports: {}\n", list(&i.messaging_exports)));
+        out.push_str(&format!(
+            "  messaging imports: {}\n",
+            list(&i.messaging_imports)
+        ));
+        out.push_str(&format!(
+            "  messaging exports: {}\n",
+            list(&i.messaging_exports)
+        ));
     }
     out.push_str(&format!("  entry points:      {}\n", list(&i.entry_points)));
     out.push_str("  host capabilities:\n");

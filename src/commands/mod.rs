@@ -98,7 +98,10 @@ pub fn check_output_path(output: &Path, input: &Path, flag: &str) -> Result<()> 
         );
     }
     if output.is_dir() {
-        anyhow::bail!("{flag} `{}` is a directory; give a file name", output.display());
+        anyhow::bail!(
+            "{flag} `{}` is a directory; give a file name",
+            output.display()
+        );
     }
     if same_file(output, input) {
         anyhow::bail!(

@@ -42,7 +42,9 @@ pub fn wasmtime() -> Command {
             .nth(1)
             .and_then(|v| v.split('.').next())
             .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read the version of `{program}`: {version:?}; {how}"));
+            .unwrap_or_else(|| {
+                panic!("cannot read the version of `{program}`: {version:?}; {how}")
+            });
         assert!(
             major >= MIN_WASMTIME,
             "`{program}` is {}, older than {MIN_WASMTIME}; {how}",
@@ -86,12 +88,11 @@ pub fn dummy_component(wit: &Path, world: &str) -> Vec<u8> {
     let package = resolve
         .push_str(wit, &source)
         .unwrap_or_else(|e| panic!("{}: {e:?}", wit.display()));
-    let world = resolve.select_world(&[package], Some(world)).expect("world");
-    let mut module = wit_component::dummy_module(
-        &resolve,
-        world,
-        ManglingAndAbi::Legacy(LiftLowerAbi::Sync),
-    );
+    let world = resolve
+        .select_world(&[package], Some(world))
+        .expect("world");
+    let mut module =
+        wit_component::dummy_module(&resolve, world, ManglingAndAbi::Legacy(LiftLowerAbi::Sync));
     wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
         .expect("embed metadata");
     ComponentEncoder::default()
@@ -105,13 +106,15 @@ pub fn normalize(text: &str, tmp: &Path) -> String {
     let text = text
         .replace(&tmp.display().to_string(), "%tmp")
         .replace(&root().display().to_string(), "%root")
-        .replace(env!("CARGO_PKG_VERSION"), "%version")
-        .replace('\\', "/");
+        .replace(env!("CARGO_PKG_VERSION"), "%version");
     // Sizes depend on the adapter builds: `(123 KiB)` -> `(N KiB)`.
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(at) = rest.find(" KiB") {
-        let digits = rest[..at].len() - rest[..at].trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let digits = rest[..at].len()
+            - rest[..at]
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .len();
         out.push_str(&rest[..at - digits]);
         out.push_str(if digits > 0 { "N KiB" } else { " KiB" });
         rest = &rest[at + 4..];
@@ -126,8 +129,12 @@ pub fn check_or_bless(expected: &Path, actual: &str) -> Result<(), String> {
         std::fs::write(expected, actual).expect("bless");
         return Ok(());
     }
-    let wanted = std::fs::read_to_string(expected)
-        .map_err(|e| format!("{}: {e} (run with BLESS=1 to create it)", expected.display()))?;
+    let wanted = std::fs::read_to_string(expected).map_err(|e| {
+        format!(
+            "{}: {e} (run with BLESS=1 to create it)",
+            expected.display()
+        )
+    })?;
     if wanted == actual {
         Ok(())
     } else {
