@@ -1,0 +1,47 @@
+//! The code every msgplug backend adapter shares.
+//!
+//! A backend adapter is a component of world `msgplug:adapter/backend`: it exports
+//! `wasi:messaging/{types,producer,request-reply}` plus `msgplug:adapter/{consumer,
+//! pusher,outbox}`. This crate owns the bindings of that world and implements every
+//! exported function once ([`Adapter`]); a backend crate only implements the small
+//! [`Backend`] trait (connect, send, request, next, ...) and exports the result:
+//!
+//! ```ignore
+//! struct MyBackend { /* connection */ }
+//! impl common::Backend for MyBackend { /* ... */ }
+//!
+//! type Component = common::Adapter<MyBackend>;
+//! common::export!(Component);
+//! ```
+//!
+//! Everything except the glue is plain Rust with no WASI in it, so it is unit-tested
+//! with `cargo test` (the glue is left out of test builds: a test binary cannot
+//! carry the exports of world `backend`).
+
+mod backend;
+mod error;
+mod message;
+mod settings;
+mod subject;
+
+#[cfg(not(test))]
+mod adapter;
+#[cfg(not(test))]
+pub mod bindings;
+
+#[cfg(not(test))]
+pub use adapter::{load_settings, Adapter};
+pub use backend::{Backend, DeliveryId, Event, RequestOptions};
+/// Exports a backend: `type Component = common::Adapter<MyBackend>; common::export!(Component);`.
+#[cfg(not(test))]
+pub use bindings::export;
+pub use error::Error;
+pub use message::{MessageData, Metadata};
+pub use settings::{Settings, SETTINGS_FORMAT};
+pub use subject::{matches_any, subject_matches};
+
+/// Writes `msgplug[BACKEND]: TEXT` to stderr, the only place adapters log to
+/// (stdout belongs to the data).
+pub fn log(backend: &str, text: &str) {
+    eprintln!("msgplug[{backend}]: {text}");
+}
