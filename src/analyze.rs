@@ -110,6 +110,18 @@ impl ComponentInfo {
     }
 }
 
+#[cfg(test)]
+impl ComponentInfo {
+    /// A world with these import and export names, for unit tests.
+    pub(crate) fn with_names(imports: &[&str], exports: &[&str]) -> ComponentInfo {
+        ComponentInfo {
+            imports: imports.iter().map(|s| s.to_string()).collect(),
+            exports: exports.iter().map(|s| s.to_string()).collect(),
+            manifest: None,
+        }
+    }
+}
+
 /// The `@version` part of an interface name, if it has one.
 pub fn version_of(name: &str) -> Option<&str> {
     name.rsplit_once('@').map(|(_, v)| v)

@@ -414,9 +414,12 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     );
     let json = settings.to_json();
     let config_component = config_component::generate(&json)?;
-    let config_info = analyze(&config_component).map_err(ComposeError::App)?;
-    let backend_info = analyze(backend.bytes).map_err(ComposeError::App)?;
-    let backend_package = format!("msgplug:{}", backend.name);
+    let config_info = analyze(&config_component).expect("the generated config component is valid");
+    let backend = Embedded::new(backend);
+    let driver = match trigger {
+        Trigger::Run => Some(Embedded::new(adapters::by_name("driver-run")?)),
+        _ => None,
+    };
 
     let mut parts = vec![
         Part {
@@ -424,51 +427,32 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
             package: CONFIG_PACKAGE,
             info: &config_info,
         },
-        Part {
-            name: "backend",
-            package: &backend_package,
-            info: &backend_info,
-        },
+        backend.part("backend"),
         Part {
             name: "app",
             package: APP_PACKAGE,
             info: &app_info,
         },
     ];
-    let mut components: Vec<&[u8]> = vec![&config_component, backend.bytes, app];
-
-    let (driver, driver_info) = match trigger {
-        Trigger::Run => {
-            let driver = adapters::by_name("driver-run")?;
-            (
-                Some(driver),
-                Some(analyze(driver.bytes).map_err(ComposeError::App)?),
-            )
-        }
-        _ => (None, None),
-    };
-    let driver_package = driver.map(|d| format!("msgplug:{}", d.name));
-    let exports = match (&driver_info, &driver_package) {
-        (Some(info), Some(package)) => {
+    let mut components: Vec<&[u8]> = vec![&config_component, backend.adapter.bytes, app];
+    let exports = match &driver {
+        Some(driver) => {
             for (_, export) in app_info.entry_points() {
                 warnings.push(Warning::AppEntryPointHidden {
                     export: export.to_string(),
                 });
             }
-            parts.push(Part {
-                name: "driver",
-                package,
-                info,
-            });
-            components.push(driver.expect("a driver has bytes").bytes);
-            let entry = info
+            parts.push(driver.part("driver"));
+            components.push(driver.adapter.bytes);
+            let entry = driver
+                .info
                 .entry_points()
                 .first()
                 .map(|(_, name)| name.to_string())
-                .expect("every driver exports an entry point");
+                .expect("every driver exports an entry point (tested in adapters.rs)");
             vec![(parts.len() - 1, entry)]
         }
-        _ => {
+        None => {
             if app_info.exports_handler() {
                 warnings.push(Warning::HandlerNeverCalled);
             }
@@ -487,17 +471,17 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let mut component = plan.encode(&components)?;
     let manifest = Manifest {
         composed_by: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
-        backend: backend.name.to_string(),
-        driver: driver.map(|d| d.name.to_string()),
+        backend: backend.adapter.name.to_string(),
+        driver: driver.as_ref().map(|d| d.adapter.name.to_string()),
         trigger: trigger.to_string(),
-        reads_stdin: backend.uses_stdin
+        reads_stdin: backend.adapter.uses_stdin
             && (driver.is_some() || app_info.imports(names::REQUEST_REPLY)),
         settings,
     };
     let manifest_json = serde_json::to_string(&manifest).expect("manifests serialise");
     config_component::append_custom_section(&mut component, &manifest_json);
 
-    let world = analyze(&component).map_err(ComposeError::App)?;
+    let world = analyze(&component).expect("wac-graph validated the composition");
     if let Some(import) = world.imports.iter().find(|i| is_internal(i)) {
         return Err(ComposeError::LeftoverImport {
             import: import.clone(),
@@ -513,13 +497,39 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
         component,
         config_component,
         manifest,
-        backend,
-        driver,
+        backend: backend.adapter,
+        driver: driver.map(|d| d.adapter),
         trigger,
         plan,
         world,
         warnings,
     })
+}
+
+/// An embedded adapter with its world, ready to place in a [`Plan`].
+struct Embedded {
+    adapter: &'static Adapter,
+    info: ComponentInfo,
+    package: String,
+}
+
+impl Embedded {
+    fn new(adapter: &'static Adapter) -> Self {
+        Embedded {
+            adapter,
+            info: analyze(adapter.bytes)
+                .expect("embedded adapters are valid (tested in adapters.rs)"),
+            package: format!("msgplug:{}", adapter.name),
+        }
+    }
+
+    fn part(&self, name: &'static str) -> Part<'_> {
+        Part {
+            name,
+            package: &self.package,
+            info: &self.info,
+        }
+    }
 }
 
 /// Applies DESIGN's trigger rules to the app's exports.
@@ -568,11 +578,7 @@ mod tests {
     use super::*;
 
     fn info(imports: &[&str], exports: &[&str]) -> ComponentInfo {
-        ComponentInfo {
-            imports: imports.iter().map(|s| s.to_string()).collect(),
-            exports: exports.iter().map(|s| s.to_string()).collect(),
-            manifest: None,
-        }
+        ComponentInfo::with_names(imports, exports)
     }
 
     #[test]
@@ -628,6 +634,91 @@ mod tests {
         );
         assert!(plan.instances[1].imports_from_host);
         assert!(!plan.instances[2].imports_from_host);
+    }
+
+    /// A stand-in app that sends and exports a handler.
+    fn dummy_app() -> Vec<u8> {
+        use wit_parser::{LiftLowerAbi, ManglingAndAbi};
+        let mut wit = crate::wit::bundled();
+        let package = wit
+            .resolve
+            .push_source(
+                "app.wit",
+                "package test:app;\nworld app {\n  import wasi:messaging/producer@0.2.0-draft;\n  \
+                 export wasi:messaging/incoming-handler@0.2.0-draft;\n}\n",
+            )
+            .unwrap();
+        let world = wit.resolve.select_world(&[package], Some("app")).unwrap();
+        let mut module = wit_component::dummy_module(
+            &wit.resolve,
+            world,
+            ManglingAndAbi::Legacy(LiftLowerAbi::Sync),
+        );
+        wit_component::embed_component_metadata(
+            &mut module,
+            &wit.resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .unwrap();
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .encode()
+            .unwrap()
+    }
+
+    /// Encodes config, two backends, an app wired to the first, and a driver that takes
+    /// `types` from backend `types_from` (1 or 2) and everything else from the first.
+    fn encode_with_driver_types_from(types_from: usize) -> Result<Vec<u8>, ComposeError> {
+        let config = config_component::generate("{}").unwrap();
+        let app = dummy_app();
+        let backend = adapters::by_name("backend-local").unwrap();
+        let driver = adapters::by_name("driver-run").unwrap();
+        let instance = |name, package: &str, arguments: &[(&str, usize)]| PlannedInstance {
+            name,
+            package: package.to_string(),
+            arguments: arguments.iter().map(|(i, p)| (i.to_string(), *p)).collect(),
+            imports_from_host: true,
+        };
+        let consumer = "msgplug:adapter/consumer@0.1.0";
+        let outbox = "msgplug:adapter/outbox@0.1.0";
+        let plan = Plan {
+            instances: vec![
+                instance("config", CONFIG_PACKAGE, &[]),
+                instance("backend", "msgplug:backend-local", &[(names::CONFIG, 0)]),
+                instance("backend2", "msgplug:backend-local2", &[(names::CONFIG, 0)]),
+                instance(
+                    "app",
+                    APP_PACKAGE,
+                    &[(names::TYPES, 1), (names::PRODUCER, 1)],
+                ),
+                instance(
+                    "driver",
+                    "msgplug:driver-run",
+                    &[
+                        (names::TYPES, types_from),
+                        (names::INCOMING_HANDLER, 3),
+                        (consumer, 1),
+                        (outbox, 1),
+                    ],
+                ),
+            ],
+            exports: vec![(4, "wasi:cli/run@0.2.0".into())],
+        };
+        plan.encode(&[&config, backend.bytes, backend.bytes, &app, driver.bytes])
+    }
+
+    /// The reason for wiring everything to one `types` instance: a driver given `message`
+    /// from a second backend instance sees another resource type, and validation says so.
+    #[test]
+    fn a_second_types_instance_is_caught_as_mis_wiring() {
+        encode_with_driver_types_from(1).expect("one shared `types` instance composes");
+        let err = encode_with_driver_types_from(2).unwrap_err();
+        assert!(matches!(err, ComposeError::MisWiredTypes(_)), "{err:?}");
+        assert!(err
+            .to_string()
+            .contains("mis-wired `wasi:messaging/types@0.2.0-draft`"));
     }
 
     #[test]

@@ -161,11 +161,7 @@ mod tests {
     use super::*;
 
     fn info(imports: &[&str], exports: &[&str]) -> ComponentInfo {
-        ComponentInfo {
-            imports: imports.iter().map(|s| s.to_string()).collect(),
-            exports: exports.iter().map(|s| s.to_string()).collect(),
-            manifest: None,
-        }
+        ComponentInfo::with_names(imports, exports)
     }
 
     #[test]

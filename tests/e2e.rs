@@ -367,3 +367,68 @@ fn composed_outputs_import_only_standard_wasi_0_2() {
         );
     }
 }
+
+#[test]
+fn the_emitted_wac_composes_the_same_component_with_wac_itself() {
+    use wac_parser::Document;
+    use wac_types::BorrowedPackageKey;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let wac_file = tmp.path().join("transform.wac");
+    let ours = compose(
+        tmp.path(),
+        "transform",
+        &["--emit-wac", wac_file.to_str().unwrap()],
+    );
+    let adapters = tmp.path().join("adapters");
+    let extracted = support::msgplug()
+        .args(["adapters", "--extract"])
+        .arg(&adapters)
+        .output()
+        .unwrap();
+    assert!(extracted.status.success());
+
+    // The packages the WAC header lists, from the files msgplug wrote.
+    let source = std::fs::read_to_string(&wac_file).unwrap();
+    let document = Document::parse(&source).unwrap_or_else(|e| panic!("{e}\n{source}"));
+    let mut packages = indexmap::IndexMap::new();
+    let files = [
+        ("user:app", support::example("transform")),
+        ("msgplug:config", wac_file.with_extension("config.wasm")),
+        ("msgplug:backend-local", adapters.join("backend-local.wasm")),
+        ("msgplug:driver-run", adapters.join("driver-run.wasm")),
+    ];
+    for (name, path) in &files {
+        let key = BorrowedPackageKey {
+            name,
+            version: None,
+        };
+        packages.insert(key, std::fs::read(path).unwrap());
+    }
+    let resolution = document
+        .resolve(packages)
+        .unwrap_or_else(|e| panic!("the emitted WAC does not resolve: {e}\n{source}"));
+    let theirs = tmp.path().join("wac.composed.wasm");
+    std::fs::write(&theirs, resolution.encode(Default::default()).unwrap()).unwrap();
+
+    let input = "{\"topic\":\"t\",\"data\":\"same\"}\n{\"topic\":\"x\",\"data_base64\":\"//79\"}\n";
+    let (a, b) = (run(&ours, input, &[]), run(&theirs, input, &[]));
+    assert_eq!(text(&a.stdout), "{\"topic\":\"t.upper\",\"data\":\"SAME\",\"metadata\":{\"transformed-by\":\"transform\"}}\n");
+    assert_eq!(
+        (text(&a.stdout), text(&a.stderr), a.status.code()),
+        (text(&b.stdout), text(&b.stderr), b.status.code())
+    );
+}
+
+#[test]
+fn a_broker_override_for_another_backend_fails_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = compose(tmp.path(), "transform", &[]);
+    let output = run(&out, "", &[("MSGPLUG_BROKER", "nats://127.0.0.1:4222")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "msgplug: receiving failed: MSGPLUG_BROKER `nats://127.0.0.1:4222` needs the `nats` backend, \
+         but this component was composed with the `local` backend; compose again with --broker nats://127.0.0.1:4222\n"
+    );
+}
