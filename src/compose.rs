@@ -476,6 +476,11 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
         trigger: trigger.to_string(),
         reads_stdin: backend.adapter.uses_stdin
             && (driver.is_some() || app_info.imports(names::REQUEST_REPLY)),
+        network: backend
+            .info
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:sockets/")),
         settings,
     };
     let manifest_json = serde_json::to_string(&manifest).expect("manifests serialise");
@@ -569,6 +574,7 @@ pub fn run_command(world: &ComponentInfo, manifest: &Manifest, path: &str) -> St
         RunHints {
             broker_host: broker_host.as_deref(),
             reads_stdin: manifest.reads_stdin,
+            network: manifest.network,
         },
     )
 }

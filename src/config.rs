@@ -45,6 +45,8 @@ pub struct Manifest {
     pub trigger: String,
     /// Whether messages or replies arrive on standard input (the `local` backend).
     pub reads_stdin: bool,
+    /// Whether the backend opens network connections (`-S inherit-network`).
+    pub network: bool,
     /// The baked settings (also returned by the config component).
     pub settings: Settings,
 }

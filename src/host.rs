@@ -106,6 +106,10 @@ pub struct RunHints<'a> {
     pub broker_host: Option<&'a str>,
     /// Whether the component reads messages from standard input (the `local` backend with a driver).
     pub reads_stdin: bool,
+    /// Whether the backend opens network connections. `wasi:sockets` imports are linked
+    /// either way (network is only denied without `-S inherit-network`), so this grants the
+    /// permission the backend needs rather than one an app's language runtime merely links.
+    pub network: bool,
 }
 
 /// The `wasmtime` command that runs `path`, with the flags its imports need.
@@ -119,7 +123,7 @@ pub fn wasmtime_command(info: &ComponentInfo, path: &str, hints: RunHints<'_>) -
     if serve && imports("wasi:cli/") {
         words.push("-S cli");
     }
-    if imports("wasi:sockets/") {
+    if hints.network {
         words.push("-S inherit-network");
         let needs_dns = hints.broker_host.is_some_and(|host| {
             host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[')
@@ -167,12 +171,12 @@ mod tests {
     #[test]
     fn run_commands_carry_the_flags_the_imports_need() {
         let local = info(&["wasi:cli/stdin@0.2.6"], &["wasi:cli/run@0.2.0"]);
-        let hints = RunHints {
-            broker_host: None,
+        let stdin = RunHints {
             reads_stdin: true,
+            ..RunHints::default()
         };
         assert_eq!(
-            wasmtime_command(&local, "out.wasm", hints),
+            wasmtime_command(&local, "out.wasm", stdin),
             "wasmtime run out.wasm < messages.ndjson"
         );
 
@@ -185,7 +189,8 @@ mod tests {
         );
         let by_ip = RunHints {
             broker_host: Some("127.0.0.1"),
-            reads_stdin: false,
+            network: true,
+            ..RunHints::default()
         };
         assert_eq!(
             wasmtime_command(&tcp, "a b.wasm", by_ip),
@@ -193,23 +198,25 @@ mod tests {
         );
         let by_name = RunHints {
             broker_host: Some("nats.internal"),
-            reads_stdin: false,
+            network: true,
+            ..RunHints::default()
         };
         assert_eq!(
             wasmtime_command(&tcp, "o.wasm", by_name),
             "wasmtime run -S inherit-network -S allow-ip-name-lookup o.wasm"
+        );
+        assert_eq!(
+            wasmtime_command(&tcp, "o.wasm", RunHints::default()),
+            "wasmtime run o.wasm",
+            "an app runtime that merely links wasi:sockets is granted no network"
         );
 
         let served = info(
             &["wasi:cli/environment@0.2.6"],
             &["wasi:http/incoming-handler@0.2.6"],
         );
-        let none = RunHints {
-            broker_host: None,
-            reads_stdin: false,
-        };
         assert_eq!(
-            wasmtime_command(&served, "o.wasm", none),
+            wasmtime_command(&served, "o.wasm", RunHints::default()),
             "wasmtime serve -S cli --addr 127.0.0.1:8080 o.wasm"
         );
     }

@@ -49,6 +49,19 @@ pub const MESSAGING_FILES: &[(&str, &str)] = &[
 /// The `msgplug:adapter@0.1.0` package (one file).
 pub const ADAPTER_WIT: &str = include_str!("../wit/adapter.wit");
 
+/// The `wasi:messaging` package as one WIT document: its files in order, each after a
+/// `// FILE` comment (only `messaging.wit` declares the package, so they concatenate).
+pub fn messaging_document() -> String {
+    let mut out = String::new();
+    for (file, contents) in MESSAGING_FILES {
+        out.push_str(&format!("// {file}\n{contents}"));
+        if !contents.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Both bundled packages, resolved.
 pub struct BundledWit {
     /// The resolve holding both packages.
@@ -105,6 +118,19 @@ mod tests {
                 .select_world(&[wit.adapter], Some(world))
                 .unwrap_or_else(|e| panic!("world `{world}` missing: {e}"));
         }
+    }
+
+    #[test]
+    fn the_single_document_resolves_to_the_same_package() {
+        let mut resolve = Resolve::default();
+        let package = resolve
+            .push_source("messaging.wit", &messaging_document())
+            .expect("the concatenated document resolves");
+        assert_eq!(
+            resolve.packages[package].name.to_string(),
+            format!("wasi:messaging@{MESSAGING_VERSION}")
+        );
+        assert_eq!(resolve.worlds.len(), 4);
     }
 
     #[test]

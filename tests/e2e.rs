@@ -19,10 +19,16 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Composes example `name` with extra `args` into `dir`, returning the output path.
 fn compose(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    compose_app(dir, &support::example(name), args)
+}
+
+/// Composes the app at `app` with extra `args` into `dir`, returning the output path.
+fn compose_app(dir: &Path, app: &Path, args: &[&str]) -> PathBuf {
+    let name = app.file_stem().expect("app file name").to_string_lossy();
     let out = dir.join(format!("{name}.composed.wasm"));
     let output = support::msgplug()
         .arg("compose")
-        .arg(support::example(name))
+        .arg(app)
         .arg("-o")
         .arg(&out)
         .args(args)
@@ -430,5 +436,41 @@ fn a_broker_override_for_another_backend_fails_with_a_clear_message() {
         text(&output.stderr),
         "msgplug: receiving failed: MSGPLUG_BROKER `nats://127.0.0.1:4222` needs the `nats` backend, \
          but this component was composed with the `local` backend; compose again with --broker nats://127.0.0.1:4222\n"
+    );
+}
+
+#[test]
+fn a_python_app_built_with_componentize_py_composes_and_runs_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = compose_app(
+        tmp.path(),
+        support::python_example(),
+        &["--subscribe", "notes.>"],
+    );
+    let input = concat!(
+        r#"{"topic":"notes.a","data":"three little words","metadata":{"id":"1"}}"#,
+        "\n",
+        r#"{"topic":"notes.b","data_base64":"//79"}"#,
+        "\n",
+        r#"{"topic":"other","data":"skipped"}"#,
+        "\n",
+    );
+    let output = run(&out, input, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        concat!(
+            r#"{"topic":"notes.a.counted","data":"{\"topic\": \"notes.a\", \"words\": 3}","content_type":"application/json","metadata":{"id":"1"}}"#,
+            "\n"
+        )
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("msgplug: message on `notes.b` failed: payload is not UTF-8 text\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("msgplug: 1 of 2 messages failed\n"),
+        "{stderr}"
     );
 }

@@ -25,14 +25,7 @@ pub struct WitCommand {
 impl WitCommand {
     pub fn exec(self) -> Result<()> {
         let Some(dir) = self.dir else {
-            let mut out = std::io::stdout().lock();
-            for (file, contents) in MESSAGING_FILES {
-                writeln!(out, "// {file}")?;
-                out.write_all(contents.as_bytes())?;
-                if !contents.ends_with('\n') {
-                    writeln!(out)?;
-                }
-            }
+            std::io::stdout().write_all(msgplug::wit::messaging_document().as_bytes())?;
             return Ok(());
         };
         std::fs::create_dir_all(&dir)

@@ -69,6 +69,23 @@ pub fn examples() -> &'static Path {
     })
 }
 
+/// Builds the Python example (componentize-py) once and returns its path.
+pub fn python_example() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let output = Command::new(root().join("examples/python-wordcount/build.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run examples/python-wordcount/build.sh: {e}"));
+        assert!(
+            output.status.success(),
+            "building the Python example failed (install componentize-py with `.ci/setup` \
+             or `pip install componentize-py==0.25.1`):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    })
+}
+
 /// The path of example app `name`.
 pub fn example(name: &str) -> PathBuf {
     examples().join(format!("{name}.wasm"))
