@@ -14,6 +14,10 @@ use crate::stdin::{Lines, Read};
 type Component = common::Adapter<Local>;
 common::export!(Component);
 
+/// How many finished requests' inboxes are remembered to drop late replies; older
+/// late replies reach the handler like any other line.
+const REMEMBERED_INBOXES: usize = 1024;
+
 /// The state of the local backend.
 pub struct Local {
     /// Subscription patterns; empty means every topic.
@@ -23,8 +27,9 @@ pub struct Local {
     /// Lines read while waiting for replies, for `next`: line number and the
     /// message or the reason it was rejected.
     pending: VecDeque<(usize, Result<MessageData, String>)>,
-    /// The reply addresses of finished requests (late replies to them are dropped).
-    inboxes: Vec<String>,
+    /// The reply addresses of the most recent finished requests (late replies to them
+    /// are dropped), at most [`REMEMBERED_INBOXES`].
+    inboxes: VecDeque<String>,
     /// The last delivery id handed out.
     last_id: DeliveryId,
 }
@@ -96,7 +101,7 @@ impl Backend for Local {
             subscribe: settings.subscribe,
             input: Lines::stdin(),
             pending: VecDeque::new(),
-            inboxes: Vec::new(),
+            inboxes: VecDeque::new(),
             last_id: 0,
         })
     }
@@ -139,7 +144,10 @@ impl Backend for Local {
                 Input::TimedOut => break Err(Error::Timeout),
             }
         };
-        self.inboxes.push(inbox);
+        if self.inboxes.len() == REMEMBERED_INBOXES {
+            self.inboxes.pop_front();
+        }
+        self.inboxes.push_back(inbox);
         match outcome {
             Err(e) if replies.is_empty() => Err(e),
             _ => Ok(replies),
