@@ -113,7 +113,7 @@ mod tests {
             wit.resolve.packages[wit.adapter].name.to_string(),
             "msgplug:adapter@0.1.0"
         );
-        for world in ["backend", "driver-run", "config-provider"] {
+        for world in ["backend", "driver-run", "driver-http", "config-provider"] {
             wit.resolve
                 .select_world(&[wit.adapter], Some(world))
                 .unwrap_or_else(|e| panic!("world `{world}` missing: {e}"));
