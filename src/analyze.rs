@@ -58,21 +58,13 @@ impl ComponentInfo {
         self.exports(names::INCOMING_HANDLER)
     }
 
-    /// The `wasi:messaging` interfaces it imports (any version).
-    pub fn messaging_imports(&self) -> impl Iterator<Item = &str> {
-        self.imports
-            .iter()
-            .map(String::as_str)
-            .filter(|i| i.starts_with(names::MESSAGING_PREFIX))
-    }
-
     /// The first `wasi:messaging` import or export whose version is not the one msgplug
     /// implements, if any.
     pub fn foreign_messaging_version(&self) -> Option<&str> {
         self.imports
             .iter()
             .chain(&self.exports)
-            .filter(|n| n.starts_with(names::MESSAGING_PREFIX))
+            .filter(|n| is_messaging(n))
             .find(|n| version_of(n) != Some(MESSAGING_VERSION))
             .map(String::as_str)
     }
@@ -82,7 +74,7 @@ impl ComponentInfo {
         self.imports
             .iter()
             .chain(&self.exports)
-            .any(|n| n.starts_with(names::MESSAGING_PREFIX))
+            .any(|n| is_messaging(n))
     }
 
     /// The entry points it exports, with their exact export names.
@@ -100,14 +92,6 @@ impl ComponentInfo {
             })
             .collect()
     }
-
-    /// The export whose name starts with `prefix`, if any.
-    pub fn export_with_prefix(&self, prefix: &str) -> Option<&str> {
-        self.exports
-            .iter()
-            .find(|e| e.starts_with(prefix))
-            .map(String::as_str)
-    }
 }
 
 #[cfg(test)]
@@ -120,6 +104,11 @@ impl ComponentInfo {
             manifest: None,
         }
     }
+}
+
+/// Whether `name` is a `wasi:messaging` interface, of any version.
+pub fn is_messaging(name: &str) -> bool {
+    name.starts_with(names::MESSAGING_PREFIX)
 }
 
 /// The `@version` part of an interface name, if it has one.
@@ -138,7 +127,13 @@ pub fn analyze(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
     Validator::new_with_features(WasmFeatures::all())
         .validate_all(bytes)
         .map_err(AnalyzeError::Invalid)?;
+    read_world(bytes)
+}
 
+/// Reads the top-level imports and exports of a component that is already known to be
+/// valid (an embedded adapter, or a composition `wac-graph` validated), without validating
+/// it again: for an 18 MB app that second pass is most of a compose.
+pub fn read_world(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
     let mut info = ComponentInfo {
         imports: Vec::new(),
         exports: Vec::new(),

@@ -15,7 +15,7 @@ use wac_graph::types::Package;
 use wac_graph::{CompositionGraph, EncodeError, EncodeOptions, NodeId, Processor};
 
 use crate::adapters::{self, Adapter};
-use crate::analyze::{analyze, AnalyzeError, ComponentInfo};
+use crate::analyze::{analyze, read_world, AnalyzeError, ComponentInfo};
 use crate::config::{self, Manifest, Settings, SettingsError};
 use crate::config_component::{self, ConfigComponentError};
 use crate::host::{self, RunHints};
@@ -253,7 +253,7 @@ pub struct Part<'a> {
 }
 
 fn is_internal(name: &str) -> bool {
-    name.starts_with(names::MESSAGING_PREFIX) || name.starts_with(names::ADAPTER_PREFIX)
+    crate::analyze::is_messaging(name) || name.starts_with(names::ADAPTER_PREFIX)
 }
 
 impl Plan {
@@ -414,7 +414,8 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     );
     let json = settings.to_json();
     let config_component = config_component::generate(&json)?;
-    let config_info = analyze(&config_component).expect("the generated config component is valid");
+    let config_info =
+        read_world(&config_component).expect("the generated config component is valid");
     let backend = Embedded::new(backend);
     let driver = match trigger {
         Trigger::Run => Some(Embedded::new(adapters::by_name("driver-run")?)),
@@ -486,7 +487,7 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let manifest_json = serde_json::to_string(&manifest).expect("manifests serialise");
     config_component::append_custom_section(&mut component, &manifest_json);
 
-    let world = analyze(&component).expect("wac-graph validated the composition");
+    let world = read_world(&component).expect("wac-graph validated the composition");
     if let Some(import) = world.imports.iter().find(|i| is_internal(i)) {
         return Err(ComposeError::LeftoverImport {
             import: import.clone(),
@@ -522,7 +523,7 @@ impl Embedded {
     fn new(adapter: &'static Adapter) -> Self {
         Embedded {
             adapter,
-            info: analyze(adapter.bytes)
+            info: read_world(adapter.bytes)
                 .expect("embedded adapters are valid (tested in adapters.rs)"),
             package: format!("msgplug:{}", adapter.name),
         }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::analyze::{analyze, AnalyzeError, ComponentInfo};
+use crate::analyze::{analyze, is_messaging, AnalyzeError, ComponentInfo};
 use crate::config::Manifest;
 use crate::host::{self, Capability, RunHints};
 use crate::wit::names;
@@ -73,10 +73,7 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<Inspection, InspectError> {
         None => host::wasmtime_command(&info, path, RunHints::default()),
     });
     let messaging = |list: &[String]| -> Vec<String> {
-        list.iter()
-            .filter(|n| n.starts_with(names::MESSAGING_PREFIX))
-            .cloned()
-            .collect()
+        list.iter().filter(|n| is_messaging(n)).cloned().collect()
     };
     Ok(Inspection {
         role,

@@ -154,16 +154,16 @@ impl ComposeCommand {
                 format!("{} and {}", wac.display(), config.display()),
             );
         }
-        let host_wasi = composed
-            .world
-            .imports
-            .iter()
-            .filter_map(|i| version_of(i))
-            .collect::<std::collections::BTreeSet<_>>();
-        terminal.detail(format!(
-            "imports only standard WASI ({})",
-            host_wasi.into_iter().collect::<Vec<_>>().join(", ")
-        ));
+        let imports = &composed.world.imports;
+        if imports.iter().all(|i| i.starts_with("wasi:")) {
+            let versions: std::collections::BTreeSet<_> =
+                imports.iter().filter_map(|i| version_of(i)).collect();
+            let versions: Vec<_> = versions.into_iter().collect();
+            terminal.detail(format!(
+                "imports only standard WASI ({})",
+                versions.join(", ")
+            ));
+        }
 
         terminal.status(
             "Run it with",
