@@ -11,7 +11,7 @@
 # checkout and of the cargo registry are remapped, so any checkout directory on
 # any machine gives the same bytes.
 #
-# Usage: adapters-wasm/build.sh          (from anywhere)
+# Usage: adapters-wasm/build.sh [CRATE...]   (from anywhere; default: every adapter)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -21,7 +21,10 @@ cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 cargo_home="$(cd "$cargo_home" && pwd -P)"
 
 # Every adapter crate, by crate name; each becomes adapters-wasm/<name>.wasm.
-adapters=(backend-local driver-run)
+adapters=(backend-local backend-nats backend-http backend-sqs backend-servicebus driver-run driver-http)
+if (($#)); then
+    adapters=("$@")
+fi
 
 export CARGO_TARGET_DIR="$crates/target"
 export RUSTFLAGS="--remap-path-prefix=$root=/msgplug --remap-path-prefix=$cargo_home/registry/src=/cargo/registry/src"

@@ -3,8 +3,9 @@
 //!
 //! It pulls events from the backend's `consumer` until `end`, hands each delivery
 //! to the app's `incoming-handler`, flushes the backend's `outbox` and acks the
-//! delivery when the handler returned `Ok`, and nacks it otherwise. Failures are
-//! reported on stderr; the exit status is 1 when any message failed.
+//! delivery when the handler returned `Ok` and the flush succeeded, and nacks it
+//! otherwise. Failures are reported on stderr; the exit status is 1 when any
+//! message failed. Only an error from `next` ends the run early.
 //! `fn main` makes this component export `wasi:cli/run`.
 
 mod bindings {
@@ -52,22 +53,28 @@ fn main() -> ExitCode {
             consumer::Event::Delivery(delivery) => {
                 total += 1;
                 let topic = delivery.message.topic().unwrap_or_default();
-                match incoming_handler::handle(delivery.message) {
-                    Ok(()) => {
-                        if let Err(e) = outbox::flush() {
-                            return fatal("flushing", &e);
-                        }
-                        if let Err(e) = consumer::ack(delivery.id) {
-                            return fatal("acknowledging", &e);
-                        }
-                    }
-                    Err(e) => {
+                // The handler's outputs must be accepted before its input is acked, so a
+                // crash in between can only cause a redelivery, never a lost output.
+                let outcome = incoming_handler::handle(delivery.message)
+                    .map_err(|e| render(&e))
+                    .and_then(|()| {
+                        outbox::flush().map_err(|e| format!("flushing: {}", render(&e)))
+                    });
+                let settled = match outcome {
+                    Ok(()) => consumer::ack(delivery.id),
+                    Err(text) => {
                         failed += 1;
-                        eprintln!("msgplug: message on `{topic}` failed: {}", render(&e));
-                        if let Err(e) = consumer::nack(delivery.id) {
-                            return fatal("acknowledging", &e);
-                        }
+                        eprintln!("msgplug: message on `{topic}` failed: {text}");
+                        consumer::nack(delivery.id)
                     }
+                };
+                // A delivery that cannot be settled is redelivered by the broker later
+                // (at-least-once), so the run goes on.
+                if let Err(e) = settled {
+                    eprintln!(
+                        "msgplug: settling the message on `{topic}` failed: {}",
+                        render(&e)
+                    );
                 }
             }
             consumer::Event::Rejected(text) => {

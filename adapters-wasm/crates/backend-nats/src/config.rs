@@ -1,0 +1,355 @@
+//! What the NATS backend reads from [`Settings`] and the environment.
+
+use common::{Error, Settings};
+use percent_encoding::percent_decode_str;
+
+use crate::proto::{check_name, check_subject};
+
+/// The port a `nats://` URL without one means.
+const DEFAULT_PORT: u16 = 4222;
+
+/// The JetStream ack wait when `ack_wait_ms` is not given (the server's default).
+const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
+
+/// How the client proves who it is (the `CONNECT` fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// `user`, with `pass`.
+    pub user: Option<String>,
+    /// `pass`.
+    pub pass: Option<String>,
+    /// `auth_token`.
+    pub token: Option<String>,
+}
+
+/// A durable JetStream pull consumer to read from (`--jetstream` with `--durable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStream {
+    /// The stream's name.
+    pub stream: String,
+    /// The durable consumer's name.
+    pub durable: String,
+    /// Create the stream (with the subscriptions as its subjects) when it is missing.
+    pub create_stream: bool,
+    /// How long the server waits for an ack before it redelivers, in milliseconds.
+    pub ack_wait_ms: u64,
+}
+
+/// Everything the backend needs to connect and subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The broker URL without credentials, for messages (`nats://host:port`).
+    pub url: String,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// Credentials, if any.
+    pub auth: Auth,
+    /// Subjects to subscribe to; never empty (no `--subscribe` means `>`).
+    pub subscribe: Vec<String>,
+    /// The queue group to join, if any.
+    pub queue_group: Option<String>,
+    /// Read from a JetStream durable consumer instead of core subscriptions.
+    pub jetstream: Option<JetStream>,
+}
+
+impl Config {
+    /// Reads the settings; `env` maps a variable name to its value
+    /// (`NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN` win over the URL's credentials).
+    pub fn from_settings(
+        settings: &Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let (url, address, url_auth) = parse_url(settings)?;
+        let auth = auth_from_env(url_auth, env);
+        let subscribe = if settings.subscribe.is_empty() {
+            vec![">".to_string()]
+        } else {
+            settings.subscribe.clone()
+        };
+        for subject in &subscribe {
+            check_subject(subject, true)
+                .map_err(|e| Error::other(format!("cannot subscribe: {e}")))?;
+        }
+        if let Some(group) = &settings.queue_group {
+            check_name(group).map_err(|e| Error::other(format!("invalid queue group: {e}")))?;
+        }
+        let option = |key: &str| settings.options.get(key).filter(|v| !v.is_empty());
+        let jetstream = match (option("jetstream"), option("durable")) {
+            (None, None) => None,
+            (Some(stream), Some(durable)) => {
+                check_name(stream)
+                    .map_err(|e| Error::other(format!("invalid JetStream stream name: {e}")))?;
+                check_name(durable)
+                    .map_err(|e| Error::other(format!("invalid durable consumer name: {e}")))?;
+                let ack_wait_ms = match option("ack_wait_ms") {
+                    None => DEFAULT_ACK_WAIT_MS,
+                    Some(text) => text.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+                        Error::other(format!(
+                            "option `ack_wait_ms` must be a positive number of milliseconds, not `{text}`"
+                        ))
+                    })?,
+                };
+                Some(JetStream {
+                    stream: stream.clone(),
+                    durable: durable.clone(),
+                    create_stream: option("create_stream").is_some_and(|v| v == "true"),
+                    ack_wait_ms,
+                })
+            }
+            (Some(_), None) => {
+                return Err(Error::other(
+                    "JetStream consuming needs a durable consumer: pass --durable NAME with --jetstream",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::other(
+                    "a durable consumer needs its stream: pass --jetstream STREAM with --durable",
+                ))
+            }
+        };
+        Ok(Self {
+            url,
+            address,
+            auth,
+            subscribe,
+            queue_group: settings.queue_group.clone(),
+            jetstream,
+        })
+    }
+}
+
+/// Splits `nats://[user[:pass]@]host[:port]` into the URL without credentials,
+/// `host:port` and the credentials (a user without password is a token).
+fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
+    let broker = settings.broker.as_str();
+    let rest = match settings.broker_scheme() {
+        "nats" => broker.strip_prefix("nats://"),
+        "tls" => {
+            let source = match settings.broker_from_env {
+                true => "MSGPLUG_BROKER",
+                false => "broker",
+            };
+            return Err(Error::other(format!(
+                "{source} `{broker}`: TLS is not supported, because wasi:sockets has no TLS; use a `nats://` URL (a TLS-terminating proxy on the same host can bridge to a TLS-only server)"
+            )));
+        }
+        _ => return Err(settings.wrong_backend("nats")),
+    };
+    let invalid = |why: &str| {
+        Error::other(format!(
+            "invalid NATS broker URL `{broker}`: {why}; expected nats://[user[:password]@]host[:port]"
+        ))
+    };
+    let rest = rest.ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', ',']) {
+        return Err(invalid(
+            "only one server, without a path or query, is supported",
+        ));
+    }
+    let (userinfo, host_port) = match rest.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, rest),
+    };
+    let decode = |text: &str| {
+        percent_decode_str(text)
+            .decode_utf8()
+            .map(|t| t.into_owned())
+            .map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))
+    };
+    let auth = match userinfo.map(|u| u.split_once(':')) {
+        None => Auth::default(),
+        Some(Some((user, pass))) => Auth {
+            user: Some(decode(user)?),
+            pass: Some(decode(pass)?),
+            token: None,
+        },
+        Some(None) => Auth {
+            token: Some(decode(userinfo.unwrap_or_default())?),
+            ..Auth::default()
+        },
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| invalid(&format!("bad port `{port}`")))?;
+            (host, port)
+        }
+        _ => (host_port, DEFAULT_PORT),
+    };
+    if host.is_empty() {
+        return Err(invalid("no host"));
+    }
+    let address = format!("{host}:{port}");
+    Ok((format!("nats://{address}"), address, auth))
+}
+
+/// Applies `NATS_TOKEN`, or `NATS_USER` / `NATS_PASSWORD`, over the URL's credentials.
+fn auth_from_env(url: Auth, env: impl Fn(&str) -> Option<String>) -> Auth {
+    let var = |name| env(name).filter(|v: &String| !v.is_empty());
+    if let Some(token) = var("NATS_TOKEN") {
+        return Auth {
+            token: Some(token),
+            ..Auth::default()
+        };
+    }
+    match (var("NATS_USER"), var("NATS_PASSWORD")) {
+        (None, None) => url,
+        (user, pass) => Auth {
+            user: user.or(url.user),
+            pass: pass.or(url.pass),
+            token: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(broker: &str) -> Settings {
+        Settings {
+            msgplug: 1,
+            backend: "nats".into(),
+            broker: broker.into(),
+            ..Settings::default()
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn config(broker: &str) -> Result<Config, Error> {
+        Config::from_settings(&settings(broker), no_env)
+    }
+
+    #[test]
+    fn parses_urls() {
+        let c = config("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(c.url, "nats://127.0.0.1:4222");
+        assert_eq!(c.address, "127.0.0.1:4222");
+        assert_eq!(c.auth, Auth::default());
+        assert_eq!(c.subscribe, [">"]);
+        assert_eq!(c.jetstream, None);
+        assert_eq!(
+            config("nats://nats.local").unwrap().address,
+            "nats.local:4222"
+        );
+        assert_eq!(config("nats://h:1/").unwrap().address, "h:1");
+        assert_eq!(config("nats://[::1]:4223").unwrap().address, "[::1]:4223");
+        assert_eq!(config("nats://[::1]").unwrap().address, "[::1]:4222");
+    }
+
+    #[test]
+    fn credentials_in_the_url() {
+        let c = config("nats://alice:s%40cret@h:4222").unwrap();
+        assert_eq!(c.url, "nats://h:4222");
+        assert_eq!(c.auth.user.as_deref(), Some("alice"));
+        assert_eq!(c.auth.pass.as_deref(), Some("s@cret"));
+        let c = config("nats://tok@h").unwrap();
+        assert_eq!(c.auth.token.as_deref(), Some("tok"));
+        assert_eq!(c.auth.user, None);
+    }
+
+    #[test]
+    fn environment_wins() {
+        let s = settings("nats://alice:pw@h");
+        let c =
+            Config::from_settings(&s, |n| (n == "NATS_PASSWORD").then(|| "env".into())).unwrap();
+        assert_eq!(c.auth.user.as_deref(), Some("alice"));
+        assert_eq!(c.auth.pass.as_deref(), Some("env"));
+        let c = Config::from_settings(&s, |n| match n {
+            "NATS_USER" => Some("bob".into()),
+            "NATS_TOKEN" => Some("t".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            Auth {
+                token: Some("t".into()),
+                ..Auth::default()
+            }
+        );
+        let c = Config::from_settings(&s, |_| Some(String::new())).unwrap();
+        assert_eq!(c.auth.pass.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        let e = config("tls://h:4222").unwrap_err().to_string();
+        assert!(e.contains("TLS is not supported"), "{e}");
+        let e = config("mqtt://h").unwrap_err().to_string();
+        assert!(e.contains("needs the `mqtt` backend"), "{e}");
+        for (url, why) in [
+            ("nats:h", "missing `//`"),
+            ("nats://h:x", "bad port `x`"),
+            ("nats://h:0", "bad port `0`"),
+            ("nats://", "no host"),
+            ("nats://a:1,b:2", "only one server"),
+            ("nats://h/path", "only one server"),
+        ] {
+            let e = config(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn subscriptions_and_groups() {
+        let mut s = settings("nats://h");
+        s.subscribe = vec!["a.*".into(), "b.>".into()];
+        s.queue_group = Some("workers".into());
+        let c = Config::from_settings(&s, no_env).unwrap();
+        assert_eq!(c.subscribe, ["a.*", "b.>"]);
+        assert_eq!(c.queue_group.as_deref(), Some("workers"));
+        s.subscribe = vec!["a b".into()];
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert_eq!(e, "cannot subscribe: subject `a b` contains whitespace");
+        s.subscribe = vec![];
+        s.queue_group = Some("a b".into());
+        assert!(Config::from_settings(&s, no_env).is_err());
+    }
+
+    #[test]
+    fn jetstream_options() {
+        let mut s = settings("nats://h");
+        s.options.insert("jetstream".into(), "ORDERS".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("pass --durable"), "{e}");
+        s.options.insert("durable".into(), "workers".into());
+        let js = Config::from_settings(&s, no_env)
+            .unwrap()
+            .jetstream
+            .unwrap();
+        assert_eq!(
+            js,
+            JetStream {
+                stream: "ORDERS".into(),
+                durable: "workers".into(),
+                create_stream: false,
+                ack_wait_ms: 30_000
+            }
+        );
+        s.options.insert("create_stream".into(), "true".into());
+        s.options.insert("ack_wait_ms".into(), "1500".into());
+        let js = Config::from_settings(&s, no_env)
+            .unwrap()
+            .jetstream
+            .unwrap();
+        assert!(js.create_stream);
+        assert_eq!(js.ack_wait_ms, 1500);
+        s.options.insert("ack_wait_ms".into(), "0".into());
+        assert!(Config::from_settings(&s, no_env).is_err());
+        s.options.insert("ack_wait_ms".into(), "1".into());
+        s.options.insert("durable".into(), "a.b".into());
+        assert!(Config::from_settings(&s, no_env).is_err());
+        s.options.remove("jetstream");
+        s.options.insert("durable".into(), "d".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("pass --jetstream"), "{e}");
+    }
+}

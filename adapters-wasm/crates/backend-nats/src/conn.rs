@@ -1,0 +1,331 @@
+//! One NATS connection: the blocking driver of [`crate::proto`] over `std::net::TcpStream`.
+//!
+//! Timed reads use `TcpStream::set_read_timeout`, which works on wasm32-wasip2 (wasi-libc
+//! polls the socket's pollable together with a clock; checked on wasmtime 49: a read
+//! returns `WouldBlock` when the timeout passes and the stream stays usable).
+//! `TcpStream::connect_timeout` does not work there (it reports success for refused
+//! ports), so connecting uses plain `connect`. wasi:sockets cannot turn off Nagle's
+//! algorithm (`set_nodelay` has no effect), so the client writes only right before it
+//! reads an answer (or when much is queued): a lone small write would make the next
+//! one wait for the server's delayed TCP ACK (~40 ms).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Error;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{Auth, Config};
+use crate::proto::{self, Msg, Parser, ServerOp};
+
+/// How long the `INFO` / `CONNECT` / `PONG` handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a blocked write may take before the connection counts as dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After this long without reading anything, the client sends a keepalive `PING`.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The connection is dead when this many `PING`s go unanswered.
+const MAX_PINGS_OUT: u64 = 2;
+
+/// How many bytes one read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The fields of the server's `INFO` the client uses.
+#[derive(Debug, Deserialize)]
+pub struct ServerInfo {
+    /// The largest message (headers and payload) the server accepts.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: usize,
+    /// Whether the server understands `HPUB` / `HMSG`.
+    #[serde(default)]
+    pub headers: bool,
+    /// Whether the server only accepts TLS connections.
+    #[serde(default)]
+    pub tls_required: bool,
+}
+
+/// The `max_payload` of a server that does not say (the server's default, 1 MiB).
+fn default_max_payload() -> usize {
+    1 << 20
+}
+
+/// What a read found.
+pub enum Incoming {
+    /// A message for a subscription.
+    Msg(Msg),
+    /// A `PONG`: the server has processed everything sent before the matching `PING`.
+    Pong,
+}
+
+/// An open, authenticated connection.
+pub struct Conn {
+    /// The socket.
+    stream: TcpStream,
+    /// Splits what the server sends into operations.
+    parser: Parser,
+    /// Bytes queued for the server; [`Conn::write_out`] sends them.
+    out: Vec<u8>,
+    /// What the server said about itself.
+    pub info: ServerInfo,
+    /// `PING`s sent so far (keepalive and round trips).
+    pings_sent: u64,
+    /// `PONG`s received so far.
+    pongs_received: u64,
+    /// When the last bytes arrived (or the last keepalive `PING` went out).
+    last_activity: Instant,
+    /// The read timeout currently set on the socket.
+    read_timeout: Option<Duration>,
+    /// Where reads land before the parser takes them.
+    buffer: Box<[u8]>,
+}
+
+impl Conn {
+    /// Connects to `config.address`, reads `INFO`, sends `CONNECT` and checks it was
+    /// accepted with a `PING` / `PONG` round trip, so bad credentials fail here.
+    pub fn open(config: &Config) -> Result<Self, Error> {
+        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(config, &e))?;
+        let io = |e: std::io::Error| Error::connection(format!("{}: {e}", config.url));
+        stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
+        let mut conn = Self {
+            stream,
+            parser: Parser::default(),
+            out: Vec::new(),
+            info: ServerInfo {
+                max_payload: default_max_payload(),
+                headers: false,
+                tls_required: false,
+            },
+            pings_sent: 0,
+            pongs_received: 0,
+            last_activity: Instant::now(),
+            read_timeout: None,
+            buffer: vec![0; READ_CHUNK].into_boxed_slice(),
+        };
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let info = match conn.read_op(Some(deadline))? {
+            Some(ServerOp::Info(json)) => json,
+            Some(_) => {
+                return Err(Error::connection(format!(
+                    "{} did not start with INFO (is it a NATS server?)",
+                    config.url
+                )))
+            }
+            None => {
+                return Err(Error::connection(format!(
+                    "{} sent no INFO within {} s (is it a NATS server?)",
+                    config.url,
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        conn.info = serde_json::from_str(&info)
+            .map_err(|e| Error::connection(format!("{}: unreadable INFO: {e}", config.url)))?;
+        if conn.info.tls_required {
+            return Err(Error::other(format!(
+                "{} requires TLS, which wasi:sockets cannot provide; allow plain connections on the server (or put a TLS-terminating proxy in front of it)",
+                config.url
+            )));
+        }
+        proto::encode_connect(&mut conn.out, &connect_json(&config.auth));
+        let target = conn.ping()?;
+        conn.await_pong(target, deadline).map_err(|e| match e {
+            Error::Timeout => Error::connection(format!(
+                "{} did not answer CONNECT within {} s",
+                config.url,
+                HANDSHAKE_TIMEOUT.as_secs()
+            )),
+            e => e,
+        })?;
+        Ok(conn)
+    }
+
+    /// Queues bytes for the server (sent by the next [`Conn::write_out`]).
+    pub fn queue(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// How many bytes are queued.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Sends everything queued.
+    pub fn write_out(&mut self) -> Result<(), Error> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.out);
+        self.out.clear();
+        result.map_err(|e| Error::connection(format!("writing to the server failed: {e}")))
+    }
+
+    /// Queues a `PING` and sends everything queued; returns the number of the `PONG`
+    /// that answers it (see [`Conn::await_pong`]).
+    pub fn ping(&mut self) -> Result<u64, Error> {
+        self.out.extend_from_slice(proto::PING);
+        self.pings_sent += 1;
+        self.write_out()?;
+        Ok(self.pings_sent)
+    }
+
+    /// Reads until `PONG` number `target` arrives; only for the handshake, when nothing
+    /// is subscribed yet (so no message can arrive meanwhile).
+    fn await_pong(&mut self, target: u64, deadline: Instant) -> Result<(), Error> {
+        while self.pongs_received < target {
+            match self.read(Some(deadline))? {
+                Some(_) => {}
+                None => return Err(Error::Timeout),
+            }
+        }
+        Ok(())
+    }
+
+    /// True once `PONG` number `target` arrived.
+    pub fn answered(&self, target: u64) -> bool {
+        self.pongs_received >= target
+    }
+
+    /// Sends what is queued, then reads until a message or a `PONG` arrives, or until
+    /// `deadline` passes (`None`). Answers the server's `PING`s, and keeps the
+    /// connection alive with its own when idle: the connection is dead (an error) when
+    /// [`MAX_PINGS_OUT`] of them go unanswered. A `-ERR` from the server is an error.
+    pub fn read(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming>, Error> {
+        self.write_out()?;
+        loop {
+            let Some(op) = self.read_op(deadline)? else {
+                return Ok(None);
+            };
+            match op {
+                ServerOp::Msg(msg) => return Ok(Some(Incoming::Msg(msg))),
+                ServerOp::Pong => {
+                    self.pongs_received += 1;
+                    return Ok(Some(Incoming::Pong));
+                }
+                ServerOp::Ping => {
+                    self.out.extend_from_slice(proto::PONG);
+                    self.write_out()?;
+                }
+                ServerOp::Ok | ServerOp::Info(_) => {}
+                ServerOp::Err(text) => return Err(server_error(&text)),
+            }
+        }
+    }
+
+    /// Reads one operation, or `None` when `deadline` passes first; sends keepalive
+    /// `PING`s while it waits.
+    fn read_op(&mut self, deadline: Option<Instant>) -> Result<Option<ServerOp>, Error> {
+        loop {
+            if let Some(op) = self
+                .parser
+                .next_op()
+                .map_err(|e| Error::connection(format!("protocol error from the server: {e}")))?
+            {
+                return Ok(Some(op));
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            let keepalive = self.last_activity + PING_INTERVAL;
+            if now >= keepalive {
+                if self.pings_sent - self.pongs_received >= MAX_PINGS_OUT {
+                    return Err(Error::connection(format!(
+                        "the server did not answer {MAX_PINGS_OUT} pings in {} s: the connection is dead",
+                        MAX_PINGS_OUT * PING_INTERVAL.as_secs()
+                    )));
+                }
+                self.last_activity = now;
+                self.ping()?;
+                continue;
+            }
+            let wake = deadline.map_or(keepalive, |d| d.min(keepalive));
+            self.set_read_timeout(
+                wake.saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            )?;
+            match self.stream.read(&mut self.buffer) {
+                Ok(0) => return Err(Error::connection("the server closed the connection")),
+                Ok(n) => {
+                    self.last_activity = Instant::now();
+                    self.parser.push(&self.buffer[..n]);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::connection(format!(
+                        "reading from the server failed: {e}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Sets the socket's read timeout unless it already is `timeout`.
+    fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        if self.read_timeout != Some(timeout) {
+            self.stream
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| Error::connection(format!("setting a read timeout failed: {e}")))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
+/// The `CONNECT` options: no `+OK`s, headers and no-responders on, the credentials.
+fn connect_json(auth: &Auth) -> String {
+    let mut options = json!({
+        "verbose": false,
+        "pedantic": false,
+        "tls_required": false,
+        "name": "msgplug",
+        "lang": "rust-wasi",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": 1,
+        "headers": true,
+        "no_responders": true,
+    });
+    if let Some(user) = &auth.user {
+        options["user"] = json!(user);
+    }
+    if let Some(pass) = &auth.pass {
+        options["pass"] = json!(pass);
+    }
+    if let Some(token) = &auth.token {
+        options["auth_token"] = json!(token);
+    }
+    options.to_string()
+}
+
+/// Maps a server's `-ERR` text onto an [`Error`].
+fn server_error(text: &str) -> Error {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("authorization violation") || lower.contains("authentication") {
+        Error::PermissionDenied(format!(
+            "the server refused the credentials ({text}); set NATS_USER and NATS_PASSWORD, or NATS_TOKEN"
+        ))
+    } else if lower.starts_with("permissions violation") {
+        Error::PermissionDenied(format!("the server says: {text}"))
+    } else {
+        Error::connection(format!("the server says: {text}"))
+    }
+}
+
+/// Explains a failed `connect`, with the `wasmtime` flag that is usually missing.
+fn connect_error(config: &Config, e: &std::io::Error) -> Error {
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "; run wasmtime with `-S inherit-network` so the component may open sockets"
+        }
+        _ if e.to_string().contains("Non-recoverable") => {
+            "; run wasmtime with `-S allow-ip-name-lookup` to resolve host names"
+        }
+        _ => "",
+    };
+    Error::connection(format!("cannot connect to {}: {e}{hint}", config.url))
+}

@@ -1,0 +1,21 @@
+//! msgplug's `nats` backend adapter: core NATS and JetStream over `wasi:sockets`.
+//!
+//! No NATS client crate builds for wasm32-wasip2, so this crate speaks the protocol
+//! itself: [`proto`] is a sans-IO codec of the client protocol, [`headers`] carries a
+//! message's content type and metadata as NATS headers, [`config`] reads the settings
+//! and [`jetstream`] the JetStream API bodies — all plain Rust, unit-tested with
+//! `cargo test`. The thin I/O layer (`conn`: a blocking driver over
+//! `std::net::TcpStream`; `nats`: the [`common::Backend`]) is left out of test builds.
+//!
+//! Core mode subscribes to the `--subscribe` subjects (in a queue group if given) on
+//! the first `next`; with `--jetstream STREAM --durable NAME` the backend reads from a
+//! durable pull consumer instead and acks each delivery after the handler returned.
+
+mod config;
+#[cfg(not(test))]
+mod conn;
+mod headers;
+mod jetstream;
+#[cfg(not(test))]
+mod nats;
+mod proto;

@@ -1,0 +1,838 @@
+//! The [`Backend`] over one NATS connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+
+use crate::config::{Config, JetStream};
+use crate::conn::{Conn, Incoming};
+use crate::headers;
+use crate::jetstream::{self, PubAck, PULL_BATCH, PULL_EXPIRES_MS};
+use crate::proto::{self, Msg};
+
+/// The NATS backend's component type.
+type Component = common::Adapter<Nats>;
+common::export!(Component);
+
+/// The subscription id of `<inbox prefix>.*`, where request replies arrive.
+const INBOX_SID: u64 = 1;
+
+/// The subscription id of the JetStream pull inbox.
+const PULL_SID: u64 = 2;
+
+/// The subscription id of the first `--subscribe` subject (the others follow).
+const FIRST_SID: u64 = 3;
+
+/// How long `flush` waits for the server's `PONG`.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a JetStream API request waits for its answer.
+const API_TIMEOUT_MS: u32 = 5_000;
+
+/// How long past its `expires` a pull is given before it counts as lost.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+
+/// The first and the longest wait between reconnect attempts.
+const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// How long the answer to "does a stream capture this subject?" is trusted.
+const CAPTURE_TTL: Duration = Duration::from_secs(60);
+
+/// How many subjects' answers are remembered (all are forgotten when it is full).
+const MAX_CAPTURE_ANSWERS: usize = 1024;
+
+/// Inside a handler, sends are queued and written once this many bytes are queued
+/// (and at `flush`).
+const WRITE_BATCH: usize = 32 * 1024;
+
+/// A received message waiting for `next`.
+enum Pending {
+    /// A message, with its JetStream ack subject if it came from a pull.
+    Message(MessageData, Option<String>),
+    /// A message that could not be decoded: why.
+    Rejected(String),
+}
+
+/// An outstanding JetStream pull request.
+struct Pull {
+    /// How many more messages it may bring.
+    remaining: u32,
+    /// When it counts as finished even if the server did not say so.
+    deadline: Instant,
+}
+
+/// The state of the NATS backend.
+pub struct Nats {
+    /// Where to connect, what to subscribe to.
+    config: Config,
+    /// The connection, or `None` while the server is unreachable.
+    conn: Option<Conn>,
+    /// True once a connection was made (later ones are reconnects).
+    connected_before: bool,
+    /// `_INBOX.<random>`: this instance's reply subjects start with it and a `.`.
+    inbox_prefix: String,
+    /// The number of the last request (the last token of its inbox).
+    last_request: u64,
+    /// True once `next` asked for the subscriptions (they are restored on reconnect).
+    subscribed: bool,
+    /// True once the subscriptions were confirmed and logged.
+    announced: bool,
+    /// JetStream: true once the stream and the durable consumer were checked on this
+    /// connection.
+    consumer_ready: bool,
+    /// JetStream: the outstanding pull request, if any.
+    pull: Option<Pull>,
+    /// Messages received but not yet returned by `next`.
+    pending: VecDeque<Pending>,
+    /// JetStream ack subjects of unsettled deliveries.
+    acks: HashMap<DeliveryId, String>,
+    /// The last delivery id handed out.
+    last_id: DeliveryId,
+    /// True between a delivery and its settlement or `flush`: sends are batched.
+    in_handler: bool,
+    /// Messages sent since the server last confirmed everything (by a `PONG`).
+    unconfirmed: u64,
+    /// Messages of the current handler whose connection was lost before confirmation.
+    lost: u64,
+    /// Whether to ask JetStream which subjects its streams capture (false when the
+    /// server has no JetStream or the credentials may not ask).
+    ask_streams: bool,
+    /// Per subject: whether a stream captures it, and when that was asked.
+    captured: HashMap<String, (bool, Instant)>,
+    /// Reply subjects of sends to streams' subjects that JetStream has not acknowledged
+    /// yet, with the subject sent to.
+    pub_acks: HashMap<String, String>,
+    /// Why JetStream refused to store sent messages, since the last `flush`.
+    refused: Vec<String>,
+}
+
+impl Nats {
+    /// Connects (or reconnects) and restores the subscriptions; the server has them
+    /// (a `PING` / `PONG` round trip) before this returns once they were announced.
+    fn establish(&mut self) -> Result<(), Error> {
+        let mut conn = Conn::open(&self.config)?;
+        proto::encode_subscribe(
+            conn.queue(),
+            &format!("{}.*", self.inbox_prefix),
+            None,
+            INBOX_SID,
+        );
+        self.conn = Some(conn);
+        self.consumer_ready = false;
+        self.pull = None;
+        self.ask_streams = true;
+        self.captured.clear();
+        if self.subscribed {
+            self.queue_subscriptions();
+        }
+        if self.announced {
+            self.round_trip()?;
+        }
+        if self.connected_before {
+            log(Self::NAME, &format!("reconnected to {}", self.config.url));
+        }
+        self.connected_before = true;
+        Ok(())
+    }
+
+    /// Connects if there is no connection: one attempt, for operations that must not wait.
+    fn ensure_connected(&mut self) -> Result<&mut Conn, Error> {
+        if self.conn.is_none() {
+            self.establish()?;
+        }
+        Ok(self
+            .conn
+            .as_mut()
+            .expect("`establish` succeeded, so there is a connection"))
+    }
+
+    /// Runs `f` on the connection; a connection error or timeout drops the connection.
+    fn io<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, Error>) -> Result<T, Error> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::connection(format!("not connected to {}", self.config.url)))?;
+        let result = f(conn);
+        if let Err(Error::Connection(_) | Error::Timeout) = &result {
+            self.drop_conn();
+        }
+        result
+    }
+
+    /// Forgets a broken connection and what was only known on it.
+    fn drop_conn(&mut self) {
+        self.conn = None;
+        self.lost += std::mem::take(&mut self.unconfirmed);
+        self.pub_acks.clear();
+        self.consumer_ready = false;
+        self.pull = None;
+    }
+
+    /// Queues the `SUB`s of the subscriptions: the `--subscribe` subjects, or the pull
+    /// inbox in JetStream mode.
+    fn queue_subscriptions(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if self.config.jetstream.is_some() {
+            let inbox = pull_inbox(&self.inbox_prefix);
+            proto::encode_subscribe(conn.queue(), &inbox, None, PULL_SID);
+            return;
+        }
+        let group = self.config.queue_group.as_deref();
+        for (sid, subject) in (FIRST_SID..).zip(&self.config.subscribe) {
+            proto::encode_subscribe(conn.queue(), subject, group, sid);
+        }
+    }
+
+    /// Sends everything queued with a `PING` and waits for the `PONG`: the server has
+    /// then processed all of it. Messages read meanwhile are kept for `next`.
+    fn round_trip(&mut self) -> Result<(), Error> {
+        let target = self.io(Conn::ping)?;
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        loop {
+            if self.io(|c| Ok(c.answered(target)))? {
+                return Ok(());
+            }
+            match self.io(|c| c.read(Some(deadline)))? {
+                Some(Incoming::Msg(msg)) => self.dispatch(msg)?,
+                Some(Incoming::Pong) => {}
+                None => {
+                    self.drop_conn();
+                    return Err(Error::Timeout);
+                }
+            }
+        }
+    }
+
+    /// Files a message that is not the answer being waited for.
+    fn dispatch(&mut self, msg: Msg) -> Result<(), Error> {
+        match msg.sid {
+            INBOX_SID => {
+                if let Some(subject) = self.pub_acks.remove(&msg.subject) {
+                    self.pub_acked(subject, msg);
+                } // else a late reply to a finished request
+            }
+            PULL_SID => self.pulled(msg)?,
+            // Our own inbox, seen by a wide subscription such as `>`.
+            _ if msg
+                .subject
+                .strip_prefix(&self.inbox_prefix)
+                .is_some_and(|rest| rest.starts_with('.')) => {}
+            _ => {
+                let reply = msg.reply.clone();
+                self.pending.push_back(match message_from(msg, reply) {
+                    Ok(message) => Pending::Message(message, None),
+                    Err(reason) => Pending::Rejected(reason),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the answer to a send that a stream captures.
+    fn pub_acked(&mut self, subject: String, msg: Msg) {
+        let status = msg
+            .headers
+            .as_deref()
+            .and_then(|block| headers::decode(block).ok())
+            .and_then(|h| h.status);
+        if status == Some(503) {
+            return; // no stream took it after all (it was deleted): as in core NATS
+        }
+        match jetstream::parse_pub_ack(&msg.payload) {
+            PubAck::Stored => {}
+            PubAck::Refused(why) => self.refused.push(format!(
+                "JetStream did not store the message sent to `{subject}`: {why}"
+            )),
+            // A core subscriber answered the reply address: JetStream's answer is still due.
+            PubAck::Other => {
+                self.pub_acks.insert(msg.subject, subject);
+            }
+        }
+    }
+
+    /// Waits until JetStream answered every send to a stream's subject.
+    fn await_pub_acks(&mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while !self.pub_acks.is_empty() {
+            match self.io(|c| c.read(Some(deadline)))? {
+                Some(Incoming::Msg(msg)) => self.dispatch(msg)?,
+                Some(Incoming::Pong) => {}
+                None => return Err(Error::Timeout),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a stream captures `subject` (asked once a minute per subject): a send there
+    /// waits for JetStream's acknowledgement, not only for the server's.
+    fn captured_by_stream(&mut self, subject: &str) -> Result<bool, Error> {
+        if !self.ask_streams {
+            return Ok(false);
+        }
+        if let Some(&(captured, asked)) = self.captured.get(subject) {
+            if asked.elapsed() < CAPTURE_TTL {
+                return Ok(captured);
+            }
+        }
+        let body = jetstream::stream_names_body(subject);
+        let captured = match self.api(jetstream::stream_names_subject(), body) {
+            Ok(Some(answer)) if answer.error.is_none() => {
+                answer.streams.is_some_and(|streams| !streams.is_empty())
+            }
+            // No JetStream on the server or for this account.
+            Ok(_) => {
+                self.ask_streams = false;
+                return Ok(false);
+            }
+            Err(Error::PermissionDenied(why)) => {
+                log(
+                    Self::NAME,
+                    &format!(
+                        "cannot ask JetStream which streams capture `{subject}` ({why}); sends are confirmed by the server, not by JetStream"
+                    ),
+                );
+                self.ask_streams = false;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if self.captured.len() >= MAX_CAPTURE_ANSWERS {
+            self.captured.clear();
+        }
+        self.captured
+            .insert(subject.to_string(), (captured, Instant::now()));
+        Ok(captured)
+    }
+
+    /// Makes a fresh reply subject, `<inbox prefix>.<n>`.
+    fn new_inbox(&mut self) -> String {
+        self.last_request += 1;
+        format!("{}.{}", self.inbox_prefix, self.last_request)
+    }
+
+    /// Publishes `message` on `topic`; a send to a stream's subject (when `ask_streams`)
+    /// is acknowledged by JetStream. Inside a handler the message is only queued (written
+    /// in batches; the `flush` the driver makes before it acks confirms it); outside one
+    /// it is confirmed before this returns.
+    fn send_to(
+        &mut self,
+        topic: &str,
+        message: &MessageData,
+        ask_streams: bool,
+    ) -> Result<(), Error> {
+        check_publish_subject(topic)?;
+        let pub_ack_inbox = match ask_streams && self.captured_by_stream(topic)? {
+            true => Some(self.new_inbox()),
+            false => None,
+        };
+        self.publish(topic, pub_ack_inbox.as_deref(), message)?;
+        if let Some(inbox) = pub_ack_inbox {
+            self.pub_acks.insert(inbox, topic.to_string());
+        }
+        self.unconfirmed += 1;
+        if !self.in_handler {
+            return self.flush();
+        }
+        if self.io(|c| Ok(c.queued()))? >= WRITE_BATCH {
+            self.io(Conn::write_out)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `message` on `topic` with a fresh reply subject and collects the replies
+    /// as the `request-reply.request` doc describes; `None` when nobody subscribes to
+    /// `topic` (the server's no-responders status).
+    fn exchange(
+        &mut self,
+        topic: &str,
+        message: &MessageData,
+        options: RequestOptions,
+    ) -> Result<Option<Vec<MessageData>>, Error> {
+        let inbox = self.new_inbox();
+        self.publish(topic, Some(&inbox), message)?;
+        let deadline = options
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(u64::from(ms)));
+        let wanted = match (options.expected_replies, options.timeout_ms) {
+            (Some(n), _) => Some(n as usize),
+            (None, None) => Some(1),
+            (None, Some(_)) => None,
+        };
+        let mut replies = Vec::new();
+        let outcome = loop {
+            if wanted.is_some_and(|n| replies.len() >= n) {
+                break Ok(());
+            }
+            let msg = match self.io(|c| c.read(deadline)) {
+                Ok(Some(Incoming::Msg(msg))) => msg,
+                Ok(Some(Incoming::Pong)) => continue,
+                Ok(None) => break Err(Error::Timeout),
+                Err(e) => break Err(e),
+            };
+            if msg.sid != INBOX_SID || msg.subject != inbox {
+                match self.dispatch(msg) {
+                    Ok(()) => continue,
+                    Err(e) => break Err(e),
+                }
+            }
+            let no_responders = msg
+                .headers
+                .as_deref()
+                .is_some_and(|block| headers::decode(block).is_ok_and(|h| h.status == Some(503)));
+            if no_responders && replies.is_empty() {
+                return Ok(None);
+            }
+            let reply_to = msg.reply.clone();
+            match message_from(msg, reply_to) {
+                Ok(reply) => replies.push(reply),
+                Err(reason) => break Err(Error::Other(reason)),
+            }
+        };
+        match outcome {
+            Err(e) if replies.is_empty() => Err(e),
+            _ => Ok(Some(replies)),
+        }
+    }
+
+    /// Handles a message on the pull inbox: a delivery or a status from JetStream.
+    fn pulled(&mut self, msg: Msg) -> Result<(), Error> {
+        let status = match &msg.headers {
+            Some(block) => headers::decode(block)
+                .ok()
+                .and_then(|h| h.status.map(|s| (s, h.description))),
+            None => None,
+        };
+        let Some((status, description)) = status else {
+            if let Some(pull) = &mut self.pull {
+                pull.remaining = pull.remaining.saturating_sub(1);
+                if pull.remaining == 0 {
+                    self.pull = None;
+                }
+            }
+            let ack = msg.reply.clone();
+            self.pending.push_back(match message_from(msg, None) {
+                Ok(message) => Pending::Message(message, ack),
+                Err(reason) => Pending::Rejected(reason),
+            });
+            return Ok(());
+        };
+        match status {
+            100 => {}                      // idle heartbeat
+            404 | 408 => self.pull = None, // no messages / the pull expired
+            409 => {
+                // Consumer deleted, leadership change, too many waiting pulls, ...:
+                // check the consumer again and pull anew.
+                log(
+                    Self::NAME,
+                    &format!("JetStream ended a pull: {status} {description}; pulling again"),
+                );
+                self.pull = None;
+                self.consumer_ready = false;
+            }
+            _ => {
+                let js = self.jetstream();
+                return Err(Error::other(format!(
+                    "JetStream refused a pull from durable consumer `{}` of stream `{}`: {status} {description}",
+                    js.durable, js.stream
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JetStream settings (only called in JetStream mode).
+    fn jetstream(&self) -> &JetStream {
+        self.config
+            .jetstream
+            .as_ref()
+            .expect("only called in JetStream mode")
+    }
+
+    /// Queues a publish of `message` on `subject`, checking it fits the server's limits.
+    fn publish(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        message: &MessageData,
+    ) -> Result<(), Error> {
+        let headers = headers::encode(message).map_err(Error::Other)?;
+        let conn = self.ensure_connected()?;
+        if headers.is_some() && !conn.info.headers {
+            return Err(Error::other(
+                "the server does not support message headers, which carry content type and metadata; use nats-server 2.2 or newer",
+            ));
+        }
+        let size = message.data.len() + headers.as_ref().map_or(0, Vec::len);
+        if size > conn.info.max_payload {
+            return Err(Error::other(format!(
+                "message of {size} bytes (payload and headers) on `{subject}` is larger than the server's max_payload of {} bytes",
+                conn.info.max_payload
+            )));
+        }
+        proto::encode_publish(
+            conn.queue(),
+            subject,
+            reply,
+            headers.as_deref(),
+            &message.data,
+        );
+        Ok(())
+    }
+
+    /// Makes the subscriptions (first `next`), checks the JetStream consumer, and keeps
+    /// a pull outstanding; then waits for one thing from the server.
+    fn receive(&mut self) -> Result<(), Error> {
+        if !self.subscribed {
+            self.subscribed = true;
+            self.queue_subscriptions();
+        }
+        if self.config.jetstream.is_some() {
+            if !self.consumer_ready {
+                self.setup_consumer()?;
+            }
+            if self
+                .pull
+                .as_ref()
+                .is_none_or(|p| Instant::now() >= p.deadline)
+            {
+                self.request_pull()?;
+            }
+        } else if !self.announced {
+            self.round_trip()?;
+            let group = match &self.config.queue_group {
+                Some(group) => format!(" (queue group `{group}`)"),
+                None => String::new(),
+            };
+            for subject in &self.config.subscribe {
+                log(Self::NAME, &format!("subscribed to `{subject}`{group}"));
+            }
+            self.announced = true;
+        }
+        let deadline = self.pull.as_ref().map(|p| p.deadline);
+        match self.io(|c| c.read(deadline))? {
+            Some(Incoming::Msg(msg)) => self.dispatch(msg),
+            Some(Incoming::Pong) | None => Ok(()),
+        }
+    }
+
+    /// Checks the stream (creating it if asked) and creates or updates the durable
+    /// pull consumer.
+    fn setup_consumer(&mut self) -> Result<(), Error> {
+        let js = self.jetstream().clone();
+        let info = self.js_api(&jetstream::stream_info_subject(&js.stream), Vec::new())?;
+        match info.error {
+            None => {}
+            Some(e) if e.stream_not_found() && js.create_stream => {
+                if self.config.subscribe == [">"] {
+                    return Err(Error::other(format!(
+                        "cannot create JetStream stream `{}` without subjects: pass the stream's subjects with --subscribe",
+                        js.stream
+                    )));
+                }
+                let body = jetstream::stream_create_body(&js.stream, &self.config.subscribe);
+                let created = self.js_api(&jetstream::stream_create_subject(&js.stream), body)?;
+                match created.error {
+                    None => log(
+                        Self::NAME,
+                        &format!(
+                            "created JetStream stream `{}` for `{}`",
+                            js.stream,
+                            self.config.subscribe.join("`, `")
+                        ),
+                    ),
+                    // Another instance created it first.
+                    Some(e) if e.stream_name_in_use() => {}
+                    Some(e) => return Err(Error::other(format!(
+                        "cannot create JetStream stream `{}`: {} (JetStream error {})",
+                        js.stream, e.description, e.err_code
+                    ))),
+                }
+            }
+            Some(e) if e.stream_not_found() => {
+                return Err(Error::other(format!(
+                    "JetStream stream `{}` does not exist on {}; create it (for example `nats stream add {}`) or pass --create-stream to create it with the --subscribe subjects",
+                    js.stream, self.config.url, js.stream
+                )))
+            }
+            Some(e) => {
+                return Err(Error::other(format!(
+                    "JetStream stream `{}`: {} (JetStream error {})",
+                    js.stream, e.description, e.err_code
+                )))
+            }
+        }
+        let body = jetstream::consumer_create_body(&js, &self.config.subscribe);
+        let created = self.js_api(&jetstream::consumer_create_subject(&js), body)?;
+        if let Some(e) = created.error {
+            return Err(Error::other(format!(
+                "cannot create durable consumer `{}` on JetStream stream `{}`: {} (JetStream error {})",
+                js.durable, js.stream, e.description, e.err_code
+            )));
+        }
+        self.consumer_ready = true;
+        if !self.announced {
+            for subject in &self.config.subscribe {
+                log(
+                    Self::NAME,
+                    &format!(
+                        "subscribed to `{subject}` (JetStream stream `{}`, durable consumer `{}`)",
+                        js.stream, js.durable
+                    ),
+                );
+            }
+            self.announced = true;
+        }
+        Ok(())
+    }
+
+    /// Makes a JetStream API request and parses the answer; `None` when nothing answers
+    /// (the server has no JetStream).
+    fn api(
+        &mut self,
+        subject: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<jetstream::ApiResponse>, Error> {
+        let options = RequestOptions {
+            timeout_ms: Some(API_TIMEOUT_MS),
+            expected_replies: Some(1),
+        };
+        let Some(replies) = self.exchange(subject, &MessageData::new(body), options)? else {
+            return Ok(None);
+        };
+        let reply = replies.first().ok_or(Error::Timeout)?;
+        jetstream::parse_response(&reply.data)
+            .map(Some)
+            .map_err(|e| Error::other(format!("`{subject}`: {e}")))
+    }
+
+    /// Makes a JetStream API request that needs JetStream, and parses the answer.
+    fn js_api(&mut self, subject: &str, body: Vec<u8>) -> Result<jetstream::ApiResponse, Error> {
+        self.api(subject, body)?.ok_or_else(|| {
+            Error::other(format!(
+                "JetStream is not enabled on {} (no responders on `{subject}`); start nats-server with -js",
+                self.config.url
+            ))
+        })
+    }
+
+    /// Publishes a pull request for the next batch.
+    fn request_pull(&mut self) -> Result<(), Error> {
+        let js = self.jetstream();
+        let subject = jetstream::pull_subject(js);
+        let inbox = pull_inbox(&self.inbox_prefix);
+        let conn = self.ensure_connected()?;
+        proto::encode_publish(
+            conn.queue(),
+            &subject,
+            Some(&inbox),
+            None,
+            &jetstream::pull_body(),
+        );
+        self.pull = Some(Pull {
+            remaining: PULL_BATCH,
+            deadline: Instant::now() + Duration::from_millis(PULL_EXPIRES_MS) + PULL_GRACE,
+        });
+        Ok(())
+    }
+
+    /// Queues `body` (`+ACK`, `-NAK`) for a delivery's ack subject; it goes out with the
+    /// next write, which always comes before the next read (a lone small write would
+    /// make the one after it wait for a delayed TCP ACK: wasi:sockets cannot turn Nagle's
+    /// algorithm off). Not being connected is logged, not an error: the delivery stays
+    /// unacknowledged, so JetStream redelivers it after the ack wait, and at-least-once
+    /// delivery holds either way (the same holds when the connection breaks before the
+    /// queued ack is written).
+    fn settle(&mut self, id: DeliveryId, body: &[u8]) -> Result<(), Error> {
+        self.in_handler = false;
+        let Some(subject) = self.acks.remove(&id) else {
+            return Ok(()); // core NATS: nothing to settle
+        };
+        match self.ensure_connected() {
+            Ok(conn) => proto::encode_publish(conn.queue(), &subject, None, None, body),
+            Err(e) => log(
+                Self::NAME,
+                &format!(
+                    "could not settle delivery {id} ({e}); JetStream redelivers it after the ack wait"
+                ),
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Turns a received message into [`MessageData`], or says why its headers are unreadable.
+fn message_from(msg: Msg, reply_to: Option<String>) -> Result<MessageData, String> {
+    let headers = match &msg.headers {
+        Some(block) => headers::decode(block)
+            .map_err(|e| format!("message on `{}` has unreadable headers: {e}", msg.subject))?,
+        None => headers::Headers::default(),
+    };
+    Ok(MessageData {
+        topic: Some(msg.subject),
+        data: msg.payload,
+        content_type: headers.content_type,
+        metadata: headers.metadata,
+        reply_to,
+    })
+}
+
+/// The subject JetStream delivers pulled messages to (outside `<inbox prefix>.*`).
+fn pull_inbox(inbox_prefix: &str) -> String {
+    format!("{inbox_prefix}.jetstream.pull")
+}
+
+/// Makes this instance's inbox prefix, `_INBOX.` and 32 random hex digits.
+fn new_inbox_prefix() -> String {
+    let bytes = wasip2::random::random::get_random_bytes(16);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("_INBOX.{hex}")
+}
+
+impl Backend for Nats {
+    const NAME: &'static str = "nats";
+
+    fn open(settings: Settings) -> Result<Self, Error> {
+        let config = Config::from_settings(&settings, |name| std::env::var(name).ok())?;
+        let mut nats = Self {
+            config,
+            conn: None,
+            connected_before: false,
+            inbox_prefix: new_inbox_prefix(),
+            last_request: 0,
+            subscribed: false,
+            announced: false,
+            consumer_ready: false,
+            pull: None,
+            pending: VecDeque::new(),
+            acks: HashMap::new(),
+            last_id: 0,
+            in_handler: false,
+            unconfirmed: 0,
+            lost: 0,
+            ask_streams: true,
+            captured: HashMap::new(),
+            pub_acks: HashMap::new(),
+            refused: Vec::new(),
+        };
+        nats.establish()?;
+        Ok(nats)
+    }
+
+    /// See [`Nats::send_to`]: a send to a subject a JetStream stream captures returns (or,
+    /// inside a handler, the next `flush` does) once JetStream stored it; any other once
+    /// the server processed it (a `PING` / `PONG` round trip).
+    fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
+        self.send_to(topic, message, true)
+    }
+
+    fn request(
+        &mut self,
+        topic: &str,
+        message: &MessageData,
+        options: RequestOptions,
+    ) -> Result<Vec<MessageData>, Error> {
+        check_publish_subject(topic)?;
+        self.exchange(topic, message, options)?
+            .ok_or_else(|| Error::other(format!("no responders on `{topic}`")))
+    }
+
+    /// Like `send`, but reply subjects are inboxes, so JetStream is not asked about them.
+    fn reply(&mut self, reply_to: &str, reply: &MessageData) -> Result<(), Error> {
+        self.send_to(reply_to, reply, false)
+    }
+
+    /// Waits for the next message. A lost connection is retried here, forever, with
+    /// capped exponential backoff; the subscriptions (or the JetStream pull) are
+    /// restored on the new connection.
+    fn next(&mut self) -> Result<Event, Error> {
+        let mut delay = RECONNECT_DELAY.0;
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Ok(match item {
+                    Pending::Message(message, ack) => {
+                        self.last_id += 1;
+                        if let Some(ack) = ack {
+                            self.acks.insert(self.last_id, ack);
+                        }
+                        self.in_handler = true;
+                        self.lost = 0;
+                        Event::Delivery(self.last_id, message)
+                    }
+                    Pending::Rejected(reason) => Event::Rejected(reason),
+                });
+            }
+            let connected = self.conn.is_some();
+            let step = match connected {
+                true => self.receive(),
+                false => self.establish(),
+            };
+            match step {
+                Ok(()) => {}
+                Err(e @ (Error::Connection(_) | Error::Timeout)) => {
+                    self.drop_conn();
+                    let why = match e {
+                        Error::Connection(text) => text,
+                        e => e.to_string(),
+                    };
+                    let delay_ms = delay.as_millis();
+                    log(
+                        Self::NAME,
+                        &match connected {
+                            true => format!(
+                                "lost the connection to {}: {why}; reconnecting in {delay_ms} ms",
+                                self.config.url
+                            ),
+                            false => format!("{why}; retrying in {delay_ms} ms"),
+                        },
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(RECONNECT_DELAY.1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
+        self.settle(id, b"+ACK")
+    }
+
+    fn nack(&mut self, id: DeliveryId) -> Result<(), Error> {
+        self.settle(id, b"-NAK")
+    }
+
+    /// Confirms every message sent so far: a `PING` / `PONG` round trip (the server has
+    /// processed them), then JetStream's acknowledgements of those sent to streams'
+    /// subjects. Fails if a connection was lost before it confirmed some, or JetStream
+    /// refused to store some.
+    fn flush(&mut self) -> Result<(), Error> {
+        self.in_handler = false;
+        if self.unconfirmed == 0 && self.lost == 0 {
+            return Ok(());
+        }
+        let result = match self.lost {
+            0 => self.round_trip().and_then(|()| self.await_pub_acks()),
+            n => Err(Error::connection(format!(
+                "the connection to {} was lost before the server confirmed {n} sent message(s)",
+                self.config.url
+            ))),
+        };
+        self.unconfirmed = 0;
+        self.lost = 0;
+        self.pub_acks.clear();
+        let refused = std::mem::take(&mut self.refused);
+        result?;
+        match refused.is_empty() {
+            true => Ok(()),
+            false => Err(Error::Other(refused.join("; "))),
+        }
+    }
+}
+
+/// Checks that `subject` can be published to.
+fn check_publish_subject(subject: &str) -> Result<(), Error> {
+    proto::check_subject(subject, false).map_err(|e| Error::other(format!("cannot publish: {e}")))
+}

@@ -1,0 +1,22 @@
+//! msgplug's Azure Service Bus backend adapter, over the documented Service Bus REST
+//! protocol on outgoing `wasi:http` (`wasmtime run -S http`): no `wasi:sockets`.
+//!
+//! * Broker: an Azure connection string (`Endpoint=sb://...;SharedAccessKeyName=...;
+//!   SharedAccessKey=...[;EntityPath=...]`) or `servicebus://HOST/ENTITY` with the SAS
+//!   policy in `SERVICEBUS_SAS_KEY_NAME` / `SERVICEBUS_SAS_KEY` ([`connection`]).
+//!   `UseDevelopmentEmulator=true` means plain http. Requests carry SAS tokens ([`sas`]).
+//! * `send(topic)` posts to the queue or topic named `topic`, with content type,
+//!   metadata as custom properties and a fresh `MessageId` ([`protocol`]).
+//! * The `run` driver receives with peek-lock from each `--subscribe` entry (a queue, or
+//!   `TOPIC/subscriptions/SUB`; none: the broker's entity path), completes (`DELETE` on
+//!   the lock URI) after the handler's `Ok` and unlocks (`PUT`) after `Err`, so a failed
+//!   message is redelivered: at-least-once.
+//! * `reply` sends to the received message's `ReplyTo` entity with `CorrelationId` set to
+//!   its `MessageId`; `request` is not supported (the REST protocol has no sessions or
+//!   temporary reply queues).
+
+mod connection;
+mod protocol;
+mod sas;
+#[cfg(not(test))]
+mod servicebus;

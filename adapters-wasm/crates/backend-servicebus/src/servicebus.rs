@@ -1,0 +1,300 @@
+//! The [`Backend`] over the Service Bus REST protocol: the only part that does I/O.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+
+use crate::connection::{self, Namespace};
+use crate::protocol::{self, BrokerProperties, Failure, Settle, Source};
+use crate::sas::Signer;
+
+/// The Service Bus backend's component type.
+type Component = common::Adapter<ServiceBus>;
+common::export!(Component);
+
+/// How long a peek-lock waits for a message when there is one source to poll.
+const LONG_POLL_SECS: u32 = 30;
+/// How long each peek-lock waits when several sources are polled in turn.
+const SHORT_POLL_SECS: u32 = 1;
+/// How much longer than the service's wait the HTTP exchange may take.
+const EXCHANGE_MARGIN: Duration = Duration::from_secs(15);
+/// The bound on one send, complete or unlock exchange.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first pause after a transient failure; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How many times completing or unlocking is tried when the service is failing.
+const SETTLE_ATTEMPTS: u32 = 5;
+
+/// A delivery that is not settled yet.
+struct Lock {
+    /// The entity path it was received from (what its SAS token is for).
+    source: String,
+    /// Where to complete or unlock it.
+    uri: String,
+}
+
+/// The state of the Service Bus backend.
+pub struct ServiceBus {
+    /// Where the namespace is, with its credentials.
+    namespace: Namespace,
+    /// Makes SAS tokens.
+    signer: Signer,
+    /// What `next` receives from, polled in turn.
+    sources: Vec<Source>,
+    /// The source `next` polls next.
+    turn: usize,
+    /// Unsettled deliveries by id.
+    locks: HashMap<DeliveryId, Lock>,
+    /// The last delivery id handed out.
+    last_id: DeliveryId,
+    /// The `ReplyTo` and `MessageId` of the latest delivery, if it asked for replies: a
+    /// reply to that address gets the id as its `CorrelationId` (the `run` driver handles
+    /// one delivery at a time).
+    replying: Option<(String, String)>,
+    /// The pause before the next retry of a failed receive.
+    backoff: Duration,
+}
+
+impl ServiceBus {
+    /// Returns a SAS token for operations on `entity` and below it.
+    fn authorization(&mut self, entity: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let resource = format!("{}/{entity}", self.namespace.base_url);
+        self.signer.authorization(&resource, now)
+    }
+
+    /// Sends `message` to `entity` with `properties`; `Ok` once the service accepted it.
+    fn post(
+        &mut self,
+        entity: &str,
+        message: &MessageData,
+        mut properties: BrokerProperties,
+    ) -> Result<(), Error> {
+        properties.message_id = Some(random_id());
+        let authorization = self.authorization(entity);
+        let request = protocol::send_request(
+            &self.namespace.base_url,
+            entity,
+            message,
+            &properties,
+            &authorization,
+        )?
+        .timeout(REQUEST_TIMEOUT);
+        let response = http_client::send(&request)?;
+        if response.is_success() {
+            return Ok(());
+        }
+        Err(protocol::failure(&format!("sending to `{entity}`"), entity, &response).into_error())
+    }
+
+    /// Polls `source` once, waiting up to `wait_secs`: a locked message, or `None` when
+    /// none came.
+    fn receive(
+        &mut self,
+        source: &Source,
+        wait_secs: u32,
+    ) -> Result<Option<protocol::Locked>, Failure> {
+        let authorization = self.authorization(&source.path);
+        let request =
+            protocol::receive_request(&self.namespace.base_url, source, wait_secs, &authorization)
+                .timeout(Duration::from_secs(wait_secs.into()) + EXCHANGE_MARGIN);
+        let what = format!("receiving from `{}`", source.path);
+        let response = http_client::send(&request).map_err(|e| transport_failure(&what, e))?;
+        if !response.is_success() {
+            return Err(protocol::failure(&what, &source.path, &response));
+        }
+        protocol::parse_received(&self.namespace.base_url, source, &response)
+            .map_err(Failure::Fatal)
+    }
+
+    /// Completes or unlocks delivery `id`, retrying a few times while the service fails.
+    fn settle(&mut self, id: DeliveryId, settle: Settle) -> Result<(), Error> {
+        let lock = self
+            .locks
+            .remove(&id)
+            .ok_or_else(|| Error::other(format!("unknown delivery id {id}")))?;
+        let what = match settle {
+            Settle::Complete => format!("completing a message from `{}`", lock.source),
+            Settle::Unlock => format!("unlocking a message from `{}`", lock.source),
+        };
+        let mut backoff = MIN_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let authorization = self.authorization(&lock.source);
+            let request = protocol::settle_request(&lock.uri, settle, &authorization)
+                .timeout(REQUEST_TIMEOUT);
+            let failure = match http_client::send(&request) {
+                Ok(response) if response.is_success() => return Ok(()),
+                Ok(response) if response.status == 404 => {
+                    // The reference: no message holds that lock. It expired (or the message
+                    // was settled already); the service redelivers what was not completed.
+                    log(
+                        Self::NAME,
+                        &format!("{what}: its lock was lost (HTTP 404; did it expire?); the service will deliver it again"),
+                    );
+                    return Ok(());
+                }
+                Ok(response) => protocol::failure(&what, &lock.source, &response),
+                Err(e) => transport_failure(&what, e),
+            };
+            match failure {
+                Failure::Transient(e) if attempt < SETTLE_ATTEMPTS => {
+                    log(Self::NAME, &format!("{e}; retrying in {backoff:?}"));
+                    sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+                failure => return Err(failure.into_error()),
+            }
+        }
+    }
+}
+
+/// Classifies a failed exchange for `what`: a lost connection or a timeout is transient;
+/// a request that cannot be made (or is denied by the host) is not.
+fn transport_failure(what: &str, error: Error) -> Failure {
+    match error {
+        Error::Connection(text) => Failure::Transient(Error::connection(format!("{what}: {text}"))),
+        Error::Timeout => Failure::Transient(Error::connection(format!("{what}: timed out"))),
+        Error::Other(_) | Error::PermissionDenied(_) => Failure::Fatal(error),
+    }
+}
+
+/// Makes a fresh message id: 32 random hex digits.
+fn random_id() -> String {
+    let bytes = wasip2::random::random::get_random_bytes(16);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Blocks for `duration`.
+fn sleep(duration: Duration) {
+    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    wasip2::clocks::monotonic_clock::subscribe_duration(nanos).block();
+}
+
+impl Backend for ServiceBus {
+    const NAME: &'static str = "servicebus";
+
+    fn open(settings: Settings) -> Result<Self, Error> {
+        if !connection::is_servicebus(&settings.broker) {
+            return Err(settings.wrong_backend(Self::NAME));
+        }
+        let namespace = Namespace::parse(&settings.broker, |name| std::env::var(name).ok())?;
+        let entries = if settings.subscribe.is_empty() {
+            namespace.entity_path.iter().cloned().collect()
+        } else {
+            settings.subscribe
+        };
+        let sources = entries
+            .iter()
+            .map(|entry| Source::parse(entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        if settings.queue_group.is_some() {
+            log(
+                Self::NAME,
+                "the queue group has no effect: consumers of one queue or subscription always compete for its messages",
+            );
+        }
+        let signer = Signer::new(namespace.key_name.clone(), namespace.key.clone());
+        Ok(Self {
+            namespace,
+            signer,
+            sources,
+            turn: 0,
+            locks: HashMap::new(),
+            last_id: 0,
+            replying: None,
+            backoff: MIN_BACKOFF,
+        })
+    }
+
+    fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
+        let properties = BrokerProperties {
+            reply_to: message.reply_to.clone(),
+            ..BrokerProperties::default()
+        };
+        self.post(topic, message, properties)
+    }
+
+    fn request(
+        &mut self,
+        _topic: &str,
+        _message: &MessageData,
+        _options: RequestOptions,
+    ) -> Result<Vec<MessageData>, Error> {
+        Err(Error::other(
+            "request-reply is not supported by the Service Bus backend: its REST protocol cannot receive from sessions or temporary reply queues; send the request to a queue and consume the replies from another one instead",
+        ))
+    }
+
+    fn reply(&mut self, reply_to: &str, reply: &MessageData) -> Result<(), Error> {
+        let properties = BrokerProperties {
+            correlation_id: self
+                .replying
+                .as_ref()
+                .filter(|(to, _)| to == reply_to)
+                .map(|(_, id)| id.clone()),
+            ..BrokerProperties::default()
+        };
+        self.post(reply_to, reply, properties)
+    }
+
+    fn next(&mut self) -> Result<Event, Error> {
+        if self.sources.is_empty() {
+            return Err(Error::other(
+                "nothing to receive from: pass --subscribe QUEUE (or TOPIC/subscriptions/SUBSCRIPTION), or name the entity in the broker setting (EntityPath=... or servicebus://HOST/ENTITY)",
+            ));
+        }
+        let wait = if self.sources.len() == 1 {
+            LONG_POLL_SECS
+        } else {
+            SHORT_POLL_SECS
+        };
+        loop {
+            let source = self.sources[self.turn].clone();
+            self.turn = (self.turn + 1) % self.sources.len();
+            match self.receive(&source, wait) {
+                Ok(Some(locked)) => {
+                    self.backoff = MIN_BACKOFF;
+                    self.replying = locked
+                        .message
+                        .reply_to
+                        .clone()
+                        .zip(locked.properties.message_id.clone());
+                    self.last_id += 1;
+                    let lock = Lock {
+                        source: source.path,
+                        uri: locked.lock_uri,
+                    };
+                    self.locks.insert(self.last_id, lock);
+                    return Ok(Event::Delivery(self.last_id, locked.message));
+                }
+                Ok(None) => self.backoff = MIN_BACKOFF,
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient(e)) => {
+                    log(Self::NAME, &format!("{e}; retrying in {:?}", self.backoff));
+                    sleep(self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
+        self.settle(id, Settle::Complete)
+    }
+
+    fn nack(&mut self, id: DeliveryId) -> Result<(), Error> {
+        self.settle(id, Settle::Unlock)
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        // Every send waited for the service's 201 before it returned.
+        Ok(())
+    }
+}
