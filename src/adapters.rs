@@ -12,6 +12,15 @@ pub enum AdapterKind {
     Driver,
 }
 
+impl std::fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdapterKind::Backend => "backend",
+            AdapterKind::Driver => "driver",
+        })
+    }
+}
+
 /// One embedded adapter component.
 #[derive(Debug, serde::Serialize)]
 pub struct Adapter {
@@ -27,9 +36,26 @@ pub struct Adapter {
     pub host_needs: &'static str,
     /// Whether it reads messages (or replies to requests) from standard input.
     pub uses_stdin: bool,
+    /// For backends, whether it can pull messages for the `run` trigger (the http backend
+    /// cannot: it only sends, and receives through the `http` trigger).
+    pub pulls: bool,
+    /// Environment variables it reads at run time (credentials, endpoints); the printed
+    /// `wasmtime` command forwards each with `--env NAME` (an unset one is skipped).
+    pub run_env: &'static [&'static str],
+    /// For backends, the `--option` keys it understands (each documented in `--help`).
+    pub options: &'static [BackendOption],
     /// The component itself.
     #[serde(skip)]
     pub bytes: &'static [u8],
+}
+
+/// A backend-specific setting, given as `--option KEY=VALUE` (or a dedicated flag).
+#[derive(Debug, serde::Serialize)]
+pub struct BackendOption {
+    /// The key in the baked settings' `options`.
+    pub key: &'static str,
+    /// What it does, with its default.
+    pub help: &'static str,
 }
 
 /// Every embedded adapter.
@@ -41,7 +67,82 @@ pub const ADAPTERS: &[Adapter] = &[
         summary: "embedded broker: NDJSON messages in on stdin, out on stdout",
         host_needs: "stdin and stdout only (no network)",
         uses_stdin: true,
+        pulls: true,
+        run_env: &[],
+        options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
+    },
+    Adapter {
+        name: "backend-nats",
+        kind: AdapterKind::Backend,
+        schemes: &["nats"],
+        summary: "NATS: core pub/sub with queue groups, request-reply; JetStream durable pull consumers",
+        host_needs: "`-S inherit-network` (TCP to the server)",
+        uses_stdin: false,
+        pulls: true,
+        run_env: &["NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"],
+        options: &[
+            BackendOption {
+                key: "jetstream",
+                help: "consume through a durable JetStream pull consumer on this stream (--jetstream)",
+            },
+            BackendOption {
+                key: "durable",
+                help: "the durable consumer's name (--durable; needed with --jetstream)",
+            },
+            BackendOption {
+                key: "create_stream",
+                help: "`true`: create the stream when it is missing (--create-stream)",
+            },
+            BackendOption {
+                key: "ack_wait_ms",
+                help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+    },
+    Adapter {
+        name: "backend-http",
+        kind: AdapterKind::Backend,
+        schemes: &["http", "https"],
+        summary: "HTTP: each send is a CloudEvent POSTed to the URL (`{topic}` in it is replaced); a request's reply is the response",
+        host_needs: "`-S http` (outgoing HTTP)",
+        uses_stdin: false,
+        pulls: false,
+        run_env: &[],
+        options: &[],
+        bytes: include_bytes!("../adapters-wasm/backend-http.wasm"),
+    },
+    Adapter {
+        name: "backend-sqs",
+        kind: AdapterKind::Backend,
+        schemes: &["sqs"],
+        summary: "AWS SQS over HTTPS (JSON protocol, SigV4): send, long-poll receive, delete on Ok",
+        host_needs: "`-S http` (outgoing HTTP) and AWS credentials in the environment",
+        uses_stdin: false,
+        pulls: true,
+        run_env: &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_ENDPOINT_URL_SQS",
+            "AWS_ENDPOINT_URL",
+        ],
+        options: &[],
+        bytes: include_bytes!("../adapters-wasm/backend-sqs.wasm"),
+    },
+    Adapter {
+        name: "backend-servicebus",
+        kind: AdapterKind::Backend,
+        schemes: &["servicebus"],
+        summary: "Azure Service Bus over HTTPS (REST, SAS): send, peek-lock receive, complete on Ok",
+        host_needs: "`-S http` (outgoing HTTP) and the SAS key in the environment",
+        uses_stdin: false,
+        pulls: true,
+        run_env: &["SERVICEBUS_SAS_KEY_NAME", "SERVICEBUS_SAS_KEY"],
+        options: &[],
+        bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
     },
     Adapter {
         name: "driver-run",
@@ -51,22 +152,46 @@ pub const ADAPTERS: &[Adapter] = &[
             "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
         host_needs: "`wasmtime run` (exports wasi:cli/run)",
         uses_stdin: false,
+        pulls: false,
+        run_env: &[],
+        options: &[],
         bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
+    },
+    Adapter {
+        name: "driver-http",
+        kind: AdapterKind::Driver,
+        schemes: &[],
+        summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
+        host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
+        uses_stdin: false,
+        pulls: false,
+        run_env: &[],
+        options: &[BackendOption {
+            key: "max_body_bytes",
+            help: "the largest request body accepted, in bytes (default 1048576)",
+        }],
+        bytes: include_bytes!("../adapters-wasm/driver-http.wasm"),
     },
 ];
 
+impl Adapter {
+    /// The name without its `backend-`/`driver-` prefix: the backend family (`nats`) or
+    /// the trigger (`run`).
+    pub fn family(&self) -> &'static str {
+        let name = self.name;
+        name.split_once('-').map_or(name, |(_, family)| family)
+    }
+}
+
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &[
-    "nats",
-    "mqtt",
-    "amqp",
-    "kafka",
-    "sqs",
-    "servicebus",
-    "redis",
-    "http",
-    "https",
-];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka", "redis"];
+
+/// Broker URL schemes that will not get a backend, with the reason and what to do instead.
+const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
+    "tls",
+    "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
+     URL (for example to a TLS-terminating proxy on the same host)",
+)];
 
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +210,14 @@ pub enum AdapterError {
     SchemeNotYetSupported {
         /// The scheme as given.
         scheme: String,
+    },
+    /// The scheme will not be supported; the text says why and what to do.
+    #[error("`{scheme}://` brokers are not supported: {reason}")]
+    SchemeUnsupported {
+        /// The scheme as given.
+        scheme: String,
+        /// Why, and what to do instead.
+        reason: &'static str,
     },
     /// No adapter has this name.
     #[error("no adapter named `{name}`; the adapters are: {}", all_names())]
@@ -118,6 +251,12 @@ fn backends() -> impl Iterator<Item = &'static Adapter> {
 pub fn backend_for_scheme(scheme: &str) -> Result<&'static Adapter, AdapterError> {
     if let Some(adapter) = backends().find(|a| a.schemes.contains(&scheme)) {
         return Ok(adapter);
+    }
+    if let Some((_, reason)) = UNSUPPORTED_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+        return Err(AdapterError::SchemeUnsupported {
+            scheme: scheme.to_string(),
+            reason,
+        });
     }
     let scheme = scheme.to_string();
     if PLANNED_SCHEMES.contains(&scheme.as_str()) {
@@ -186,8 +325,11 @@ mod tests {
     #[test]
     fn schemes_resolve_or_explain() {
         assert_eq!(backend_for_scheme("local").unwrap().name, "backend-local");
-        let err = backend_for_scheme("nats").unwrap_err().to_string();
+        assert_eq!(backend_for_scheme("https").unwrap().name, "backend-http");
+        let err = backend_for_scheme("mqtt").unwrap_err().to_string();
         assert!(err.contains("not available in this version"), "{err}");
+        let err = backend_for_scheme("tls").unwrap_err().to_string();
+        assert!(err.contains("wasi:sockets has none"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();
         assert!(err.contains("unknown broker scheme `gopher`"), "{err}");
         assert!(by_name("nope")

@@ -8,7 +8,7 @@
 //! `message` the backend makes is the same resource type everywhere. The plan is then
 //! encoded with `wac-graph` (and can be printed as WAC, see [`crate::wac_text`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use wac_graph::types::Package;
@@ -55,6 +55,8 @@ pub struct ComposeOptions {
     pub subscribe: Vec<String>,
     /// Queue group shared by competing instances.
     pub queue_group: Option<String>,
+    /// Backend- or driver-specific settings (see [`Adapter::options`]).
+    pub options: BTreeMap<String, String>,
     /// How the output is started.
     pub trigger: Trigger,
 }
@@ -65,6 +67,7 @@ impl Default for ComposeOptions {
             broker: None,
             subscribe: Vec::new(),
             queue_group: None,
+            options: BTreeMap::new(),
             trigger: Trigger::Auto,
         }
     }
@@ -84,6 +87,8 @@ pub enum Warning {
     SecretBaked {
         /// The URL with the secret masked.
         redacted_url: String,
+        /// The variables the backend reads credentials from at run time (empty: none).
+        run_env: &'static [&'static str],
     },
     /// Subscriptions are given but no driver will consume them.
     SubscriptionsUnused,
@@ -106,12 +111,28 @@ impl fmt::Display for Warning {
                 "the app's own `{export}` is not exported: the driver is the entry point \
                  (pass `--trigger none` to keep the app's)"
             ),
-            Warning::SecretBaked { redacted_url } => write!(
-                f,
-                "the broker URL `{redacted_url}` carries a secret, which is baked into the \
-                 output: anyone with the file can read it; pass it at run time instead with \
-                 `wasmtime run --env MSGPLUG_BROKER=...`"
-            ),
+            Warning::SecretBaked {
+                redacted_url,
+                run_env,
+            } => {
+                write!(
+                    f,
+                    "the broker URL `{redacted_url}` carries a secret, which is baked into the \
+                     output: anyone with the file can read it; "
+                )?;
+                if run_env.is_empty() {
+                    write!(
+                        f,
+                        "pass the URL at run time instead with `wasmtime run --env MSGPLUG_BROKER=...`"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "leave the secret out and set {} at run time instead",
+                        run_env.join(" / ")
+                    )
+                }
+            }
             Warning::SubscriptionsUnused => write!(
                 f,
                 "`--subscribe` has no effect without a driver; the app only sends"
@@ -169,17 +190,30 @@ pub enum ComposeError {
         /// The trigger asked for.
         trigger: Trigger,
     },
+    /// `--trigger run` with a backend that has nothing to pull from.
+    #[error(
+        "the `{backend}` backend only sends: it has no messages for `--trigger run` to pull; \
+         receive them with `--trigger http` (each HTTP request is one message)"
+    )]
+    BackendCannotPull {
+        /// The backend's name.
+        backend: &'static str,
+    },
     /// Nothing in the output would ever run.
     #[error(
         "the app exports neither `incoming-handler` nor an entry point (`wasi:cli/run` or \
          `wasi:http/incoming-handler`), so the composed component would have nothing to run"
     )]
     NothingToRun,
-    /// The trigger has no driver in this version.
-    #[error("the `{trigger}` trigger is not available in this version of msgplug; use `--trigger run` or `--trigger none`")]
-    TriggerNotAvailable {
-        /// The trigger asked for.
-        trigger: Trigger,
+    /// An option no part of the composition understands.
+    #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
+    UnknownOption {
+        /// The key as given.
+        key: String,
+        /// The adapters in the composition, e.g. "backend `backend-local` and driver `driver-run`".
+        adapters: String,
+        /// The keys that do apply, or a note that there are none.
+        known: String,
     },
     /// An internal import has no provider (an adapter and the app do not fit together).
     #[error("`{instance}` imports `{import}`, but no part of the composition exports it")]
@@ -399,28 +433,34 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let broker = config::parse_broker(options.broker.as_deref().unwrap_or("local"))?;
     config::check_topics(&options.subscribe)?;
     let backend = adapters::backend_for_scheme(&broker.scheme)?;
-    let trigger = resolve_trigger(&app_info, options.trigger)?;
+    let trigger = resolve_trigger(&app_info, options.trigger, backend)?;
 
     let mut warnings = Vec::new();
     if broker.has_secret {
         warnings.push(Warning::SecretBaked {
             redacted_url: config::redact(&broker.url),
+            run_env: backend.run_env,
         });
     }
-    let settings = Settings::new(
+    let driver = match trigger {
+        Trigger::Run => Some(adapters::by_name("driver-run")?),
+        Trigger::Http => Some(adapters::by_name("driver-http")?),
+        _ => None,
+    };
+    check_options(&options.options, backend, driver)?;
+    let mut settings = Settings::new(
+        backend.family(),
         &broker,
         options.subscribe.clone(),
         options.queue_group.clone(),
     );
+    settings.options = options.options.clone();
     let json = settings.to_json();
     let config_component = config_component::generate(&json)?;
     let config_info =
         read_world(&config_component).expect("the generated config component is valid");
     let backend = Embedded::new(backend);
-    let driver = match trigger {
-        Trigger::Run => Some(Embedded::new(adapters::by_name("driver-run")?)),
-        _ => None,
-    };
+    let driver = driver.map(Embedded::new);
 
     let mut parts = vec![
         Part {
@@ -476,12 +516,19 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
         driver: driver.as_ref().map(|d| d.adapter.name.to_string()),
         trigger: trigger.to_string(),
         reads_stdin: backend.adapter.uses_stdin
-            && (driver.is_some() || app_info.imports(names::REQUEST_REPLY)),
+            && (trigger == Trigger::Run || app_info.imports(names::REQUEST_REPLY)),
         network: backend
             .info
             .imports
             .iter()
             .any(|i| i.starts_with("wasi:sockets/")),
+        run_env: backend
+            .adapter
+            .run_env
+            .iter()
+            .chain(driver.iter().flat_map(|d| d.adapter.run_env))
+            .map(|name| name.to_string())
+            .collect(),
         settings,
     };
     let manifest_json = serde_json::to_string(&manifest).expect("manifests serialise");
@@ -538,20 +585,64 @@ impl Embedded {
     }
 }
 
-/// Applies DESIGN's trigger rules to the app's exports.
-fn resolve_trigger(app: &ComponentInfo, asked: Trigger) -> Result<Trigger, ComposeError> {
+/// Checks that every option applies to the chosen backend or driver.
+fn check_options(
+    options: &BTreeMap<String, String>,
+    backend: &Adapter,
+    driver: Option<&Adapter>,
+) -> Result<(), ComposeError> {
+    let parts: Vec<&Adapter> = std::iter::once(backend).chain(driver).collect();
+    let known: Vec<&str> = parts
+        .iter()
+        .flat_map(|a| a.options.iter().map(|o| o.key))
+        .collect();
+    match options.keys().find(|key| !known.contains(&key.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(ComposeError::UnknownOption {
+            key: key.clone(),
+            adapters: parts
+                .iter()
+                .map(|a| format!("{} `{}`", a.kind, a.name))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            known: if known.is_empty() {
+                "they take no options".to_string()
+            } else {
+                format!(
+                    "they understand: {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        }),
+    }
+}
+
+/// Applies DESIGN's trigger rules to the app's exports and what the backend can do.
+fn resolve_trigger(
+    app: &ComponentInfo,
+    asked: Trigger,
+    backend: &Adapter,
+) -> Result<Trigger, ComposeError> {
     let handler = app.exports_handler();
     let entry = app.entry_points().first().map(|(_, name)| name.to_string());
     match asked {
         Trigger::Auto => match (handler, entry) {
-            (true, None) => Ok(Trigger::Run),
+            (true, None) if backend.pulls => Ok(Trigger::Run),
+            (true, None) => Ok(Trigger::Http),
             (false, Some(_)) => Ok(Trigger::None),
             (true, Some(entry)) => Err(ComposeError::AmbiguousTrigger { entry }),
             (false, None) => Err(ComposeError::NothingToRun),
         },
-        Trigger::Run if !handler => Err(ComposeError::NoHandler { trigger: asked }),
+        Trigger::Run | Trigger::Http if !handler => Err(ComposeError::NoHandler { trigger: asked }),
+        Trigger::Run if !backend.pulls => Err(ComposeError::BackendCannotPull {
+            backend: backend.name,
+        }),
         Trigger::Run => Ok(Trigger::Run),
-        Trigger::Http => Err(ComposeError::TriggerNotAvailable { trigger: asked }),
+        Trigger::Http => Ok(Trigger::Http),
         Trigger::None if entry.is_none() => Err(ComposeError::NothingToRun),
         Trigger::None => Ok(Trigger::None),
     }
@@ -576,6 +667,7 @@ pub fn run_command(world: &ComponentInfo, manifest: &Manifest, path: &str) -> St
             broker_host: broker_host.as_deref(),
             reads_stdin: manifest.reads_stdin,
             network: manifest.network,
+            env: &manifest.run_env,
         },
     )
 }
@@ -749,34 +841,85 @@ mod tests {
         let runner = info(&[], &["wasi:cli/run@0.2.0"]);
         let both = info(&[], &[names::INCOMING_HANDLER, "wasi:cli/run@0.2.0"]);
         let neither = info(&[names::PRODUCER], &[]);
+        let local = adapters::by_name("backend-local").unwrap();
+        let http = adapters::by_name("backend-http").unwrap();
         assert_eq!(
-            resolve_trigger(&handler, Trigger::Auto).unwrap(),
+            resolve_trigger(&handler, Trigger::Auto, http).unwrap(),
+            Trigger::Http,
+            "a backend that cannot pull is driven by http requests"
+        );
+        assert!(matches!(
+            resolve_trigger(&handler, Trigger::Run, http),
+            Err(ComposeError::BackendCannotPull { .. })
+        ));
+        assert_eq!(
+            resolve_trigger(&handler, Trigger::Auto, local).unwrap(),
             Trigger::Run
         );
         assert_eq!(
-            resolve_trigger(&runner, Trigger::Auto).unwrap(),
+            resolve_trigger(&runner, Trigger::Auto, local).unwrap(),
             Trigger::None
         );
         assert!(matches!(
-            resolve_trigger(&both, Trigger::Auto),
+            resolve_trigger(&both, Trigger::Auto, local),
             Err(ComposeError::AmbiguousTrigger { .. })
         ));
-        assert_eq!(resolve_trigger(&both, Trigger::Run).unwrap(), Trigger::Run);
         assert_eq!(
-            resolve_trigger(&both, Trigger::None).unwrap(),
+            resolve_trigger(&both, Trigger::Run, local).unwrap(),
+            Trigger::Run
+        );
+        assert_eq!(
+            resolve_trigger(&both, Trigger::None, local).unwrap(),
             Trigger::None
         );
         assert!(matches!(
-            resolve_trigger(&neither, Trigger::Auto),
+            resolve_trigger(&neither, Trigger::Auto, local),
             Err(ComposeError::NothingToRun)
         ));
         assert!(matches!(
-            resolve_trigger(&runner, Trigger::Run),
+            resolve_trigger(&runner, Trigger::Run, local),
+            Err(ComposeError::NoHandler { .. })
+        ));
+        assert_eq!(
+            resolve_trigger(&both, Trigger::Http, local).unwrap(),
+            Trigger::Http
+        );
+        assert!(matches!(
+            resolve_trigger(&runner, Trigger::Http, local),
             Err(ComposeError::NoHandler { .. })
         ));
         assert!(matches!(
-            resolve_trigger(&handler, Trigger::None),
+            resolve_trigger(&handler, Trigger::None, local),
             Err(ComposeError::NothingToRun)
         ));
+    }
+
+    #[test]
+    fn options_must_apply_to_the_backend_or_the_driver() {
+        let nats = adapters::by_name("backend-nats").unwrap();
+        let local = adapters::by_name("backend-local").unwrap();
+        let run = adapters::by_name("driver-run").unwrap();
+        let http = adapters::by_name("driver-http").unwrap();
+        let options = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let jetstream = options(&[("jetstream", "S"), ("durable", "d")]);
+        assert!(check_options(&jetstream, nats, Some(run)).is_ok());
+        assert!(check_options(&options(&[("max_body_bytes", "10")]), local, Some(http)).is_ok());
+        let err = check_options(&jetstream, local, Some(run)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option `durable` does not apply to backend `backend-local` and driver `driver-run`; \
+             they take no options (`msgplug adapters` lists each adapter's options)"
+        );
+        let err = check_options(&options(&[("qos", "1")]), nats, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option `qos` does not apply to backend `backend-nats`; they understand: \
+             `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
+        );
     }
 }

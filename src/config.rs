@@ -18,7 +18,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Settings {
     /// Schema version, [`SCHEMA_VERSION`].
     pub msgplug: u32,
-    /// The backend family, which is the broker URL's scheme (`local`, `nats`, ...).
+    /// The backend family (`local`, `nats`, `http`, ...).
     pub backend: String,
     /// The broker URL, normalised.
     pub broker: String,
@@ -47,6 +47,10 @@ pub struct Manifest {
     pub reads_stdin: bool,
     /// Whether the backend opens network connections (`-S inherit-network`).
     pub network: bool,
+    /// Environment variables the adapters read at run time, forwarded by the printed
+    /// `wasmtime` command with `--env NAME`.
+    #[serde(default)]
+    pub run_env: Vec<String>,
     /// The baked settings (also returned by the config component).
     pub settings: Settings,
 }
@@ -110,7 +114,35 @@ fn is_secret_param(name: &str) -> bool {
     SECRET_PARAMS.iter().any(|s| name.contains(s))
 }
 
-/// Parses a `--broker` value. The bare word `local` (or `local:`/`local://`) is the embedded backend.
+/// Keys of an Azure Service Bus connection string whose values are secrets.
+const CONNECTION_STRING_SECRETS: &[&str] = &["sharedaccesskey", "sharedaccesssignature"];
+
+/// Whether `input` is an Azure Service Bus connection string (`Endpoint=sb://...;...`).
+fn is_connection_string(input: &str) -> bool {
+    input
+        .get(..9)
+        .is_some_and(|start| start.eq_ignore_ascii_case("endpoint="))
+}
+
+/// Applies `f` to the value of every secret key of a connection string.
+fn map_connection_string_secrets(input: &str, f: impl Fn(&str) -> String) -> String {
+    input
+        .split(';')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value))
+                if CONNECTION_STRING_SECRETS
+                    .contains(&key.trim().to_ascii_lowercase().as_str()) =>
+            {
+                format!("{key}={}", f(value))
+            }
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Parses a `--broker` value. The bare word `local` (or `local:`/`local://`) is the embedded
+/// backend; an Azure Service Bus connection string (`Endpoint=sb://...;...`) is kept as it is.
 pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
     let trimmed = input.trim();
     if matches!(trimmed, "local" | "local:" | "local://") {
@@ -120,6 +152,13 @@ pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
             has_secret: false,
         });
     }
+    if is_connection_string(trimmed) {
+        return Ok(BrokerUrl {
+            url: trimmed.to_string(),
+            scheme: "servicebus".to_string(),
+            has_secret: map_connection_string_secrets(trimmed, |_| String::new()) != trimmed,
+        });
+    }
     let url = url::Url::parse(trimmed).map_err(|source| SettingsError::MalformedUrl {
         url: input.to_string(),
         source,
@@ -127,7 +166,8 @@ pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
     let has_secret =
         url.password().is_some() || url.query_pairs().any(|(k, _)| is_secret_param(&k));
     Ok(BrokerUrl {
-        url: url.to_string(),
+        // The http backend's `{topic}` placeholder reads better unescaped.
+        url: url.to_string().replace("%7Btopic%7D", "{topic}"),
         scheme: url.scheme().to_string(),
         has_secret,
     })
@@ -148,6 +188,9 @@ pub fn check_topics(topics: &[String]) -> Result<(), SettingsError> {
 
 /// The URL with its password and secret-looking query values replaced by `****`.
 pub fn redact(url: &str) -> String {
+    if is_connection_string(url) {
+        return map_connection_string_secrets(url, |_| "****".to_string());
+    }
     let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_string();
     };
@@ -173,11 +216,17 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Settings {
-    /// Settings for `broker` with the given subscriptions and queue group.
-    pub fn new(broker: &BrokerUrl, subscribe: Vec<String>, queue_group: Option<String>) -> Self {
+    /// Settings for `broker`, served by the `backend` family, with the given subscriptions
+    /// and queue group, and no options.
+    pub fn new(
+        backend: &str,
+        broker: &BrokerUrl,
+        subscribe: Vec<String>,
+        queue_group: Option<String>,
+    ) -> Self {
         Settings {
             msgplug: SCHEMA_VERSION,
-            backend: broker.scheme.clone(),
+            backend: backend.to_string(),
             broker: broker.url.clone(),
             subscribe,
             queue_group,
@@ -221,6 +270,25 @@ mod tests {
         assert!(b.has_secret);
         assert_eq!(redact(&b.url), "https://x.example/p?sig=****&topic=t");
         assert!(!parse_broker("nats://127.0.0.1:4222").unwrap().has_secret);
+        assert_eq!(
+            parse_broker("http://h/in/{topic}").unwrap().url,
+            "http://h/in/{topic}"
+        );
+    }
+
+    #[test]
+    fn service_bus_connection_strings_are_kept_and_their_keys_masked() {
+        let cs = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc=;EntityPath=q";
+        let b = parse_broker(cs).unwrap();
+        assert_eq!((b.url.as_str(), b.scheme.as_str()), (cs, "servicebus"));
+        assert!(b.has_secret);
+        assert_eq!(
+            redact(cs),
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=****;EntityPath=q"
+        );
+        let keyless = parse_broker("endpoint=sb://ns/;EntityPath=q").unwrap();
+        assert_eq!(keyless.scheme, "servicebus");
+        assert!(!keyless.has_secret);
     }
 
     #[test]
@@ -234,7 +302,7 @@ mod tests {
     #[test]
     fn settings_round_trip_through_json() {
         let b = parse_broker("local").unwrap();
-        let s = Settings::new(&b, vec!["orders.>".into()], Some("workers".into()));
+        let s = Settings::new("local", &b, vec!["orders.>".into()], Some("workers".into()));
         let json = s.to_json();
         assert_eq!(
             json,

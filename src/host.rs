@@ -110,6 +110,8 @@ pub struct RunHints<'a> {
     /// either way (network is only denied without `-S inherit-network`), so this grants the
     /// permission the backend needs rather than one an app's language runtime merely links.
     pub network: bool,
+    /// Environment variables to forward with `--env NAME`.
+    pub env: &'a [String],
 }
 
 /// The `wasmtime` command that runs `path`, with the flags its imports need.
@@ -138,6 +140,12 @@ pub fn wasmtime_command(info: &ComponentInfo, path: &str, hints: RunHints<'_>) -
     if serve {
         words.push("--addr 127.0.0.1:8080");
     }
+    let forwarded: Vec<String> = hints
+        .env
+        .iter()
+        .map(|name| format!("--env {name}"))
+        .collect();
+    words.extend(forwarded.iter().map(String::as_str));
     let quoted = shell_quote(path);
     words.push(&quoted);
     let mut command = words.join(" ");
@@ -218,6 +226,23 @@ mod tests {
         assert_eq!(
             wasmtime_command(&served, "o.wasm", RunHints::default()),
             "wasmtime serve -S cli --addr 127.0.0.1:8080 o.wasm"
+        );
+
+        let https = info(
+            &["wasi:http/outgoing-handler@0.2.6"],
+            &["wasi:cli/run@0.2.0"],
+        );
+        let credentials = [
+            "AWS_ACCESS_KEY_ID".to_string(),
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+        ];
+        let hints = RunHints {
+            env: &credentials,
+            ..RunHints::default()
+        };
+        assert_eq!(
+            wasmtime_command(&https, "o.wasm", hints),
+            "wasmtime run -S http --env AWS_ACCESS_KEY_ID --env AWS_SECRET_ACCESS_KEY o.wasm"
         );
     }
 

@@ -11,10 +11,11 @@
 //! # fn main() -> anyhow::Result<()> {
 //! let app = std::fs::read("transform.wasm")?;
 //! let composed = compose(&app, &ComposeOptions {
-//!     broker: None, // the embedded `local` backend: NDJSON on stdin/stdout
+//!     broker: Some("nats://127.0.0.1:4222".into()), // None: the embedded `local` backend
 //!     subscribe: vec!["orders.>".into()],
-//!     queue_group: None,
+//!     queue_group: Some("workers".into()),
 //!     trigger: Trigger::Auto,
+//!     ..ComposeOptions::default()
 //! })?;
 //! std::fs::write("transform.composed.wasm", &composed.component)?;
 //! println!("{}", msgplug::wac_text::print(&composed.plan, "msgplug:composed"));

@@ -9,69 +9,10 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Output, Stdio};
 
-/// How long a single wasmtime run may take before it counts as hung.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// Composes example `name` with extra `args` into `dir`, returning the output path.
-fn compose(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    compose_app(dir, &support::example(name), args)
-}
-
-/// Composes the app at `app` with extra `args` into `dir`, returning the output path.
-fn compose_app(dir: &Path, app: &Path, args: &[&str]) -> PathBuf {
-    let name = app.file_stem().expect("app file name").to_string_lossy();
-    let out = dir.join(format!("{name}.composed.wasm"));
-    let output = support::msgplug()
-        .arg("compose")
-        .arg(app)
-        .arg("-o")
-        .arg(&out)
-        .args(args)
-        .output()
-        .expect("run msgplug");
-    assert!(
-        output.status.success(),
-        "compose {name} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
-}
-
-/// A `wasmtime run` command for `component` with `--env` pairs.
-fn wasmtime_run(component: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = support::wasmtime();
-    command.arg("run");
-    for (key, value) in env {
-        command.arg("--env").arg(format!("{key}={value}"));
-    }
-    command.arg(component);
-    command
-}
-
-/// Waits for `child`, killing it (and failing) if it outlives [`RUN_LIMIT`].
-fn finish(child: Child) -> Output {
-    let (done, timed_out) = mpsc::channel::<()>();
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        if timed_out.recv_timeout(RUN_LIMIT).is_err() {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            return true;
-        }
-        false
-    });
-    let output = child.wait_with_output().expect("wait for wasmtime");
-    let _ = done.send(());
-    assert!(
-        !watchdog.join().expect("watchdog"),
-        "wasmtime ran longer than {RUN_LIMIT:?}"
-    );
-    output
-}
+use support::{compose, compose_app, finish, spawn, text, wasmtime_run};
 
 /// Runs `component` with `stdin` as its whole input.
 fn run(component: &Path, stdin: &str, env: &[(&str, &str)]) -> Output {
@@ -88,10 +29,6 @@ fn run(component: &Path, stdin: &str, env: &[(&str, &str)]) -> Output {
         .write_all(stdin.as_bytes())
         .expect("write stdin");
     finish(child)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
@@ -262,16 +199,6 @@ fn a_responder_replies_to_the_reply_address_and_ignores_messages_without_one() {
         text(&output.stdout),
         "{\"topic\":\"_INBOX.abc\",\"data\":\"hello, ann\",\"content_type\":\"text/plain\"}\n"
     );
-}
-
-/// Spawns `component` with piped stdin/stdout/stderr.
-fn spawn(component: &Path, env: &[(&str, &str)]) -> Child {
-    wasmtime_run(component, env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wasmtime")
 }
 
 /// Copies `from` into `to` until `from` ends, then drops `to` (closing that pipe).

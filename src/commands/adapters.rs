@@ -2,7 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use msgplug::adapters::{AdapterKind, ADAPTERS};
+use msgplug::adapters::ADAPTERS;
 
 use super::{write_atomically, Terminal};
 
@@ -51,26 +51,37 @@ impl AdaptersCommand {
             serde_json::to_string_pretty(&rows)? + "\n"
         } else {
             let mut out = format!(
-                "{:<15} {:<8} {:<8} {:>8}  {}\n",
+                "{:<18} {:<8} {:<10} {:>8}  {}\n",
                 "NAME", "KIND", "SCHEMES", "SIZE", "NEEDS FROM THE HOST"
             );
             for a in ADAPTERS {
-                let kind = match a.kind {
-                    AdapterKind::Backend => "backend",
-                    AdapterKind::Driver => "driver",
-                };
+                let kind = a.kind;
                 let schemes = if a.schemes.is_empty() {
                     "-".to_string()
                 } else {
                     a.schemes.join(",")
                 };
                 out.push_str(&format!(
-                    "{:<15} {kind:<8} {schemes:<8} {:>5} KiB  {}\n",
+                    "{:<18} {:<8} {schemes:<10} {:>5} KiB  {}\n",
                     a.name,
+                    kind.to_string(),
                     a.bytes.len().div_ceil(1024),
                     a.host_needs
                 ));
-                out.push_str(&format!("{:<15} {}\n", "", a.summary));
+                let indent = "";
+                out.push_str(&format!("{indent:<18} {}\n", a.summary));
+                if !a.run_env.is_empty() {
+                    out.push_str(&format!(
+                        "{indent:<18} reads at run time: {}\n",
+                        a.run_env.join(", ")
+                    ));
+                }
+                for option in a.options {
+                    out.push_str(&format!(
+                        "{indent:<18} --option {}=...: {}\n",
+                        option.key, option.help
+                    ));
+                }
             }
             out
         };

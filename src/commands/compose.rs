@@ -1,6 +1,7 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use msgplug::analyze::version_of;
 use msgplug::{ComposeOptions, Trigger};
 
@@ -16,7 +17,11 @@ use super::{check_output_path, read_component, write_atomically, Terminal};
 ///
 /// Settings are baked in, and can be overridden at run time with environment variables:
 /// MSGPLUG_BROKER, MSGPLUG_SUBSCRIBE (comma-separated) and MSGPLUG_QUEUE_GROUP
-/// (e.g. `wasmtime run --env MSGPLUG_SUBSCRIBE=a,b out.wasm`).
+/// (e.g. `wasmtime run --env MSGPLUG_SUBSCRIBE=a,b out.wasm`). Credentials are never baked
+/// unless they are in the --broker URL (which warns): backends read them from the
+/// environment at run time (NATS_USER/NATS_PASSWORD/NATS_TOKEN, AWS_ACCESS_KEY_ID/
+/// AWS_SECRET_ACCESS_KEY, SERVICEBUS_SAS_KEY_NAME/SERVICEBUS_SAS_KEY), and the printed
+/// command forwards them with `--env NAME`.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   # Handle NDJSON messages from stdin with the embedded `local` backend:
@@ -27,7 +32,20 @@ use super::{check_output_path, read_component, write_atomically, Terminal};
   msgplug compose transform.wasm -o out.wasm --subscribe 'orders.>' --emit-wac out.wac
 
   # An app with its own `wasi:cli/run` that only publishes:
-  msgplug compose publisher.wasm -o publisher.composed.wasm")]
+  msgplug compose publisher.wasm -o publisher.composed.wasm
+
+  # NATS: three copies share the work in a queue group:
+  msgplug compose transform.wasm -o out.wasm --broker nats://127.0.0.1:4222 \\
+      --subscribe 'orders.>' --queue-group workers
+  wasmtime run -S inherit-network out.wasm
+
+  # NATS JetStream, at-least-once: ack after the handler returned Ok, nak on Err:
+  msgplug compose transform.wasm -o out.wasm --broker nats://127.0.0.1:4222 \\
+      --subscribe 'orders.>' --jetstream ORDERS --durable transform
+
+  # Behind a push subscription: each HTTP request (CloudEvent or plain POST) is a message:
+  msgplug compose transform.wasm -o out.wasm --trigger http --broker sqs://us-east-1/results
+  wasmtime serve -S cli --addr 127.0.0.1:8080 out.wasm")]
 pub struct ComposeCommand {
     /// The app component (.wasm).
     #[arg(value_name = "APP")]
@@ -40,7 +58,10 @@ pub struct ComposeCommand {
     /// Broker URL; its scheme picks the backend [default: local].
     ///
     /// `local` is the embedded backend: messages arrive as NDJSON lines on stdin and are
-    /// sent as NDJSON lines on stdout.
+    /// sent as NDJSON lines on stdout. Others: `nats://HOST:PORT`, `http(s)://HOST/PATH`
+    /// (`{topic}` in it is replaced by the topic), `sqs://REGION/QUEUE`, and Azure Service Bus
+    /// as `servicebus://NAMESPACE-HOST/ENTITY` or a connection string `Endpoint=sb://...`.
+    /// `msgplug adapters` lists them all.
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
 
@@ -54,6 +75,24 @@ pub struct ComposeCommand {
     /// Queue group shared by competing instances of the output.
     #[arg(long, value_name = "NAME")]
     queue_group: Option<String>,
+
+    /// NATS: consume through a durable JetStream pull consumer on STREAM (at-least-once:
+    /// ack after the handler returned Ok, nak on Err). Needs --durable.
+    #[arg(long, value_name = "STREAM", requires = "durable")]
+    jetstream: Option<String>,
+
+    /// NATS: the durable consumer's name; instances with the same name share the work.
+    #[arg(long, value_name = "NAME", requires = "jetstream")]
+    durable: Option<String>,
+
+    /// NATS: create the --jetstream stream (on the --subscribe subjects) when it is missing.
+    #[arg(long, requires = "jetstream")]
+    create_stream: bool,
+
+    /// A backend or driver setting, KEY=VALUE (repeatable); `msgplug adapters` lists the
+    /// keys each adapter understands.
+    #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    options: Vec<(String, String)>,
 
     /// How the output is started.
     ///
@@ -80,7 +119,7 @@ enum TriggerArg {
     Auto,
     /// `wasmtime run` pulls each message and calls the app's handler.
     Run,
-    /// `wasmtime serve` turns each HTTP request into a message (not available yet).
+    /// `wasmtime serve` turns each HTTP request into a message; a reply is the response.
     Http,
     /// No driver: export the app's own entry point.
     None,
@@ -119,6 +158,7 @@ impl ComposeCommand {
             broker: self.broker.clone(),
             subscribe: self.subscribe.clone(),
             queue_group: self.queue_group.clone(),
+            options: self.backend_options()?,
             trigger: self.trigger.into(),
         };
         let composed = msgplug::compose(&app, &options)
@@ -170,6 +210,42 @@ impl ComposeCommand {
             composed.run_command(&output.display().to_string()),
         );
         Ok(())
+    }
+}
+
+impl ComposeCommand {
+    /// The `--option` pairs plus the options the NATS flags stand for.
+    fn backend_options(&self) -> Result<BTreeMap<String, String>> {
+        let mut options = BTreeMap::new();
+        let flags = [
+            ("jetstream", self.jetstream.clone()),
+            ("durable", self.durable.clone()),
+            (
+                "create_stream",
+                self.create_stream.then(|| "true".to_string()),
+            ),
+        ];
+        let pairs = self.options.iter().cloned().chain(
+            flags
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?))),
+        );
+        for (key, value) in pairs {
+            if options.insert(key.clone(), value).is_some() {
+                bail!("`{key}` is given twice (check --option and the --jetstream/--durable/--create-stream flags)");
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Parses `--option KEY=VALUE`.
+fn parse_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
     }
 }
 

@@ -4,8 +4,9 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
 
 /// The repository root.
 pub fn root() -> &'static Path {
@@ -160,4 +161,78 @@ pub fn check_or_bless(expected: &Path, actual: &str) -> Result<(), String> {
             expected.display()
         ))
     }
+}
+
+/// How long a single wasmtime run may take before it counts as hung.
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Composes example `name` with extra `args` into `dir`, returning the output path.
+pub fn compose(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    compose_app(dir, &example(name), args)
+}
+
+/// Composes the app at `app` with extra `args` into `dir`, returning the output path.
+pub fn compose_app(dir: &Path, app: &Path, args: &[&str]) -> PathBuf {
+    let name = app.file_stem().expect("app file name").to_string_lossy();
+    let out = dir.join(format!("{name}.composed.wasm"));
+    let output = msgplug()
+        .arg("compose")
+        .arg(app)
+        .arg("-o")
+        .arg(&out)
+        .args(args)
+        .output()
+        .expect("run msgplug");
+    assert!(
+        output.status.success(),
+        "compose {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// A `wasmtime run` command for `component` with `--env` pairs.
+pub fn wasmtime_run(component: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = wasmtime();
+    command.arg("run");
+    for (key, value) in env {
+        command.arg("--env").arg(format!("{key}={value}"));
+    }
+    command.arg(component);
+    command
+}
+
+/// Waits for `child`, killing it (and failing) if it outlives [`RUN_LIMIT`].
+pub fn finish(child: Child) -> Output {
+    let (done, timed_out) = mpsc::channel::<()>();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        if timed_out.recv_timeout(RUN_LIMIT).is_err() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            return true;
+        }
+        false
+    });
+    let output = child.wait_with_output().expect("wait for wasmtime");
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().expect("watchdog"),
+        "wasmtime ran longer than {RUN_LIMIT:?}"
+    );
+    output
+}
+
+/// Spawns `component` with piped stdin/stdout/stderr.
+pub fn spawn(component: &Path, env: &[(&str, &str)]) -> Child {
+    wasmtime_run(component, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wasmtime")
+}
+
+/// Decodes process output as text, replacing invalid UTF-8.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

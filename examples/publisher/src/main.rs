@@ -3,9 +3,10 @@
 //! Written against the standard `wasi:messaging@0.2.0-draft` world `imports`
 //! (it only imports `producer`); its `fn main` makes the component export
 //! `wasi:cli/run`, so no trigger is needed. It sends `COUNT` messages (env var,
-//! default 3) to the topic `greetings`, with data `hello #<i>` (i from 1),
-//! content-type `text/plain` and the metadata `seq=<i>`. Diagnostics go to
-//! stderr: stdout belongs to the data stream of the local backend.
+//! default 3) to the topic `TOPIC` (env var, default `greetings`), with data
+//! `hello #<i>` (i from 1), content-type `text/plain` and the metadata
+//! `seq=<i>`. Diagnostics go to stderr: stdout belongs to the data stream of
+//! the local backend.
 
 wit_bindgen::generate!({
     path: "../../wit/deps/messaging",
@@ -31,7 +32,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match publish(count) {
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "greetings".into());
+    match publish(&topic, count) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("publisher: send failed: {}", describe(&err));
@@ -40,13 +42,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn publish(count: u32) -> Result<(), Error> {
+fn publish(topic: &str, count: u32) -> Result<(), Error> {
     let client = Client::connect("default")?;
     for i in 1..=count {
         let message = Message::new(format!("hello #{i}").as_bytes());
         message.set_content_type("text/plain");
         message.add_metadata("seq", &i.to_string());
-        producer::send(&client, "greetings", message)?;
+        producer::send(&client, topic, message)?;
     }
     Ok(())
 }

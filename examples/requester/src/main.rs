@@ -3,10 +3,11 @@
 //! Written against the standard `wasi:messaging@0.2.0-draft` world
 //! `imports-request-reply`; its `fn main` makes the component export
 //! `wasi:cli/run`. It sends `NAME` (env var, default `world`) to the topic
-//! `greet` and prints each reply as `reply: <data>` on stderr (stdout belongs
-//! to the data stream of the local backend). `TIMEOUT_MS` and `EXPECT` set the
-//! request's timeout and expected number of replies; without either, no
-//! options are passed and the request waits for a single reply.
+//! `TOPIC` (env var, default `greet`) and prints each reply as
+//! `reply: <data>` on stderr (stdout belongs to the data stream of the local
+//! backend). `TIMEOUT_MS` and `EXPECT` set the request's timeout and expected
+//! number of replies; without either, no options are passed and the request
+//! waits for a single reply.
 
 wit_bindgen::generate!({
     path: "../../wit/deps/messaging",
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let name = std::env::var("NAME").unwrap_or_else(|_| "world".into());
+    let topic = std::env::var("TOPIC").unwrap_or_else(|_| "greet".into());
     let timeout_ms = env_u32("TIMEOUT_MS")?;
     let expected_replies = env_u32("EXPECT")?;
 
@@ -43,18 +45,22 @@ fn run() -> Result<(), String> {
         options
     });
 
-    let replies =
-        request(&name, options).map_err(|err| format!("request failed: {}", describe(&err)))?;
+    let replies = request(&topic, &name, options)
+        .map_err(|err| format!("request failed: {}", describe(&err)))?;
     for reply in replies {
         eprintln!("reply: {}", String::from_utf8_lossy(&reply.data()));
     }
     Ok(())
 }
 
-fn request(name: &str, options: Option<RequestOptions>) -> Result<Vec<Message>, Error> {
+fn request(
+    topic: &str,
+    name: &str,
+    options: Option<RequestOptions>,
+) -> Result<Vec<Message>, Error> {
     let client = Client::connect("default")?;
     let message = Message::new(name.as_bytes());
-    request_reply::request(&client, "greet", &message, options)
+    request_reply::request(&client, topic, &message, options)
 }
 
 /// Reads an optional non-negative integer from the environment.

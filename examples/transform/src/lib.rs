@@ -4,7 +4,8 @@
 //! `messaging-core`: it exports `incoming-handler` and imports `producer`.
 //! Every message whose data is UTF-8 text is published again, upper-cased, to
 //! `<topic>.upper` (`unknown.upper` when the message has no topic), keeping its
-//! content-type and metadata and adding the metadata `transformed-by=transform`.
+//! content-type and metadata and adding the metadata `transformed-by=transform`
+//! (or the value of the env var `TRANSFORMED_BY`, to tell instances apart).
 //! Data that is not UTF-8 makes the handler fail, so the message is not
 //! acknowledged and the broker may redeliver it.
 
@@ -32,7 +33,8 @@ impl Guest for Transform {
         if let Some(metadata) = message.metadata() {
             upper.set_metadata(&metadata);
         }
-        upper.add_metadata("transformed-by", "transform");
+        let by = std::env::var("TRANSFORMED_BY").unwrap_or_else(|_| "transform".into());
+        upper.add_metadata("transformed-by", &by);
 
         let client = Client::connect("default")?;
         producer::send(&client, &format!("{topic}.upper"), upper)

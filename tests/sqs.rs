@@ -1,0 +1,717 @@
+//! End to end against SQS: the example apps composed with `--broker sqs://us-east-1/QUEUE`
+//! and run on the real `wasmtime` CLI (`wasmtime run -S http --env AWS_ENDPOINT_URL_SQS=...
+//! --env AWS_ACCESS_KEY_ID=... --env AWS_SECRET_ACCESS_KEY=...`), checked from the outside by
+//! the test's own SQS JSON-protocol client (ureq), not the adapter's code.
+//!
+//! Server: every test starts its own moto server (`moto_server -H 127.0.0.1 -p 0`, from
+//! `pip install 'moto[server]'`) on a loopback port the system picks, read from its
+//! `Running on` log line (printed once it listens); it is killed when the test's guard drops. Without `moto_server` the tests fail with install
+//! instructions. Moto speaks the SQS JSON protocol but does not check SigV4 signatures (the
+//! signer is tested against AWS's test vectors in the adapter's unit tests); it routes a
+//! request to SQS by the credential scope of its `Authorization` header, so the test client
+//! sends a well-formed but unsigned one. One test checks the signatures on the wire instead:
+//! a recording HTTP server (tiny_http) takes the adapter's requests and botocore (AWS's
+//! Python SDK core, installed with moto) signs the same requests for comparison.
+//!
+//! Synchronisation: a consumer (`wasmtime run` of a handler with the run driver) long-polls
+//! forever, so each test waits for what it needs to observe — a message in an output queue
+//! (long polling from the test), a line on the app's stderr, a queue drained by the
+//! consumer's deletes — and then kills it. Every wait is bounded and fails the test when it
+//! runs out.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use support::{compose, finish, text, wasmtime};
+
+/// How long any single wait may take before the test fails.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The region every test uses (moto accepts any).
+const REGION: &str = "us-east-1";
+
+/// A moto server on a free loopback port, killed when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+    agent: ureq::Agent,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a port the system picks (`-p 0`) and returns once it
+    /// listens: werkzeug logs ` * Running on http://127.0.0.1:PORT` after binding.
+    fn start() -> Self {
+        let install = "install it with `pip install 'moto[server]'` (the SQS server the tests \
+                       run against; see README: Testing)";
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `moto_server`: {e}; {install}"));
+        // Moto logs every request on stderr: keep reading it for as long as it runs.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let mut moto = Moto {
+            child,
+            endpoint: String::new(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(LIMIT))
+                .build()
+                .into(),
+        };
+        let deadline = Instant::now() + LIMIT;
+        let mut seen = Vec::new();
+        while moto.endpoint.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => match line.split_once(" * Running on ") {
+                    Some((_, url)) => moto.endpoint = url.trim().to_string(),
+                    None => seen.push(line),
+                },
+                Err(e) => panic!(
+                    "`moto_server` did not start listening ({e}); {install}; its output:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+        moto
+    }
+
+    /// The `--env` pairs that point a composed app at this server.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_SQS", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "AKIDTEST".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret".into()),
+        ]
+    }
+
+    /// Calls SQS `action` with `input`, failing the test on a non-2xx answer.
+    fn call(&self, action: &str, input: Value) -> Value {
+        let mut response = self
+            .agent
+            .post(&self.endpoint)
+            .header("Content-Type", "application/x-amz-json-1.0")
+            .header("X-Amz-Target", format!("AmazonSQS.{action}"))
+            .header(
+                "Authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDTEST/20250101/{REGION}/sqs/aws4_request, \
+                     SignedHeaders=host, Signature=0"
+                ),
+            )
+            .send(input.to_string())
+            .unwrap_or_else(|e| panic!("{action} to moto: {e}"));
+        let status = response.status();
+        let body = response.body_mut().read_to_string().expect("read body");
+        assert!(status.is_success(), "{action}: HTTP {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{action}: {e}: {body}"))
+    }
+
+    /// Creates a queue with `attributes` and returns its URL.
+    fn create_queue(&self, name: &str, attributes: Value) -> String {
+        let created = self.call(
+            "CreateQueue",
+            json!({"QueueName": name, "Attributes": attributes}),
+        );
+        created["QueueUrl"].as_str().expect("QueueUrl").to_string()
+    }
+
+    /// Sends `body` with String attributes `attributes` and the extra `fields` (such as
+    /// FIFO ids) to the queue at `url`.
+    fn send(&self, url: &str, body: &str, attributes: &[(&str, &str)], fields: Value) {
+        let mut input = json!({"QueueUrl": url, "MessageBody": body});
+        let attributes: serde_json::Map<String, Value> = attributes
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    json!({"DataType": "String", "StringValue": v}),
+                )
+            })
+            .collect();
+        if !attributes.is_empty() {
+            input["MessageAttributes"] = attributes.into();
+        }
+        for (key, value) in fields.as_object().into_iter().flatten() {
+            input[key] = value.clone();
+        }
+        self.call("SendMessage", input);
+    }
+
+    /// Long-polls the queue at `url` until `count` messages arrived (with every
+    /// attribute), deleting each, and fails the test if they do not within [`LIMIT`].
+    fn take(&self, url: &str, count: usize) -> Vec<Value> {
+        let start = Instant::now();
+        let mut messages = Vec::new();
+        while messages.len() < count {
+            assert!(
+                start.elapsed() < LIMIT,
+                "{} of {count} messages arrived in {url} within {LIMIT:?}: {messages:#?}",
+                messages.len()
+            );
+            let received = self.call(
+                "ReceiveMessage",
+                json!({
+                    "QueueUrl": url,
+                    "MaxNumberOfMessages": 10,
+                    "WaitTimeSeconds": 1,
+                    "MessageAttributeNames": ["All"],
+                    "MessageSystemAttributeNames": ["All"],
+                }),
+            );
+            for message in received["Messages"].as_array().into_iter().flatten() {
+                self.call(
+                    "DeleteMessage",
+                    json!({"QueueUrl": url, "ReceiptHandle": message["ReceiptHandle"]}),
+                );
+                messages.push(message.clone());
+            }
+        }
+        assert_eq!(messages.len(), count, "more messages than expected");
+        messages
+    }
+
+    /// Waits until the queue at `url` holds no message, visible or in flight: every
+    /// message in it was deleted.
+    fn wait_until_drained(&self, url: &str) {
+        let start = Instant::now();
+        loop {
+            let attributes = self.call(
+                "GetQueueAttributes",
+                json!({"QueueUrl": url, "AttributeNames": ["All"]}),
+            )["Attributes"]
+                .clone();
+            let count = |name: &str| -> u64 {
+                attributes[name]
+                    .as_str()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a message count")
+            };
+            if count("ApproximateNumberOfMessages") + count("ApproximateNumberOfMessagesNotVisible")
+                == 0
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "{url} still holds messages after {LIMIT:?}: {attributes}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The URLs of the queues whose names start with `prefix`.
+    fn queues(&self, prefix: &str) -> Vec<String> {
+        let listed = self.call("ListQueues", json!({"QueueNamePrefix": prefix}));
+        listed["QueueUrls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|u| u.as_str().expect("a URL").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `wasmtime run -S http` command for `component` with `--env` pairs.
+fn run_command(component: &Path, env: &[(&str, String)]) -> Command {
+    let mut command = wasmtime();
+    command.args(["run", "-S", "http"]);
+    for (key, value) in env {
+        command.arg("--env").arg(format!("{key}={value}"));
+    }
+    command.arg(component);
+    command
+}
+
+/// A composed component running until it is dropped (then killed), its stdout and stderr
+/// read line by line.
+struct App {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl App {
+    /// Starts `component` with `--env` pairs and stdin closed.
+    fn start(component: &Path, env: &[(&str, String)]) -> Self {
+        let mut child = run_command(component, env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmtime");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for (stream, prefix) in [
+            (
+                Box::new(stdout) as Box<dyn std::io::Read + Send>,
+                "stdout: ",
+            ),
+            (Box::new(stderr), ""),
+        ] {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if sender.send(format!("{prefix}{line}")).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        App {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `count` output lines contain `needle`, failing the test (with all
+    /// output so far) if the app exits or [`LIMIT`] passes first.
+    fn wait_for(&mut self, needle: &str, count: usize) {
+        let deadline = Instant::now() + LIMIT;
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!(
+                    "{count} lines with {needle:?} did not appear ({e}); output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every output line read so far, and any that is ready now.
+    fn output(&mut self) -> Vec<String> {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.clone()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of String message attribute `name` of a received message.
+fn attribute<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
+    message["MessageAttributes"][name]["StringValue"].as_str()
+}
+
+/// The names of the message attributes of a received message, sorted.
+fn attribute_names(message: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = message["MessageAttributes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The body of a received message.
+fn body(message: &Value) -> &str {
+    message["Body"].as_str().expect("a body")
+}
+
+/// The imports of a component's world, such as `wasi:http/outgoing-handler@0.2.4`.
+fn imports(component: &Path) -> Vec<String> {
+    let bytes = std::fs::read(component).expect("read the composed component");
+    let decoded = wit_component::decode(&bytes).expect("decode the composed component");
+    let resolve = decoded.resolve();
+    let wit_component::DecodedWasm::Component(_, world) = &decoded else {
+        panic!("{} is not a component", component.display());
+    };
+    resolve.worlds[*world]
+        .imports
+        .keys()
+        .map(|key| resolve.name_world_key(key))
+        .collect()
+}
+
+#[test]
+fn sends_over_wasi_http_land_in_the_queue_with_content_type_and_metadata() {
+    let moto = Moto::start();
+    let queue = moto.create_queue("greetings", json!({}));
+    let tmp = tempfile::tempdir().unwrap();
+    let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    let imports = imports(&app);
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@")),
+        "{imports:?}"
+    );
+    assert!(
+        !imports.iter().any(|i| i.starts_with("wasi:sockets/")),
+        "{imports:?}"
+    );
+
+    let mut env = moto.env();
+    env.push(("COUNT", "2".into()));
+    let output = finish(
+        run_command(&app, &env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmtime"),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let mut messages = moto.take(&queue, 2);
+    messages.sort_by_key(|m| attribute(m, "seq").map(String::from));
+    for (i, message) in messages.iter().enumerate() {
+        let seq = (i + 1).to_string();
+        assert_eq!(body(message), format!("hello #{seq}"));
+        assert_eq!(attribute(message, "content-type"), Some("text/plain"));
+        assert_eq!(attribute(message, "seq"), Some(seq.as_str()));
+        assert_eq!(attribute_names(message), ["content-type", "seq"]);
+    }
+}
+
+#[test]
+fn a_handler_consumes_republishes_and_its_input_is_deleted_after_ok() {
+    let moto = Moto::start();
+    let input = moto.create_queue("orders", json!({}));
+    let upper = moto.create_queue("orders-upper", json!({}));
+    moto.send(
+        &input,
+        "hello",
+        &[("content-type", "text/plain"), ("id", "7")],
+        json!({}),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let component = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", "sqs://us-east-1/orders", "--subscribe", "x.>"],
+    );
+    let mut app = App::start(&component, &moto.env());
+
+    // `transform` publishes to `<topic>.upper`; SQS names no queue with a dot, so the
+    // topic `orders.upper` is the queue `orders-upper`.
+    let out = moto.take(&upper, 1);
+    assert_eq!(body(&out[0]), "HELLO");
+    assert_eq!(attribute(&out[0], "content-type"), Some("text/plain"));
+    assert_eq!(attribute(&out[0], "id"), Some("7"));
+    assert_eq!(attribute(&out[0], "transformed-by"), Some("transform"));
+    assert_eq!(
+        attribute_names(&out[0]),
+        ["content-type", "id", "transformed-by"]
+    );
+    moto.wait_until_drained(&input);
+    app.wait_for(
+        "msgplug[sqs]: subscriptions (x.>) are ignored: SQS consumes the queue named in the broker URL (`orders`)",
+        1,
+    );
+    let output = app.output();
+    assert!(!output.iter().any(|l| l.contains("failed")), "{output:#?}");
+}
+
+#[test]
+fn a_failed_message_comes_back_and_is_deleted_after_a_later_success() {
+    let moto = Moto::start();
+    // Longer than any wait here: only the release can bring the message back in time.
+    let input = moto.create_queue("jobs", json!({"VisibilityTimeout": "300"}));
+    moto.send(&input, "work", &[], json!({}));
+    let tmp = tempfile::tempdir().unwrap();
+    let component = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", "sqs://us-east-1/jobs"],
+    );
+    let mut app = App::start(&component, &moto.env());
+
+    // The output queue does not exist yet: the handler fails with an error that names
+    // it, the message is released (visibility 0) and received again, and fails again.
+    app.wait_for(
+        "msgplug: message on `jobs` failed: SQS queue `jobs-upper` does not exist",
+        2,
+    );
+    let upper = moto.create_queue("jobs-upper", json!({}));
+    let out = moto.take(&upper, 1);
+    assert_eq!(body(&out[0]), "WORK");
+    moto.wait_until_drained(&input);
+}
+
+#[test]
+fn a_fifo_queue_is_consumed_in_order_and_sends_to_a_fifo_queue_carry_group_and_dedup_ids() {
+    let moto = Moto::start();
+    let fifo = json!({"FifoQueue": "true"});
+    let requests = moto.create_queue("greet.fifo", fifo.clone());
+    let replies = moto.create_queue("replies.fifo", fifo);
+    for (i, name) in ["ann", "bob", "cy"].iter().enumerate() {
+        moto.send(
+            &requests,
+            name,
+            &[("reply-to", replies.as_str())],
+            json!({"MessageGroupId": "g", "MessageDeduplicationId": i.to_string()}),
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let component = compose(
+        tmp.path(),
+        "responder",
+        &["--broker", "sqs://us-east-1/greet.fifo"],
+    );
+    let _app = App::start(&component, &moto.env());
+
+    // The responder replies to the `reply-to` queue URL; that queue is FIFO, so each
+    // reply carries the default group and a content-hash deduplication id.
+    let out = moto.take(&replies, 3);
+    let bodies: Vec<&str> = out.iter().map(body).collect();
+    assert_eq!(bodies, ["hello, ann", "hello, bob", "hello, cy"]);
+    let mut dedup_ids = std::collections::BTreeSet::new();
+    for message in &out {
+        let system = &message["Attributes"];
+        assert_eq!(system["MessageGroupId"], "default", "{message}");
+        let dedup = system["MessageDeduplicationId"]
+            .as_str()
+            .expect("a dedup id");
+        assert!(
+            dedup.len() == 64 && dedup.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{dedup}"
+        );
+        dedup_ids.insert(dedup.to_string());
+        assert_eq!(attribute(message, "content-type"), Some("text/plain"));
+    }
+    assert_eq!(dedup_ids.len(), 3, "distinct replies have distinct ids");
+    moto.wait_until_drained(&requests);
+}
+
+#[test]
+fn request_reply_uses_a_temporary_queue_that_is_deleted_afterwards() {
+    let moto = Moto::start();
+    moto.create_queue("greet", json!({}));
+    let tmp = tempfile::tempdir().unwrap();
+    let responder = compose(
+        tmp.path(),
+        "responder",
+        &["--broker", "sqs://us-east-1/greet"],
+    );
+    let requester = compose(tmp.path(), "requester", &["--broker", "sqs://us-east-1"]);
+    let request = |extra: &[(&'static str, &str)]| {
+        let mut env = moto.env();
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        finish(
+            run_command(&requester, &env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn wasmtime"),
+        )
+    };
+
+    let mut env = moto.env();
+    env.push(("REPLIES", "2".into()));
+    let app = App::start(&responder, &env);
+    let output = request(&[("NAME", "ann"), ("EXPECT", "2")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stderr),
+        "reply: hello, ann (1/2)\nreply: hello, ann (2/2)\n"
+    );
+    assert_eq!(moto.queues("msgplug-reply-"), Vec::<String>::new());
+
+    // Nobody answers once the responder is gone: the request times out, and its
+    // reply queue is deleted all the same.
+    drop(app);
+    let started = Instant::now();
+    let output = request(&[("NAME", "bob"), ("TIMEOUT_MS", "1000")]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output.stderr), "requester: request failed: timeout\n");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(moto.queues("msgplug-reply-"), Vec::<String>::new());
+}
+
+/// Computes SigV4 `Authorization` headers with botocore (AWS's Python SDK core, which
+/// `moto[server]` installs) for requests read as JSON lines from stdin: `{"url", "headers",
+/// "body", "date"}` with the credentials `AKIDTEST` / `test-secret` / `token`.
+const BOTOCORE_SIGNER: &str = r#"
+import datetime, json, sys
+from unittest import mock
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+credentials = Credentials("AKIDTEST", "test-secret", "token")
+for line in sys.stdin:
+    r = json.loads(line)
+    request = AWSRequest(method="POST", url=r["url"], data=r["body"].encode(), headers=r["headers"])
+    now = datetime.datetime.strptime(r["date"], "%Y%m%dT%H%M%SZ")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=now):
+        SigV4Auth(credentials, "sqs", "us-east-1").add_auth(request)
+    print(request.headers["Authorization"])
+"#;
+
+#[test]
+fn requests_on_the_wire_carry_the_sigv4_signature_botocore_computes() {
+    // Moto ignores signatures, so a recording server stands in for SQS here: it answers
+    // `GetQueueUrl` and `SendMessage` and keeps each request as it arrived.
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind a loopback port");
+    let port = server.server_addr().to_ip().expect("an IP address").port();
+    let recorder = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for _ in 0..2 {
+            let mut request = server
+                .recv_timeout(LIMIT)
+                .expect("receive")
+                .expect("a request within the limit");
+            let mut body = String::new();
+            request.as_reader().read_to_string(&mut body).expect("body");
+            let headers: serde_json::Map<String, Value> = request
+                .headers()
+                .iter()
+                .map(|h| {
+                    (
+                        h.field.as_str().as_str().to_ascii_lowercase(),
+                        h.value.as_str().into(),
+                    )
+                })
+                .collect();
+            // Signed as received: the Host header and the path on the wire.
+            let url = format!(
+                "http://{}{}",
+                headers["host"].as_str().expect("a host"),
+                request.url()
+            );
+            let answer = json!({"QueueUrl": format!("http://127.0.0.1:{port}/1/greetings"), "MessageId": "m"});
+            request
+                .respond(tiny_http::Response::from_string(answer.to_string()))
+                .expect("respond");
+            requests.push((headers, body, url));
+        }
+        requests
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    let env = [
+        ("AWS_ENDPOINT_URL_SQS", format!("http://127.0.0.1:{port}")),
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret".into()),
+        ("AWS_SESSION_TOKEN", "token".into()),
+        ("COUNT", "1".into()),
+    ];
+    let output = finish(
+        run_command(&app, &env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmtime"),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let requests = recorder.join().expect("recorder");
+
+    let mut input = String::new();
+    for (headers, body, url) in &requests {
+        // What botocore signs besides `host`: the headers the SDK itself would send.
+        let signed: serde_json::Map<String, Value> = headers
+            .iter()
+            .filter(|(k, _)| {
+                ["content-type", "x-amz-target", "x-amz-security-token"].contains(&k.as_str())
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let line =
+            json!({"url": url, "headers": signed, "body": body, "date": headers["x-amz-date"]});
+        input.push_str(&format!("{line}\n"));
+    }
+    let mut python = Command::new("python3")
+        .args(["-c", BOTOCORE_SIGNER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    std::io::Write::write_all(&mut python.stdin.take().expect("stdin"), input.as_bytes())
+        .expect("write to python3");
+    let signed = finish(python);
+    assert!(
+        signed.status.success(),
+        "botocore failed (it comes with `pip install 'moto[server]'`): {}",
+        text(&signed.stderr)
+    );
+    let expected: Vec<String> = text(&signed.stdout).lines().map(String::from).collect();
+    let targets: Vec<&str> = requests
+        .iter()
+        .map(|(h, _, _)| h["x-amz-target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["AmazonSQS.GetQueueUrl", "AmazonSQS.SendMessage"]);
+    for ((headers, _, _), expected) in requests.iter().zip(&expected) {
+        assert_eq!(headers["authorization"], expected.as_str());
+        assert!(
+            expected.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
+            "{expected}"
+        );
+    }
+    assert_eq!(expected.len(), 2);
+}
+
+#[test]
+fn missing_credentials_are_an_error_that_names_the_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wanted = "AWS credentials are missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+    // Only the secret is given; no server is needed, nothing is sent.
+    let env = [("AWS_SECRET_ACCESS_KEY", "s".to_string())];
+    let run = |component: &Path| {
+        finish(
+            run_command(component, &env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn wasmtime"),
+        )
+    };
+
+    let handler = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", "sqs://us-east-1/orders"],
+    );
+    let output = run(&handler);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).starts_with(&format!("msgplug: receiving failed: {wanted}")),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let publisher = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    let output = run(&publisher);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).starts_with(&format!("publisher: send failed: {wanted}")),
+        "{}",
+        text(&output.stderr)
+    );
+}
