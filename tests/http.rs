@@ -76,6 +76,13 @@ impl Served {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("stdout line {line:?}: {e}"))
     }
 
+    /// Waits for the next stderr line and returns it.
+    fn next_stderr_line(&self) -> String {
+        self.stderr
+            .recv_timeout(RUN_LIMIT)
+            .unwrap_or_else(|_| panic!("no stderr line from serve within {RUN_LIMIT:?}"))
+    }
+
     /// Waits for a stderr line containing `needle` and returns it.
     fn stderr_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + RUN_LIMIT;
@@ -296,10 +303,16 @@ fn a_reply_is_the_response_body_with_its_content_type() {
 #[test]
 fn a_handler_error_is_a_500_with_a_short_body_and_a_log_line() {
     let (_tmp, served) = served("transform", &[], &[]);
+    let ok = post(&served.url("/text"), &[], b"fine");
+    assert_eq!(ok.status, 204, "{ok:?}");
     let r = post(&served.url("/bin"), &[], &[0xff, 0xfe]);
     assert_eq!(r.status, 500, "{r:?}");
     assert_eq!(r.body, "the handler failed: payload is not UTF-8 text\n");
-    served.stderr_line("msgplug: message on `bin` failed: payload is not UTF-8 text");
+    let line = served.next_stderr_line();
+    assert!(
+        line.ends_with("msgplug: message on `bin` failed: payload is not UTF-8 text"),
+        "the 204 before it logged nothing, the failure one line: {line:?}"
+    );
 }
 
 /// Sends a raw HTTP/1.1 request with a chunked body (no Content-Length) and returns the

@@ -157,13 +157,19 @@ fn write(response: Response, response_out: ResponseOutparam) {
         .body()
         .expect("the body of a new response is not taken yet");
     ResponseOutparam::set(response_out, Ok(outgoing));
-    let mut stream = body
-        .write()
-        .expect("the stream of a new body is not taken yet");
-    let written = stream
-        .write_all(&response.body)
-        .and_then(|()| Write::flush(&mut stream));
-    drop(stream);
+    // A body-less answer (204) is not written to at all: the host has closed its stream.
+    let written = if response.body.is_empty() {
+        Ok(())
+    } else {
+        let mut stream = body
+            .write()
+            .expect("the stream of a new body is not taken yet");
+        let written = stream
+            .write_all(&response.body)
+            .and_then(|()| Write::flush(&mut stream));
+        drop(stream);
+        written
+    };
     let finished =
         OutgoingBody::finish(body, None).map_err(|e| std::io::Error::other(format!("{e:?}")));
     if let Err(e) = written.and(finished) {
