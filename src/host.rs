@@ -83,20 +83,33 @@ const CAPABILITIES: &[(&str, Capability)] = &[
     ),
 ];
 
-/// The capabilities the component's imports call for, without repeats.
+/// The capabilities the component's imports call for, without repeats. A component
+/// started by `wasmtime serve` gets outgoing HTTP without a flag.
 pub fn capabilities(info: &ComponentInfo) -> Vec<Capability> {
+    let served = is_served(info);
     let mut found: Vec<Capability> = Vec::new();
     for import in &info.imports {
         if let Some((_, capability)) = CAPABILITIES
             .iter()
             .find(|(prefix, _)| import.starts_with(prefix))
         {
-            if !found.contains(capability) {
-                found.push(capability.clone());
+            let mut capability = capability.clone();
+            if served && capability.name == "http-client" {
+                capability.flag = None;
+            }
+            if !found.contains(&capability) {
+                found.push(capability);
             }
         }
     }
     found
+}
+
+/// Whether `wasmtime serve` starts the component (its entry point is an HTTP handler).
+fn is_served(info: &ComponentInfo) -> bool {
+    info.entry_points()
+        .first()
+        .is_some_and(|(kind, _)| *kind == EntryPoint::HttpHandler)
 }
 
 /// How the output should be started.
@@ -116,10 +129,7 @@ pub struct RunHints<'a> {
 
 /// The `wasmtime` command that runs `path`, with the flags its imports need.
 pub fn wasmtime_command(info: &ComponentInfo, path: &str, hints: RunHints<'_>) -> String {
-    let serve = info
-        .entry_points()
-        .first()
-        .is_some_and(|(kind, _)| *kind == EntryPoint::HttpHandler);
+    let serve = is_served(info);
     let mut words: Vec<&str> = vec!["wasmtime", if serve { "serve" } else { "run" }];
     let imports = |prefix: &str| info.imports.iter().any(|i| i.starts_with(prefix));
     if serve && imports("wasi:cli/") {
@@ -259,5 +269,11 @@ mod tests {
         );
         let names: Vec<_> = capabilities(&i).iter().map(|c| c.name).collect();
         assert_eq!(names, vec!["network", "stdio"]);
+
+        let http = ["wasi:http/outgoing-handler@0.2.6"];
+        let run = capabilities(&info(&http, &["wasi:cli/run@0.2.0"]));
+        assert_eq!(run[0].flag, Some("-S http"));
+        let served = capabilities(&info(&http, &["wasi:http/incoming-handler@0.2.6"]));
+        assert_eq!(served[0].flag, None, "wasmtime serve grants outgoing HTTP");
     }
 }
