@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use support::{compose, finish, msgplug, text, wasmtime, RUN_LIMIT};
+use support::{compose, msgplug, run_http, text, wasmtime, RUN_LIMIT};
 
 /// A composed component served by `wasmtime serve -S cli` on a free loopback port.
 struct Served {
@@ -43,7 +43,6 @@ impl Served {
         }
         let mut child = command
             .arg(component)
-            .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -506,24 +505,6 @@ impl Endpoint {
     }
 }
 
-/// Runs `component` on `wasmtime run -S http` with `--env` pairs and no stdin.
-fn run_http(component: &Path, env: &[(&str, &str)]) -> std::process::Output {
-    let mut command = wasmtime();
-    command.args(["run", "-S", "http"]);
-    for (key, value) in env {
-        command.arg("--env").arg(format!("{key}={value}"));
-    }
-    let child = command
-        .arg(component)
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wasmtime run");
-    finish(child)
-}
-
 /// Returns true for 32 lower-case hex digits: the event ids the http backend makes.
 fn is_event_id(id: &str) -> bool {
     id.len() == 32
@@ -734,29 +715,6 @@ fn composed_outputs_with_the_http_backend_use_wasi_http_and_no_sockets() {
         ("transform", vec!["--broker", broker, "--trigger", "http"]),
     ] {
         let out = compose(tmp.path(), app, &args);
-        let output = msgplug()
-            .arg("inspect")
-            .arg("--json")
-            .arg(&out)
-            .output()
-            .expect("run msgplug inspect");
-        assert!(output.status.success(), "{}", text(&output.stderr));
-        let info: Value = serde_json::from_slice(&output.stdout).expect("inspect JSON");
-        let imports: Vec<&str> = info["imports"]
-            .as_array()
-            .expect("imports")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        assert!(
-            imports
-                .iter()
-                .any(|i| i.starts_with("wasi:http/outgoing-handler@")),
-            "{app}: {imports:?}"
-        );
-        assert!(
-            !imports.iter().any(|i| i.starts_with("wasi:sockets/")),
-            "{app}: {imports:?}"
-        );
+        support::assert_wasi_http_and_no_sockets(&out);
     }
 }

@@ -11,80 +11,83 @@
 //! Synchronisation: the tests wait on the fake's state (a message arrived, was completed,
 //! was dead-lettered), bounded by [`fake::WAIT_LIMIT`]. With the `run` driver a consumer
 //! never ends by itself: the test kills it once it has seen what it needs, and a guard
-//! kills it if the test fails first. Components that end by themselves are bounded by
-//! [`support::finish`].
+//! kills it if the test fails first. Components that end by themselves run under
+//! [`support::run_http`], which bounds them by [`support::RUN_LIMIT`].
 
 mod support;
 
 #[path = "fakes/servicebus.rs"]
 mod fake;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 
 use serde_json::json;
 
-use fake::{FakeServiceBus, MAX_DELIVERY_COUNT};
-use support::{compose, finish, text};
+use fake::{FakeServiceBus, Stored, MAX_DELIVERY_COUNT};
+use support::{compose, run_http, run_http_failing, text};
 
-/// A `wasmtime run -S http` command for `component` with `--env` pairs and no stdin.
-fn wasmtime_http(component: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = support::wasmtime();
-    command.args(["run", "-S", "http"]);
-    for (key, value) in env {
-        command.arg("--env").arg(format!("{key}={value}"));
+/// Composes example `app` into `dir` with the fake's connection string as `--broker` and a
+/// `--subscribe` for each of `entities`.
+fn compose_for(fake: &FakeServiceBus, dir: &Path, app: &str, entities: &[&str]) -> PathBuf {
+    let broker = fake.connection_string();
+    let mut args = vec!["--broker", broker.as_str()];
+    for entity in entities {
+        args.extend(["--subscribe", entity]);
     }
-    command
-        .arg(component)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
+    compose(dir, app, &args)
 }
 
-/// Runs a component that ends by itself and returns its output.
-fn run(component: &Path, env: &[(&str, &str)]) -> Output {
-    finish(
-        wasmtime_http(component, env)
+/// A consumer of the fake that runs until the test stops it (or the guard drops).
+struct Consumer<'a> {
+    /// The fake it consumes from, whose state the waits look at.
+    fake: &'a FakeServiceBus,
+    /// The `wasmtime` process, until it is stopped.
+    child: Option<Child>,
+}
+
+impl<'a> Consumer<'a> {
+    /// Starts `component`, a consumer of `fake`, under `wasmtime run -S http`.
+    fn start(fake: &'a FakeServiceBus, component: &Path, env: &[(&str, &str)]) -> Self {
+        let child = support::wasmtime_run_http(component, env)
             .spawn()
-            .expect("spawn wasmtime"),
-    )
-}
-
-/// A consumer that runs until the test stops it (or the guard drops).
-struct Consumer(Option<Child>);
-
-impl Consumer {
-    /// Starts `component` under `wasmtime run -S http`.
-    fn start(component: &Path, env: &[(&str, &str)]) -> Self {
-        Self(Some(
-            wasmtime_http(component, env)
-                .spawn()
-                .expect("spawn wasmtime"),
-        ))
+            .expect("spawn wasmtime");
+        Self {
+            fake,
+            child: Some(child),
+        }
     }
 
     /// Waits until `probe` finds something in the fake's state and returns it; fails the
     /// test, showing the consumer's stderr, if the consumer exits first or the wait runs out.
-    fn wait_for<T>(
-        &mut self,
-        fake: &FakeServiceBus,
-        what: &str,
-        probe: impl FnMut(&fake::State) -> Option<T>,
-    ) -> T {
-        let child = self.0.as_mut().expect("running");
+    fn wait_for<T>(&mut self, what: &str, probe: impl FnMut(&fake::State) -> Option<T>) -> T {
+        let child = self.child.as_mut().expect("running");
         let alive = || match child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(format!("the consumer exited ({status})")),
             Err(e) => Err(format!("cannot check the consumer: {e}")),
         };
-        match fake.wait_while(what, alive, probe) {
+        match self.fake.wait_while(what, alive, probe) {
             Ok(found) => found,
             Err(why) => {
                 let stderr = self.stop_now();
                 panic!("{why}\nconsumer stderr:\n{stderr}")
             }
         }
+    }
+
+    /// Waits for the first message to arrive in `queue` and returns it.
+    fn wait_for_message(&mut self, queue: &str) -> Stored {
+        self.wait_for(&format!("a message in `{queue}`"), |s| {
+            s.queue(queue).messages.first().cloned()
+        })
+    }
+
+    /// Waits for the first message of `queue` to be completed and returns it.
+    fn wait_for_completed(&mut self, queue: &str) -> Stored {
+        self.wait_for(&format!("a message of `{queue}` to be completed"), |s| {
+            s.queue(queue).completed.first().cloned()
+        })
     }
 
     /// Kills the consumer and returns its stderr.
@@ -94,15 +97,15 @@ impl Consumer {
 
     /// Kills the consumer (if it still runs) and returns its stderr.
     fn stop_now(&mut self) -> String {
-        let mut child = self.0.take().expect("running");
+        let mut child = self.child.take().expect("running");
         let _ = child.kill();
         text(&child.wait_with_output().expect("wait for wasmtime").stderr)
     }
 }
 
-impl Drop for Consumer {
+impl Drop for Consumer<'_> {
     fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
+        if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -114,12 +117,8 @@ fn a_publisher_sends_content_type_and_metadata_as_properties_with_a_valid_sas_to
     let fake = FakeServiceBus::start();
     fake.create_queue("greetings");
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
-        tmp.path(),
-        "publisher",
-        &["--broker", &fake.connection_string()],
-    );
-    let output = run(&out, &[("COUNT", "2")]);
+    let out = compose_for(&fake, tmp.path(), "publisher", &[]);
+    let output = run_http(&out, &[("COUNT", "2")]);
     assert!(output.status.success(), "{}", text(&output.stderr));
 
     let sent = fake.inspect(|s| s.queue("greetings").messages.clone());
@@ -159,20 +158,9 @@ fn a_handler_consumes_with_peek_lock_republishes_and_then_completes_the_input() 
         json!({"MessageId": "in-1"}),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            &fake.connection_string(),
-            "--subscribe",
-            "orders",
-        ],
-    );
-    let mut consumer = Consumer::start(&out, &[]);
-    let completed = consumer.wait_for(&fake, "the input to be completed", |s| {
-        s.queue("orders").completed.first().cloned()
-    });
+    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
+    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let completed = consumer.wait_for_completed("orders");
     let stderr = consumer.stop();
 
     let output = fake.inspect(|s| s.queue("orders.upper").messages.clone());
@@ -204,26 +192,15 @@ fn a_failing_handler_unlocks_so_the_message_is_redelivered_and_never_completed()
     let fake = FakeServiceBus::start();
     fake.create_queue("orders");
     fake.create_queue("orders.upper");
-    fake.put("orders", &[0xff, 0xfe, 0xfd], None, &[], json!({}));
-    fake.put("orders", b"fine", None, &[], json!({}));
+    fake.put_body("orders", &[0xff, 0xfe, 0xfd]);
+    fake.put_body("orders", b"fine");
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            &fake.connection_string(),
-            "--subscribe",
-            "orders",
-        ],
-    );
-    let mut consumer = Consumer::start(&out, &[]);
-    let poison = consumer.wait_for(&fake, "the failing message to be dead-lettered", |s| {
+    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
+    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let poison = consumer.wait_for("the failing message to be dead-lettered", |s| {
         s.queue("orders").dead_letter.first().cloned()
     });
-    let fine = consumer.wait_for(&fake, "the good message to be completed", |s| {
-        s.queue("orders").completed.first().cloned()
-    });
+    let fine = consumer.wait_for_completed("orders");
     let stderr = consumer.stop();
 
     assert_eq!(poison.body, [0xff, 0xfe, 0xfd]);
@@ -262,9 +239,7 @@ fn a_wrong_key_is_permission_denied_for_sending_and_receiving() {
     let tmp = tempfile::tempdir().unwrap();
 
     let publisher = compose(tmp.path(), "publisher", &["--broker", &wrong]);
-    let output = run(&publisher, &[("COUNT", "1")]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
+    let stderr = run_http_failing(&publisher, &[("COUNT", "1")]);
     assert!(
         stderr.contains("publisher: send failed: permission denied: sending to `greetings`: HTTP 401: the signature does not match"),
         "{stderr}"
@@ -275,9 +250,7 @@ fn a_wrong_key_is_permission_denied_for_sending_and_receiving() {
         "transform",
         &["--broker", &wrong, "--subscribe", "orders"],
     );
-    let output = run(&consumer, &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
+    let stderr = run_http_failing(&consumer, &[]);
     assert!(
         stderr.contains(
             "msgplug: receiving failed: permission denied: receiving from `orders`: HTTP 401"
@@ -295,7 +268,7 @@ fn a_servicebus_url_takes_the_sas_key_from_the_environment_at_run_time() {
     let fake = FakeServiceBus::start();
     fake.create_queue("orders");
     fake.create_queue("orders.upper");
-    fake.put("orders", b"from env", None, &[], json!({}));
+    fake.put_body("orders", b"from env");
     let broker = format!(
         "servicebus://{}/orders?UseDevelopmentEmulator=true",
         fake.authority
@@ -310,27 +283,22 @@ fn a_servicebus_url_takes_the_sas_key_from_the_environment_at_run_time() {
         "no key is baked"
     );
 
-    let output = run(&out, &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
+    let stderr = run_http_failing(&out, &[]);
     assert!(
         stderr.contains("set SERVICEBUS_SAS_KEY_NAME at run time"),
         "{stderr}"
     );
 
     let mut consumer = Consumer::start(
+        &fake,
         &out,
         &[
             ("SERVICEBUS_SAS_KEY_NAME", FakeServiceBus::KEY_NAME),
             ("SERVICEBUS_SAS_KEY", FakeServiceBus::KEY),
         ],
     );
-    let upper = consumer.wait_for(&fake, "the upper-cased message", |s| {
-        s.queue("orders.upper").messages.first().cloned()
-    });
-    consumer.wait_for(&fake, "the input to be completed", |s| {
-        s.queue("orders").completed.first().cloned()
-    });
+    let upper = consumer.wait_for_message("orders.upper");
+    consumer.wait_for_completed("orders");
     consumer.stop();
     assert_eq!(upper.text(), "FROM ENV");
 }
@@ -342,28 +310,22 @@ fn queues_and_topic_subscriptions_are_consumed_together_and_report_their_topic()
     fake.create_queue("orders.upper");
     fake.create_topic("events", &["audit", "billing"]);
     fake.create_queue("events.upper");
-    fake.put("orders", b"order", None, &[], json!({}));
+    fake.put_body("orders", b"order");
     fake.put("events", b"paid", Some("text/plain"), &[], json!({}));
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
+    let out = compose_for(
+        &fake,
         tmp.path(),
         "transform",
-        &[
-            "--broker",
-            &fake.connection_string(),
-            "--subscribe",
-            "orders",
-            "--subscribe",
-            "events/subscriptions/audit",
-        ],
+        &["orders", "events/subscriptions/audit"],
     );
-    let mut consumer = Consumer::start(&out, &[]);
-    let (order, event) = consumer.wait_for(&fake, "both outputs", |s| {
+    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let (order, event) = consumer.wait_for("both outputs", |s| {
         let order = s.queue("orders.upper").messages.first()?.clone();
         let event = s.queue("events.upper").messages.first()?.clone();
         Some((order, event))
     });
-    consumer.wait_for(&fake, "both inputs to be completed", |s| {
+    consumer.wait_for("both inputs to be completed", |s| {
         (s.queue("orders").completed.len() == 1
             && s.queue("events/subscriptions/audit").completed.len() == 1)
             .then_some(())
@@ -395,9 +357,7 @@ fn a_missing_entity_ends_the_run_with_an_error_naming_it() {
             &fake.connection_string_with_key(FakeServiceBus::KEY, ";EntityPath=nope"),
         ],
     );
-    let output = run(&out, &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
+    let stderr = run_http_failing(&out, &[]);
     assert!(
         stderr.contains(
             "msgplug: receiving failed: receiving from `nope`: Service Bus entity `nope` does not exist (HTTP 410)"
@@ -419,23 +379,10 @@ fn a_responder_replies_to_the_reply_to_entity_with_the_request_id_as_correlation
         json!({"MessageId": "req-1", "ReplyTo": "answers"}),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
-        tmp.path(),
-        "responder",
-        &[
-            "--broker",
-            &fake.connection_string(),
-            "--subscribe",
-            "greet",
-        ],
-    );
-    let mut consumer = Consumer::start(&out, &[]);
-    let reply = consumer.wait_for(&fake, "the reply", |s| {
-        s.queue("answers").messages.first().cloned()
-    });
-    consumer.wait_for(&fake, "the request to be completed", |s| {
-        s.queue("greet").completed.first().cloned()
-    });
+    let out = compose_for(&fake, tmp.path(), "responder", &["greet"]);
+    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let reply = consumer.wait_for_message("answers");
+    consumer.wait_for_completed("greet");
     consumer.stop();
     assert_eq!(reply.text(), "hello, ann");
     assert_eq!(reply.content_type.as_deref(), Some("text/plain"));
@@ -446,14 +393,8 @@ fn a_responder_replies_to_the_reply_to_entity_with_the_request_id_as_correlation
 fn a_request_is_refused_with_a_clear_error() {
     let fake = FakeServiceBus::start();
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
-        tmp.path(),
-        "requester",
-        &["--broker", &fake.connection_string()],
-    );
-    let output = run(&out, &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
+    let out = compose_for(&fake, tmp.path(), "requester", &[]);
+    let stderr = run_http_failing(&out, &[]);
     assert!(
         stderr.contains(
             "requester: request failed: request-reply is not supported by the Service Bus backend"
@@ -471,31 +412,7 @@ fn the_composed_output_imports_outgoing_http_and_no_sockets() {
         "transform",
         &["--broker", "servicebus://ns.servicebus.windows.net/orders"],
     );
-    let bytes = std::fs::read(&out).unwrap();
-    let mut depth = 0;
-    let mut imports = Vec::new();
-    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
-        match payload.expect("a valid component") {
-            wasmparser::Payload::Version { .. } => depth += 1,
-            wasmparser::Payload::End(_) => depth -= 1,
-            wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
-                for import in section {
-                    imports.push(import.expect("an import").name.name.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    assert!(
-        imports
-            .iter()
-            .any(|i| i.starts_with("wasi:http/outgoing-handler@0.2")),
-        "{imports:?}"
-    );
-    assert!(
-        !imports.iter().any(|i| i.starts_with("wasi:sockets/")),
-        "{imports:?}"
-    );
+    support::assert_wasi_http_and_no_sockets(&out);
 }
 
 #[test]
@@ -503,23 +420,12 @@ fn a_failing_service_is_retried_with_backoff_and_nothing_is_lost() {
     let fake = FakeServiceBus::start();
     fake.create_queue("orders");
     fake.create_queue("orders.upper");
-    fake.put("orders", b"again", None, &[], json!({}));
+    fake.put_body("orders", b"again");
     fake.fail_next(3, 503);
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            &fake.connection_string(),
-            "--subscribe",
-            "orders",
-        ],
-    );
-    let mut consumer = Consumer::start(&out, &[]);
-    let completed = consumer.wait_for(&fake, "the input to be completed", |s| {
-        s.queue("orders").completed.first().cloned()
-    });
+    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
+    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let completed = consumer.wait_for_completed("orders");
     let stderr = consumer.stop();
     assert_eq!(completed.delivery_count, 1);
     fake.inspect(|s| {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use support::{compose, finish, text, wasmtime};
+use support::{compose, finish, run_http, run_http_failing, text};
 
 /// How long any single wait may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -93,12 +93,19 @@ impl Moto {
     }
 
     /// The `--env` pairs that point a composed app at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL_SQS", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "AKIDTEST".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test-secret".into()),
-        ]
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env_with(&[])
+    }
+
+    /// [`Moto::env`] followed by the app's own `extra` pairs.
+    fn env_with<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![
+            ("AWS_ENDPOINT_URL_SQS", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+        ];
+        env.extend_from_slice(extra);
+        env
     }
 
     /// Calls SQS `action` with `input`, failing the test on a non-2xx answer.
@@ -235,17 +242,6 @@ impl Drop for Moto {
     }
 }
 
-/// A `wasmtime run -S http` command for `component` with `--env` pairs.
-fn run_command(component: &Path, env: &[(&str, String)]) -> Command {
-    let mut command = wasmtime();
-    command.args(["run", "-S", "http"]);
-    for (key, value) in env {
-        command.arg("--env").arg(format!("{key}={value}"));
-    }
-    command.arg(component);
-    command
-}
-
 /// A composed component running until it is dropped (then killed), its stdout and stderr
 /// read line by line.
 struct App {
@@ -256,11 +252,8 @@ struct App {
 
 impl App {
     /// Starts `component` with `--env` pairs and stdin closed.
-    fn start(component: &Path, env: &[(&str, String)]) -> Self {
-        let mut child = run_command(component, env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+    fn start(component: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = support::wasmtime_run_http(component, env)
             .spawn()
             .expect("spawn wasmtime");
         let (sender, lines) = mpsc::channel();
@@ -341,49 +334,15 @@ fn body(message: &Value) -> &str {
     message["Body"].as_str().expect("a body")
 }
 
-/// The imports of a component's world, such as `wasi:http/outgoing-handler@0.2.4`.
-fn imports(component: &Path) -> Vec<String> {
-    let bytes = std::fs::read(component).expect("read the composed component");
-    let decoded = wit_component::decode(&bytes).expect("decode the composed component");
-    let resolve = decoded.resolve();
-    let wit_component::DecodedWasm::Component(_, world) = &decoded else {
-        panic!("{} is not a component", component.display());
-    };
-    resolve.worlds[*world]
-        .imports
-        .keys()
-        .map(|key| resolve.name_world_key(key))
-        .collect()
-}
-
 #[test]
 fn sends_over_wasi_http_land_in_the_queue_with_content_type_and_metadata() {
     let moto = Moto::start();
     let queue = moto.create_queue("greetings", json!({}));
     let tmp = tempfile::tempdir().unwrap();
     let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
-    let imports = imports(&app);
-    assert!(
-        imports
-            .iter()
-            .any(|i| i.starts_with("wasi:http/outgoing-handler@")),
-        "{imports:?}"
-    );
-    assert!(
-        !imports.iter().any(|i| i.starts_with("wasi:sockets/")),
-        "{imports:?}"
-    );
+    support::assert_wasi_http_and_no_sockets(&app);
 
-    let mut env = moto.env();
-    env.push(("COUNT", "2".into()));
-    let output = finish(
-        run_command(&app, &env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wasmtime"),
-    );
+    let output = run_http(&app, &moto.env_with(&[("COUNT", "2")]));
     assert!(output.status.success(), "{}", text(&output.stderr));
 
     let mut messages = moto.take(&queue, 2);
@@ -518,22 +477,9 @@ fn request_reply_uses_a_temporary_queue_that_is_deleted_afterwards() {
         &["--broker", "sqs://us-east-1/greet"],
     );
     let requester = compose(tmp.path(), "requester", &["--broker", "sqs://us-east-1"]);
-    let request = |extra: &[(&'static str, &str)]| {
-        let mut env = moto.env();
-        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        finish(
-            run_command(&requester, &env)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn wasmtime"),
-        )
-    };
+    let request = |extra: &[(&str, &str)]| run_http(&requester, &moto.env_with(extra));
 
-    let mut env = moto.env();
-    env.push(("REPLIES", "2".into()));
-    let app = App::start(&responder, &env);
+    let app = App::start(&responder, &moto.env_with(&[("REPLIES", "2")]));
     let output = request(&[("NAME", "ann"), ("EXPECT", "2")]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
@@ -613,21 +559,15 @@ fn requests_on_the_wire_carry_the_sigv4_signature_botocore_computes() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    let endpoint = format!("http://127.0.0.1:{port}");
     let env = [
-        ("AWS_ENDPOINT_URL_SQS", format!("http://127.0.0.1:{port}")),
-        ("AWS_ACCESS_KEY_ID", "AKIDTEST".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test-secret".into()),
-        ("AWS_SESSION_TOKEN", "token".into()),
-        ("COUNT", "1".into()),
+        ("AWS_ENDPOINT_URL_SQS", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+        ("AWS_SESSION_TOKEN", "token"),
+        ("COUNT", "1"),
     ];
-    let output = finish(
-        run_command(&app, &env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wasmtime"),
-    );
+    let output = run_http(&app, &env);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let requests = recorder.join().expect("recorder");
 
@@ -681,37 +621,23 @@ fn missing_credentials_are_an_error_that_names_the_variables() {
     let tmp = tempfile::tempdir().unwrap();
     let wanted = "AWS credentials are missing: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
     // Only the secret is given; no server is needed, nothing is sent.
-    let env = [("AWS_SECRET_ACCESS_KEY", "s".to_string())];
-    let run = |component: &Path| {
-        finish(
-            run_command(component, &env)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn wasmtime"),
-        )
-    };
+    let env = [("AWS_SECRET_ACCESS_KEY", "s")];
 
     let handler = compose(
         tmp.path(),
         "transform",
         &["--broker", "sqs://us-east-1/orders"],
     );
-    let output = run(&handler);
-    assert_eq!(output.status.code(), Some(1));
+    let stderr = run_http_failing(&handler, &env);
     assert!(
-        text(&output.stderr).starts_with(&format!("msgplug: receiving failed: {wanted}")),
-        "{}",
-        text(&output.stderr)
+        stderr.starts_with(&format!("msgplug: receiving failed: {wanted}")),
+        "{stderr}"
     );
 
     let publisher = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
-    let output = run(&publisher);
-    assert_eq!(output.status.code(), Some(1));
+    let stderr = run_http_failing(&publisher, &env);
     assert!(
-        text(&output.stderr).starts_with(&format!("publisher: send failed: {wanted}")),
-        "{}",
-        text(&output.stderr)
+        stderr.starts_with(&format!("publisher: send failed: {wanted}")),
+        "{stderr}"
     );
 }

@@ -322,6 +322,11 @@ impl FakeServiceBus {
         self.shared.changed.notify_all();
     }
 
+    /// Puts a message with only a body (no content type, no properties) in `entity`.
+    pub fn put_body(&self, entity: &str, body: &[u8]) {
+        self.put(entity, body, None, &[], Value::Null);
+    }
+
     /// Answers the next `count` requests, whatever they are, with `status` (a busy or
     /// failing service).
     pub fn fail_next(&self, count: u32, status: u16) {
@@ -393,6 +398,14 @@ type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 /// Answers `status` with a text body and no headers.
 fn plain(status: u16, text: &str) -> Answer {
     (status, Vec::new(), text.as_bytes().to_vec())
+}
+
+/// Answers 410 for a queue or subscription the fake does not have.
+fn no_such_queue(path: &str) -> Answer {
+    plain(
+        410,
+        &format!("Specified queue or subscription `{path}` does not exist."),
+    )
 }
 
 /// Serves one request (on its own thread: a peek-lock may wait).
@@ -534,10 +547,7 @@ fn peek_lock(shared: &Shared, path: &str, wait: Duration) -> Answer {
             );
         }
         let Some(queue) = state.queues.get_mut(path) else {
-            return plain(
-                410,
-                &format!("Specified queue or subscription `{path}` does not exist."),
-            );
+            return no_such_queue(path);
         };
         if let Some(message) = queue.messages.iter_mut().find(|m| m.lock.is_none()) {
             message.delivery_count += 1;
@@ -587,10 +597,7 @@ fn peek_lock(shared: &Shared, path: &str, wait: Duration) -> Answer {
 fn settle(shared: &Shared, path: &str, id: &str, token: &str, complete: bool) -> Answer {
     let mut state = shared.lock();
     let Some(queue) = state.queues.get_mut(path) else {
-        return plain(
-            410,
-            &format!("Specified queue or subscription `{path}` does not exist."),
-        );
+        return no_such_queue(path);
     };
     let Some(at) = queue.messages.iter().position(|m| {
         m.lock.as_deref() == Some(token)

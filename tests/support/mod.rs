@@ -53,7 +53,10 @@ pub fn wasmtime() -> Command {
         );
         program
     });
-    Command::new(program)
+    let mut command = Command::new(program);
+    // A host backtrace in a guest's error text would make stderr assertions flaky.
+    command.env_remove("RUST_BACKTRACE");
+    command
 }
 
 /// Builds the example apps once per test binary (cargo makes later builds no-ops) and
@@ -235,4 +238,60 @@ pub fn spawn(component: &Path, env: &[(&str, &str)]) -> Child {
 /// Decodes process output as text, replacing invalid UTF-8.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `wasmtime run -S http` command (outgoing HTTP allowed) for `component` with `--env`
+/// pairs, stdin closed and stdout and stderr piped.
+pub fn wasmtime_run_http(component: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = wasmtime();
+    command.args(["run", "-S", "http"]);
+    for (key, value) in env {
+        command.arg("--env").arg(format!("{key}={value}"));
+    }
+    command
+        .arg(component)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `component` on `wasmtime run -S http` until it ends by itself (bounded by
+/// [`RUN_LIMIT`]) and returns its output.
+pub fn run_http(component: &Path, env: &[(&str, &str)]) -> Output {
+    finish(
+        wasmtime_run_http(component, env)
+            .spawn()
+            .expect("spawn wasmtime"),
+    )
+}
+
+/// Runs `component` like [`run_http`], fails the test unless it exits with code 1, and
+/// returns its stderr.
+pub fn run_http_failing(component: &Path, env: &[(&str, &str)]) -> String {
+    let output = run_http(component, env);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+/// Asserts that the composed `component` reaches its broker over `wasi:http` 0.2
+/// (imports `wasi:http/outgoing-handler`) and imports no `wasi:sockets` interface.
+pub fn assert_wasi_http_and_no_sockets(component: &Path) {
+    let bytes = std::fs::read(component).expect("read the composed component");
+    let imports = msgplug::analyze::analyze(&bytes)
+        .expect("a valid component")
+        .imports;
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@0.2")),
+        "{}: {imports:?}",
+        component.display()
+    );
+    assert!(
+        !imports.iter().any(|i| i.starts_with("wasi:sockets/")),
+        "{}: {imports:?}",
+        component.display()
+    );
 }
