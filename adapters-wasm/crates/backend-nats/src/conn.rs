@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Auth, Config};
+use crate::io_error;
 use crate::proto::{self, Msg, Parser, ServerOp};
 
 /// How long the `INFO` / `CONNECT` / `PONG` handshake may take.
@@ -89,8 +90,9 @@ impl Conn {
     /// accepted with a `PING` / `PONG` round trip, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
         let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(config, &e))?;
-        let io = |e: std::io::Error| Error::connection(format!("{}: {e}", config.url));
-        stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(|e| failed("setting a write timeout", &e))?;
         let mut conn = Self {
             stream,
             parser: Parser::default(),
@@ -161,7 +163,7 @@ impl Conn {
         }
         let result = self.stream.write_all(&self.out);
         self.out.clear();
-        result.map_err(|e| Error::connection(format!("writing to the server failed: {e}")))
+        result.map_err(|e| failed("writing to the server", &e))
     }
 
     /// Queues a `PING` and sends everything queued; returns the number of the `PONG`
@@ -256,11 +258,7 @@ impl Conn {
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::connection(format!(
-                        "reading from the server failed: {e}"
-                    )))
-                }
+                Err(e) => return Err(failed("reading from the server", &e)),
             }
         }
     }
@@ -270,7 +268,7 @@ impl Conn {
         if self.read_timeout != Some(timeout) {
             self.stream
                 .set_read_timeout(Some(timeout))
-                .map_err(|e| Error::connection(format!("setting a read timeout failed: {e}")))?;
+                .map_err(|e| failed("setting a read timeout", &e))?;
             self.read_timeout = Some(timeout);
         }
         Ok(())
@@ -316,6 +314,11 @@ fn server_error(text: &str) -> Error {
     }
 }
 
+/// A connection error: `doing` failed with `e`.
+fn failed(doing: &str, e: &std::io::Error) -> Error {
+    Error::connection(format!("{doing} failed: {}", io_error::text(e)))
+}
+
 /// Explains a failed `connect`, with the `wasmtime` flag that is usually missing.
 fn connect_error(config: &Config, e: &std::io::Error) -> Error {
     let hint = match e.kind() {
@@ -327,5 +330,9 @@ fn connect_error(config: &Config, e: &std::io::Error) -> Error {
         }
         _ => "",
     };
-    Error::connection(format!("cannot connect to {}: {e}{hint}", config.url))
+    Error::connection(format!(
+        "cannot connect to {}: {}{hint}",
+        config.url,
+        io_error::text(e)
+    ))
 }

@@ -2,9 +2,9 @@
 //!
 //! No NATS client crate builds for wasm32-wasip2, so this crate speaks the protocol
 //! itself: [`proto`] is a sans-IO codec of the client protocol, [`headers`] carries a
-//! message's content type and metadata as NATS headers, [`config`] reads the settings
-//! and [`jetstream`] the JetStream API bodies — all plain Rust, unit-tested with
-//! `cargo test`. The thin I/O layer (`conn`: a blocking driver over
+//! message's content type and metadata as NATS headers, [`config`] reads the settings,
+//! [`jetstream`] the JetStream API bodies and [`io_error`] words I/O errors — all plain
+//! Rust, unit-tested with `cargo test`. The thin I/O layer (`conn`: a blocking driver over
 //! `std::net::TcpStream`; `nats`: the [`common::Backend`]) is left out of test builds.
 //!
 //! Core mode subscribes to the `--subscribe` subjects (in a queue group if given) on
@@ -15,6 +15,7 @@ mod config;
 #[cfg(not(test))]
 mod conn;
 mod headers;
+mod io_error;
 mod jetstream;
 #[cfg(not(test))]
 mod nats;
