@@ -30,7 +30,7 @@ impl Http {
         message: &MessageData,
         timeout: Duration,
     ) -> Result<http_client::Response, Error> {
-        let event = cloudevent::headers(topic, message, &new_id());
+        let event = cloudevent::headers(topic, message, &common::random_id());
         for reason in &event.skipped {
             log(Self::NAME, &format!("{what}: metadata {reason}; not sent"));
         }
@@ -44,12 +44,6 @@ impl Http {
         }
         Ok(response)
     }
-}
-
-/// Makes a fresh event id: 32 random hex digits.
-fn new_id() -> String {
-    let bytes = wasip2::random::random::get_random_bytes(16);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Backend for Http {

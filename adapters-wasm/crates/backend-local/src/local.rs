@@ -77,13 +77,6 @@ enum Input {
     TimedOut,
 }
 
-/// Makes a fresh reply address, `_INBOX.` and 32 random hex digits.
-fn new_inbox() -> String {
-    let bytes = wasip2::random::random::get_random_bytes(16);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("_INBOX.{hex}")
-}
-
 impl Backend for Local {
     const NAME: &'static str = "local";
 
@@ -116,7 +109,7 @@ impl Backend for Local {
         message: &MessageData,
         options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
-        let inbox = new_inbox();
+        let inbox = format!("_INBOX.{}", common::random_id());
         self.write(topic, message, Some(&inbox))?;
         let deadline = options
             .timeout_ms

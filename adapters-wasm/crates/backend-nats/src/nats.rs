@@ -684,13 +684,6 @@ fn pull_inbox(inbox_prefix: &str) -> String {
     format!("{inbox_prefix}.jetstream.pull")
 }
 
-/// Makes this instance's inbox prefix, `_INBOX.` and 32 random hex digits.
-fn new_inbox_prefix() -> String {
-    let bytes = wasip2::random::random::get_random_bytes(16);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("_INBOX.{hex}")
-}
-
 impl Backend for Nats {
     const NAME: &'static str = "nats";
 
@@ -700,7 +693,7 @@ impl Backend for Nats {
             config,
             conn: None,
             connected_before: false,
-            inbox_prefix: new_inbox_prefix(),
+            inbox_prefix: format!("_INBOX.{}", common::random_id()),
             last_request: 0,
             subscribed: false,
             announced: false,

@@ -75,7 +75,7 @@ impl ServiceBus {
         message: &MessageData,
         mut properties: BrokerProperties,
     ) -> Result<(), Error> {
-        properties.message_id = Some(random_id());
+        properties.message_id = Some(common::random_id());
         let authorization = self.authorization(entity);
         let request = protocol::send_request(
             &self.namespace.base_url,
@@ -163,12 +163,6 @@ fn transport_failure(what: &str, error: Error) -> Failure {
         Error::Timeout => Failure::Transient(Error::connection(format!("{what}: timed out"))),
         Error::Other(_) | Error::PermissionDenied(_) => Failure::Fatal(error),
     }
-}
-
-/// Makes a fresh message id: 32 random hex digits.
-fn random_id() -> String {
-    let bytes = wasip2::random::random::get_random_bytes(16);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Blocks for `duration`.

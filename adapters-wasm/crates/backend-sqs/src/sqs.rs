@@ -8,7 +8,7 @@ use http_client::{Method, Request};
 
 use crate::config::Config;
 use crate::protocol::{self, Queue, Received, MAX_MESSAGES, MAX_WAIT_SECONDS};
-use crate::sigv4::{self, hex};
+use crate::sigv4;
 
 /// The SQS backend's component type.
 type Component = common::Adapter<Sqs>;
@@ -294,8 +294,7 @@ impl Backend for Sqs {
         message: &MessageData,
         options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
-        let random = wasip2::random::random::get_random_bytes(16);
-        let reply_queue = format!("msgplug-reply-{}", hex(&random));
+        let reply_queue = format!("msgplug-reply-{}", common::random_id());
         let body = self.call(
             "CreateQueue",
             &reply_queue,

@@ -40,6 +40,14 @@ pub use message::{MessageData, Metadata};
 pub use settings::{Settings, SETTINGS_FORMAT};
 pub use subject::{matches_any, subject_matches};
 
+/// Returns 32 random lower-case hex digits (128 bits from `wasi:random`): fresh inboxes,
+/// message ids and event ids.
+#[cfg(not(test))]
+pub fn random_id() -> String {
+    let bytes = wasip2::random::random::get_random_bytes(16);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes `msgplug[BACKEND]: TEXT` to stderr, the only place adapters log to
 /// (stdout belongs to the data).
 pub fn log(backend: &str, text: &str) {
