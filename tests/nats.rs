@@ -467,6 +467,36 @@ async fn a_composed_handler_takes_native_messages_and_republishes_them_with_thei
     assert_eq!(header(&second, "transformed-by"), Some("transform"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_handler_built_with_componentize_py_runs_unchanged_against_nats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("texts");
+    let app = support::compose_app(
+        tmp.path(),
+        support::python_example(),
+        &["--broker", SHARED, "--subscribe", &format!("{base}.>")],
+    );
+    let nats = connect(SHARED).await;
+    let mut counted = nats.subscribe(format!("{base}.*.counted")).await.unwrap();
+    round_trip(&nats).await;
+    let _app = App::subscribed(&app, &[]).await;
+
+    let mut headers = HeaderMap::new();
+    headers.insert("lang", "en");
+    nats.publish_with_headers(format!("{base}.a"), headers, "three small words".into())
+        .await
+        .unwrap();
+
+    let out = next(&mut counted).await;
+    assert_eq!(out.subject.as_str(), format!("{base}.a.counted"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.payload).expect("JSON payload"),
+        serde_json::json!({"topic": format!("{base}.a"), "words": 3})
+    );
+    assert_eq!(content_type(&out), Some("application/json"));
+    assert_eq!(header(&out, "lang"), Some("en"));
+}
+
 // ---------------------------------------------------------------------------------------
 // Request-reply in both directions.
 
