@@ -42,11 +42,27 @@ pub struct Adapter {
     /// Environment variables it reads at run time (credentials, endpoints); the printed
     /// `wasmtime` command forwards each with `--env NAME` (an unset one is skipped).
     pub run_env: &'static [&'static str],
+    /// For backends, what `--subscribe` names.
+    pub subscriptions: Subscriptions,
+    /// For backends, why `--queue-group` has no effect, or `None` where it shares the work.
+    pub queue_group_ignored: Option<&'static str>,
     /// For backends, the `--option` keys it understands (each documented in `--help`).
     pub options: &'static [BackendOption],
     /// The component itself.
     #[serde(skip)]
     pub bytes: &'static [u8],
+}
+
+/// What a backend's `--subscribe` entries name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "note")]
+pub enum Subscriptions {
+    /// Topic patterns, NATS-style: `*` matches one `.`-separated token, `>` the rest.
+    Patterns,
+    /// Names of what to receive from, without wildcards; the text says what they name.
+    Names(&'static str),
+    /// Nothing: the text says where the backend receives from instead.
+    Unused(&'static str),
 }
 
 /// A backend-specific setting, given as `--option KEY=VALUE` (or a dedicated flag).
@@ -68,6 +84,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "stdin and stdout only (no network)",
         uses_stdin: true,
         pulls: true,
+        subscriptions: Subscriptions::Patterns,
+        queue_group_ignored: Some("one process reads standard input"),
         run_env: &[],
         options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
@@ -80,6 +98,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S inherit-network` (TCP to the server)",
         uses_stdin: false,
         pulls: true,
+        subscriptions: Subscriptions::Patterns,
+        queue_group_ignored: None,
         run_env: &["NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"],
         options: &[
             BackendOption {
@@ -109,6 +129,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S http` (outgoing HTTP)",
         uses_stdin: false,
         pulls: false,
+        subscriptions: Subscriptions::Unused("it receives through `--trigger http`, where the request path is the topic"),
+        queue_group_ignored: Some("every instance behind the same URL gets its own requests"),
         run_env: &[],
         options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-http.wasm"),
@@ -121,6 +143,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S http` (outgoing HTTP) and AWS credentials in the environment",
         uses_stdin: false,
         pulls: true,
+        subscriptions: Subscriptions::Unused("it receives from the queue named in the broker URL (`sqs://REGION/QUEUE`)"),
+        queue_group_ignored: Some("consumers of one SQS queue always compete for its messages"),
         run_env: &[
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
@@ -140,6 +164,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S http` (outgoing HTTP) and the SAS key in the environment",
         uses_stdin: false,
         pulls: true,
+        subscriptions: Subscriptions::Names("a queue, or `TOPIC/subscriptions/SUBSCRIPTION`"),
+        queue_group_ignored: Some("receivers of one queue or subscription always compete for its messages"),
         run_env: &["SERVICEBUS_SAS_KEY_NAME", "SERVICEBUS_SAS_KEY"],
         options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
@@ -153,6 +179,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`wasmtime run` (exports wasi:cli/run)",
         uses_stdin: false,
         pulls: false,
+        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+        queue_group_ignored: None,
         run_env: &[],
         options: &[],
         bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
@@ -165,6 +193,8 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
         uses_stdin: false,
         pulls: false,
+        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+        queue_group_ignored: None,
         run_env: &[],
         options: &[BackendOption {
             key: "max_body_bytes",

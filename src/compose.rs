@@ -14,7 +14,7 @@ use std::fmt;
 use wac_graph::types::Package;
 use wac_graph::{CompositionGraph, EncodeError, EncodeOptions, NodeId, Processor};
 
-use crate::adapters::{self, Adapter};
+use crate::adapters::{self, Adapter, Subscriptions};
 use crate::analyze::{analyze, read_world, AnalyzeError, ComponentInfo};
 use crate::config::{self, Manifest, Settings, SettingsError};
 use crate::config_component::{self, ConfigComponentError};
@@ -92,6 +92,20 @@ pub enum Warning {
     },
     /// Subscriptions are given but no driver will consume them.
     SubscriptionsUnused,
+    /// Subscriptions are given but the backend receives from elsewhere.
+    SubscriptionsIgnored {
+        /// The backend's name.
+        backend: &'static str,
+        /// Where it receives from instead.
+        why: &'static str,
+    },
+    /// A queue group is given but the backend has no use for it.
+    QueueGroupIgnored {
+        /// The backend's name.
+        backend: &'static str,
+        /// Why it makes no difference.
+        why: &'static str,
+    },
     /// The output imports something stock wasmtime does not provide.
     NonWasiImport {
         /// The import name.
@@ -136,6 +150,14 @@ impl fmt::Display for Warning {
             Warning::SubscriptionsUnused => write!(
                 f,
                 "`--subscribe` has no effect without a driver; the app only sends"
+            ),
+            Warning::SubscriptionsIgnored { backend, why } => write!(
+                f,
+                "`--subscribe` has no effect with the `{backend}` backend: {why}"
+            ),
+            Warning::QueueGroupIgnored { backend, why } => write!(
+                f,
+                "`--queue-group` has no effect with the `{backend}` backend: {why}"
             ),
             Warning::NonWasiImport { import } => write!(
                 f,
@@ -205,6 +227,19 @@ pub enum ComposeError {
          `wasi:http/incoming-handler`), so the composed component would have nothing to run"
     )]
     NothingToRun,
+    /// A subscription has wildcards, but the backend takes names.
+    #[error(
+        "`--subscribe {topic}`: the `{backend}` backend takes names, not patterns with \
+         `*` or `>`: {names}"
+    )]
+    WildcardSubscription {
+        /// The subscription as given.
+        topic: String,
+        /// The backend's name.
+        backend: &'static str,
+        /// What its names name.
+        names: &'static str,
+    },
     /// An option no part of the composition understands.
     #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
     UnknownOption {
@@ -435,7 +470,7 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let backend = adapters::backend_for_scheme(&broker.scheme)?;
     let trigger = resolve_trigger(&app_info, options.trigger, backend)?;
 
-    let mut warnings = Vec::new();
+    let mut warnings = check_subscriptions(options, backend, trigger)?;
     if broker.has_secret {
         warnings.push(Warning::SecretBaked {
             redacted_url: config::redact(&broker.url),
@@ -583,6 +618,43 @@ impl Embedded {
             info: &self.info,
         }
     }
+}
+
+/// Checks `--subscribe` and `--queue-group` against what the backend does with them.
+fn check_subscriptions(
+    options: &ComposeOptions,
+    backend: &Adapter,
+    trigger: Trigger,
+) -> Result<Vec<Warning>, ComposeError> {
+    let mut warnings = Vec::new();
+    let has_driver = matches!(trigger, Trigger::Run | Trigger::Http);
+    match backend.subscriptions {
+        Subscriptions::Patterns => {}
+        Subscriptions::Names(names) => {
+            if let Some(topic) = options.subscribe.iter().find(|t| t.contains(['*', '>'])) {
+                return Err(ComposeError::WildcardSubscription {
+                    topic: topic.clone(),
+                    backend: backend.name,
+                    names,
+                });
+            }
+        }
+        Subscriptions::Unused(why) => {
+            if has_driver && !options.subscribe.is_empty() {
+                warnings.push(Warning::SubscriptionsIgnored {
+                    backend: backend.name,
+                    why,
+                });
+            }
+        }
+    }
+    if let (Some(_), Some(why)) = (&options.queue_group, backend.queue_group_ignored) {
+        warnings.push(Warning::QueueGroupIgnored {
+            backend: backend.name,
+            why,
+        });
+    }
+    Ok(warnings)
 }
 
 /// Checks that every option applies to the chosen backend or driver.
@@ -920,6 +992,53 @@ mod tests {
             err.to_string(),
             "option `qos` does not apply to backend `backend-nats`; they understand: \
              `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
+        );
+    }
+
+    #[test]
+    fn subscriptions_and_queue_groups_are_checked_against_the_backend() {
+        let by = |name| adapters::by_name(name).unwrap();
+        let options = |subscribe: &[&str], queue_group: Option<&str>| ComposeOptions {
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            queue_group: queue_group.map(str::to_string),
+            ..ComposeOptions::default()
+        };
+        let nats = options(&["orders.>"], Some("workers"));
+        assert_eq!(
+            check_subscriptions(&nats, by("backend-nats"), Trigger::Run).unwrap(),
+            []
+        );
+        let err = check_subscriptions(&nats, by("backend-servicebus"), Trigger::Run).unwrap_err();
+        assert!(
+            matches!(err, ComposeError::WildcardSubscription { ref topic, .. } if topic == "orders.>"),
+            "{err}"
+        );
+        let names = options(&["orders", "events/subscriptions/audit"], None);
+        assert_eq!(
+            check_subscriptions(&names, by("backend-servicebus"), Trigger::Run).unwrap(),
+            []
+        );
+        let warnings = check_subscriptions(&nats, by("backend-sqs"), Trigger::Run).unwrap();
+        assert!(matches!(
+            warnings[..],
+            [
+                Warning::SubscriptionsIgnored {
+                    backend: "backend-sqs",
+                    ..
+                },
+                Warning::QueueGroupIgnored {
+                    backend: "backend-sqs",
+                    ..
+                }
+            ]
+        ));
+        assert_eq!(
+            check_subscriptions(&nats, by("backend-sqs"), Trigger::None).unwrap()[..1],
+            [Warning::QueueGroupIgnored {
+                backend: "backend-sqs",
+                why: by("backend-sqs").queue_group_ignored.unwrap()
+            }],
+            "without a driver, SubscriptionsUnused says it already"
         );
     }
 }

@@ -2,7 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use msgplug::adapters::ADAPTERS;
+use msgplug::adapters::{AdapterKind, Subscriptions, ADAPTERS};
 
 use super::{write_atomically, Terminal};
 
@@ -70,6 +70,19 @@ impl AdaptersCommand {
                 ));
                 let indent = "";
                 out.push_str(&format!("{indent:<18} {}\n", a.summary));
+                if a.kind == AdapterKind::Backend {
+                    let subscribe = match a.subscriptions {
+                        Subscriptions::Patterns => {
+                            "topic patterns (`*` one token, `>` the rest)".to_string()
+                        }
+                        Subscriptions::Names(names) => format!("names of {names}"),
+                        Subscriptions::Unused(why) => format!("not used: {why}"),
+                    };
+                    out.push_str(&format!("{indent:<18} --subscribe: {subscribe}\n"));
+                    if let Some(why) = a.queue_group_ignored {
+                        out.push_str(&format!("{indent:<18} --queue-group: not used: {why}\n"));
+                    }
+                }
                 if !a.run_env.is_empty() {
                     out.push_str(&format!(
                         "{indent:<18} reads at run time: {}\n",

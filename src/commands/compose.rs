@@ -68,7 +68,9 @@ pub struct ComposeCommand {
     /// Topic pattern to deliver to the app's handler (repeatable).
     ///
     /// NATS-style wildcards: `*` matches one `.`-separated token, `>` the rest.
-    /// With no --subscribe the local backend delivers every topic.
+    /// With no --subscribe the local and NATS backends deliver every topic. For Service Bus
+    /// an entry names a queue or `TOPIC/subscriptions/SUB`; SQS receives from the queue in
+    /// the broker URL (`msgplug adapters` says what each backend does with it).
     #[arg(long, value_name = "TOPIC")]
     subscribe: Vec<String>,
 
