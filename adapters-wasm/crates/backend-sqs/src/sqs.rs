@@ -79,8 +79,6 @@ impl Sqs {
             &amz_date,
         );
         headers.push(("authorization".to_string(), authorization));
-        // As the AWS SDKs do; without it the body would go out chunked.
-        headers.push(("content-length".to_string(), body.len().to_string()));
         let request = Request {
             method: Method::Post,
             url: self.config.endpoint.clone(),
