@@ -232,13 +232,7 @@ pub fn essence(content_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
-    }
+    use crate::test_headers as headers;
 
     fn pairs(event: &Event) -> Vec<(&str, &str)> {
         event

@@ -28,3 +28,12 @@ mod push;
 mod response;
 #[cfg(not(test))]
 mod serve;
+
+/// Request headers as the wasi:http glue hands them over, from `(name, value)` pairs.
+#[cfg(test)]
+fn test_headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}

@@ -106,13 +106,7 @@ fn header(headers: &[(String, Vec<u8>)], name: &str) -> Result<Option<String>, R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
-    }
+    use crate::test_headers as headers;
 
     const EVENT: [(&str, &str); 4] = [
         ("ce-specversion", "1.0"),
