@@ -122,6 +122,42 @@ pub const ADAPTERS: &[Adapter] = &[
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
     },
     Adapter {
+        name: "backend-redis",
+        kind: AdapterKind::Backend,
+        schemes: &["redis"],
+        summary: "Redis: pub/sub (at-most-once; no headers unless `envelope=json`) or, with `?mode=streams`, Streams consumer groups (at-least-once: XACK after Ok, XAUTOCLAIM, dead-letter); request-reply",
+        host_needs: "`-S inherit-network` (TCP to the server)",
+        uses_stdin: false,
+        pulls: true,
+        // Redis glob patterns (`*`, `?`, `[...]`) for PSUBSCRIBE; stream keys in Streams mode.
+        subscriptions: Subscriptions::Patterns,
+        queue_group_ignored: None,
+        run_env: &["REDIS_USERNAME", "REDIS_PASSWORD", "MSGPLUG_REDIS_CONSUMER"],
+        options: &[
+            BackendOption {
+                key: "mode",
+                help: "`pubsub` (default) or `streams` (also `?mode=` in the URL); streams needs --queue-group",
+            },
+            BackendOption {
+                key: "envelope",
+                help: "pub/sub: `json` wraps data, content type and metadata in a JSON envelope (default: bare payloads)",
+            },
+            BackendOption {
+                key: "maxlen",
+                help: "streams: trim each stream to about N entries on XADD (default: no trimming)",
+            },
+            BackendOption {
+                key: "claim_after_ms",
+                help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
+            },
+            BackendOption {
+                key: "max_deliveries",
+                help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
+    },
+    Adapter {
         name: "backend-http",
         kind: AdapterKind::Backend,
         schemes: &["http", "https"],
@@ -214,7 +250,7 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka", "redis"];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(

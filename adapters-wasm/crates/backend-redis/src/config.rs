@@ -25,8 +25,8 @@ pub struct Auth {
 /// Streams mode: consume with a consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Streams {
-    /// The consumer group (`--queue-group`).
-    pub group: String,
+    /// The consumer group (`--queue-group`); needed to consume, not to send.
+    pub group: Option<String>,
     /// This instance's consumer name in the group.
     pub consumer: String,
     /// How long (ms) an entry stays pending before it is claimed again.
@@ -88,24 +88,12 @@ impl Config {
             .or(parsed.mode.as_deref());
         let streams = match mode {
             None | Some("pubsub") => None,
-            Some("streams") => {
-                let group = settings.queue_group.clone().ok_or_else(|| {
-                    Error::other(
-                        "Redis Streams mode consumes with a consumer group: pass --queue-group GROUP",
-                    )
-                })?;
-                if settings.subscribe.is_empty() {
-                    return Err(Error::other(
-                        "Redis Streams mode needs the streams to read: pass --subscribe STREAM",
-                    ));
-                }
-                Some(Streams {
-                    group,
-                    consumer: var(CONSUMER_VAR).unwrap_or_else(|| format!("msgplug-{}", random())),
-                    claim_after_ms: number("claim_after_ms")?.unwrap_or(DEFAULT_CLAIM_AFTER_MS),
-                    max_deliveries: number("max_deliveries")?,
-                })
-            }
+            Some("streams") => Some(Streams {
+                group: settings.queue_group.clone(),
+                consumer: var(CONSUMER_VAR).unwrap_or_else(|| format!("msgplug-{}", random())),
+                claim_after_ms: number("claim_after_ms")?.unwrap_or(DEFAULT_CLAIM_AFTER_MS),
+                max_deliveries: number("max_deliveries")?,
+            }),
             Some(other) => {
                 return Err(Error::other(format!(
                     "unknown Redis mode `{other}`: use `pubsub` (the default) or `streams`"
@@ -135,6 +123,27 @@ impl Config {
             envelope,
             maxlen: number("maxlen")?,
         })
+    }
+}
+
+impl Config {
+    /// Streams mode: the consumer group and the streams to read, or why consuming is
+    /// impossible (a publish-only app needs neither).
+    pub fn consuming(&self) -> Result<(&Streams, &str), Error> {
+        let Some(streams) = &self.streams else {
+            return Err(Error::other("not in Redis Streams mode"));
+        };
+        let group = streams.group.as_deref().ok_or_else(|| {
+            Error::other(
+                "Redis Streams mode consumes with a consumer group: pass --queue-group GROUP",
+            )
+        })?;
+        if self.subscribe.is_empty() {
+            return Err(Error::other(
+                "Redis Streams mode needs the streams to read: pass --subscribe STREAM",
+            ));
+        }
+        Ok((streams, group))
     }
 }
 
@@ -283,8 +292,8 @@ mod tests {
         assert_eq!(c.db, Some(3));
         assert_eq!(c.auth.user.as_deref(), Some("al@ice"));
         assert_eq!(c.auth.pass.as_deref(), Some("p:ss"));
-        let streams = c.streams.unwrap();
-        assert_eq!(streams.group, "g");
+        let streams = c.streams.clone().unwrap();
+        assert_eq!(c.consuming().unwrap().1, "g");
         assert_eq!(streams.consumer, "msgplug-r4nd");
         assert_eq!(streams.claim_after_ms, 30_000);
         let c = config(&settings("redis://:pw@h", &[], None), &[]).unwrap();
@@ -370,7 +379,8 @@ mod tests {
             (settings("nats://h", &[], None), "needs the `nats` backend"),
         ];
         for (s, needle) in cases {
-            let e = config(&s, &[]).unwrap_err().to_string();
+            let e = config(&s, &[]).and_then(|c| c.consuming().map(drop));
+            let e = e.unwrap_err().to_string();
             assert!(e.contains(needle), "{}: {e}", s.broker);
         }
     }

@@ -222,24 +222,17 @@ impl Redis {
         Ok(())
     }
 
-    /// The Streams settings.
-    fn streams(&self) -> &Streams {
-        self.config
-            .streams
-            .as_ref()
-            .expect("only called in Streams mode")
-    }
-
     /// Streams: creates the groups if needed, claims entries pending too long, then
     /// reads new entries.
     fn receive_entries(&mut self) -> Result<(), Error> {
-        let streams = self.streams().clone();
+        let (streams, group) = self.config.consuming()?;
+        let (streams, group) = (streams.clone(), group.to_string());
         if !self.groups_ready {
             for stream in self.config.subscribe.clone() {
                 let create = Cmd::new("XGROUP")
                     .arg("CREATE")
                     .arg(&stream)
-                    .arg(&streams.group)
+                    .arg(&group)
                     .arg("0")
                     .arg("MKSTREAM");
                 match self.call(create, None) {
@@ -254,8 +247,8 @@ impl Redis {
                     log(
                         Self::NAME,
                         &format!(
-                            "subscribed to `{stream}` (Redis stream, consumer group `{}`, consumer `{}`)",
-                            streams.group, streams.consumer
+                            "subscribed to `{stream}` (Redis stream, consumer group `{group}`, consumer `{}`)",
+                            streams.consumer
                         ),
                     );
                 }
@@ -268,7 +261,7 @@ impl Redis {
         if self.last_claim.is_none_or(|t| now >= t + claim_every) {
             self.last_claim = Some(now);
             for stream in self.config.subscribe.clone() {
-                self.claim(&stream, &streams)?;
+                self.claim(&stream, &group, &streams)?;
             }
             if !self.pending.is_empty() {
                 return Ok(());
@@ -280,7 +273,7 @@ impl Redis {
             .max(Duration::from_millis(1));
         let mut read = Cmd::new("XREADGROUP")
             .arg("GROUP")
-            .arg(&streams.group)
+            .arg(&group)
             .arg(&streams.consumer)
             .arg("COUNT")
             .arg(BATCH)
@@ -308,10 +301,10 @@ impl Redis {
 
     /// Claims the entries of `stream` pending longer than `claim_after_ms`, moving those
     /// delivered `max_deliveries` times to the dead-letter stream.
-    fn claim(&mut self, stream: &str, streams: &Streams) -> Result<(), Error> {
+    fn claim(&mut self, stream: &str, group: &str, streams: &Streams) -> Result<(), Error> {
         let autoclaim = Cmd::new("XAUTOCLAIM")
             .arg(stream)
-            .arg(&streams.group)
+            .arg(group)
             .arg(&streams.consumer)
             .arg(streams.claim_after_ms.to_string())
             .arg("0-0")
@@ -332,7 +325,7 @@ impl Redis {
         // The delivery counts (XAUTOCLAIM has counted this delivery already).
         let pending = Cmd::new("XPENDING")
             .arg(stream)
-            .arg(&streams.group)
+            .arg(group)
             .arg(first)
             .arg(last)
             .arg(ids.len().to_string())
@@ -357,7 +350,7 @@ impl Redis {
                 .find_map(|(pending, count)| (pending == id).then_some(*count))
                 .unwrap_or(2);
             match streams.max_deliveries {
-                Some(max) if count > max => self.dead_letter(stream, entry, count - 1)?,
+                Some(max) if count > max => self.dead_letter(stream, group, entry, count - 1)?,
                 _ => self.file_entry(stream, entry, count),
             }
         }
@@ -366,7 +359,13 @@ impl Redis {
 
     /// Moves `entry` of `stream` to the dead-letter stream `<stream>:dead-letter` (its
     /// fields plus `original-stream`, `original-id` and `deliveries`) and acknowledges it.
-    fn dead_letter(&mut self, stream: &str, entry: &Value, deliveries: u64) -> Result<(), Error> {
+    fn dead_letter(
+        &mut self,
+        stream: &str,
+        group: &str,
+        entry: &Value,
+        deliveries: u64,
+    ) -> Result<(), Error> {
         let Some([id, fields]) = entry.array() else {
             return Ok(());
         };
@@ -384,7 +383,6 @@ impl Redis {
             .arg("deliveries")
             .arg(deliveries.to_string());
         self.call(add, Some(Instant::now() + FLUSH_TIMEOUT))?;
-        let group = self.streams().group.clone();
         self.call(
             Cmd::new("XACK").arg(stream).arg(group).arg(&id),
             Some(Instant::now() + FLUSH_TIMEOUT),
@@ -429,7 +427,10 @@ impl Redis {
     /// Queues the `XACK` of an entry; it goes out with the next command. A lost `XACK`
     /// means a redelivery after `claim_after_ms`, so at-least-once holds either way.
     fn queue_ack(&mut self, (stream, id): &EntryRef) {
-        let group = self.streams().group.clone();
+        let Ok((_, group)) = self.config.consuming() else {
+            return; // only consuming makes entries to acknowledge
+        };
+        let group = group.to_string();
         match self.ensure_connected() {
             Ok(conn) => conn.queue(
                 &Cmd::new("XACK").arg(stream).arg(group).arg(id),
@@ -504,9 +505,7 @@ impl Redis {
                     d.saturating_duration_since(now).min(MAX_BLOCK)
                 })
                 .max(Duration::from_millis(10));
-            let pop = Cmd::new("BLPOP")
-                .arg(key)
-                .arg(seconds(block));
+            let pop = Cmd::new("BLPOP").arg(key).arg(seconds(block));
             let reply = self.call(pop, Some(now + block + BLOCK_GRACE))?;
             if let Some([_, payload]) = reply.array() {
                 let payload = payload.bytes().unwrap_or_default().to_vec();
