@@ -132,7 +132,7 @@ pub const ADAPTERS: &[Adapter] = &[
         // Redis glob patterns (`*`, `?`, `[...]`) for PSUBSCRIBE; stream keys in Streams mode.
         subscriptions: Subscriptions::Patterns,
         queue_group_ignored: None,
-        run_env: &["REDIS_USERNAME", "REDIS_PASSWORD", "MSGPLUG_REDIS_CONSUMER"],
+        run_env: &["REDIS_USERNAME", "REDIS_PASSWORD"],
         options: &[
             BackendOption {
                 key: "mode",
