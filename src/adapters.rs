@@ -59,6 +59,8 @@ pub struct Adapter {
 pub enum Subscriptions {
     /// Topic patterns, NATS-style: `*` matches one `.`-separated token, `>` the rest.
     Patterns,
+    /// The backend's own patterns (wildcards passed through unchanged); the text says which.
+    Native(&'static str),
     /// Names of what to receive from, without wildcards; the text says what they name.
     Names(&'static str),
     /// Nothing: the text says where the backend receives from instead.
@@ -129,8 +131,9 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S inherit-network` (TCP to the server)",
         uses_stdin: false,
         pulls: true,
-        // Redis glob patterns (`*`, `?`, `[...]`) for PSUBSCRIBE; stream keys in Streams mode.
-        subscriptions: Subscriptions::Patterns,
+        subscriptions: Subscriptions::Native(
+            "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
+        ),
         queue_group_ignored: None,
         run_env: &["REDIS_USERNAME", "REDIS_PASSWORD"],
         options: &[

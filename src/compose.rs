@@ -629,7 +629,7 @@ fn check_subscriptions(
     let mut warnings = Vec::new();
     let has_driver = matches!(trigger, Trigger::Run | Trigger::Http);
     match backend.subscriptions {
-        Subscriptions::Patterns => {}
+        Subscriptions::Patterns | Subscriptions::Native(_) => {}
         Subscriptions::Names(names) => {
             if let Some(topic) = options.subscribe.iter().find(|t| t.contains(['*', '>'])) {
                 return Err(ComposeError::WildcardSubscription {

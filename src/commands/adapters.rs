@@ -75,6 +75,7 @@ impl AdaptersCommand {
                         Subscriptions::Patterns => {
                             "topic patterns (`*` one token, `>` the rest)".to_string()
                         }
+                        Subscriptions::Native(patterns) => patterns.to_string(),
                         Subscriptions::Names(names) => format!("names of {names}"),
                         Subscriptions::Unused(why) => format!("not used: {why}"),
                     };
