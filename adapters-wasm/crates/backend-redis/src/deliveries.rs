@@ -2,8 +2,6 @@
 //!
 //! Kept apart so it can give way to the shared `common::Deliveries<T>` once that lands.
 
-use std::collections::HashMap;
-
 use common::DeliveryId;
 
 /// The unsettled deliveries, each with its settlement data `T`.
@@ -11,15 +9,16 @@ use common::DeliveryId;
 pub struct Deliveries<T> {
     /// The last id handed out.
     last: DeliveryId,
-    /// Unsettled deliveries that have something to settle.
-    open: HashMap<DeliveryId, T>,
+    /// Unsettled deliveries that have something to settle (a handful at most: the driver
+    /// settles each before it asks for the next, so a list beats a hash map's code size).
+    open: Vec<(DeliveryId, T)>,
 }
 
 impl<T> Default for Deliveries<T> {
     fn default() -> Self {
         Self {
             last: 0,
-            open: HashMap::new(),
+            open: Vec::new(),
         }
     }
 }
@@ -29,14 +28,15 @@ impl<T> Deliveries<T> {
     pub fn add(&mut self, settle: Option<T>) -> DeliveryId {
         self.last += 1;
         if let Some(settle) = settle {
-            self.open.insert(self.last, settle);
+            self.open.push((self.last, settle));
         }
         self.last
     }
 
     /// Forgets delivery `id`, returning what settles it (`None` when nothing does).
     pub fn take(&mut self, id: DeliveryId) -> Option<T> {
-        self.open.remove(&id)
+        let at = self.open.iter().position(|(open, _)| *open == id)?;
+        Some(self.open.swap_remove(at).1)
     }
 }
 
