@@ -327,12 +327,26 @@ mod tests {
     }
 
     #[test]
+    fn value_accessors() {
+        assert_eq!(b("42").int(), Some(42));
+        assert_eq!(Value::Int(7).int(), Some(7));
+        assert_eq!(b("x").text(), Some("x"));
+        assert_eq!(Value::Bytes(vec![0xff]).text(), None);
+        assert_eq!(Value::Bytes(vec![0xff]).bytes(), Some(&[0xff][..]));
+        assert_eq!(Value::Nil.bytes(), None);
+        assert_eq!(
+            Value::Array(vec![Value::Nil]).array(),
+            Some(&[Value::Nil][..])
+        );
+        assert_eq!(Value::Push(vec![]).array(), None);
+    }
+
+    #[test]
     fn encodes_commands_as_arrays_of_blobs() {
         let mut out = Vec::new();
-        Cmd::new("PUBLISH")
-            .arg("ch")
-            .arg(b"a\r\n\0")
-            .encode(&mut out);
+        let cmd = Cmd::new("PUBLISH").arg("ch").arg(b"a\r\n\0");
+        assert_eq!(cmd.name(), "PUBLISH");
+        cmd.encode(&mut out);
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$4\r\na\r\n\0\r\n");
     }
 
