@@ -727,6 +727,59 @@ fn entries_a_dead_consumer_left_pending_are_claimed_by_another_instance() {
     let _: i64 = query(&mut con, &[b"DEL", stream.as_bytes(), out_key.as_bytes()]);
 }
 
+#[test]
+fn a_killed_instances_pending_entries_are_handled_by_another_instance() {
+    const TOTAL: usize = 2000;
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = unique("killed");
+    let output = format!("{stream}.upper");
+    let broker = streams(SHARED);
+    let transform = compose(
+        tmp.path(),
+        "transform",
+        &streams_args(&broker, &stream, "g", &["--option", "claim_after_ms=300"]),
+    );
+    let mut con = connect(SHARED);
+    let first = App::subscribed(&transform, &[("MSGPLUG_REDIS_CONSUMER", "first")]);
+    let mut pipe = redis::pipe();
+    for i in 0..TOTAL {
+        pipe.cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("data")
+            .arg(format!("k{i}"))
+            .ignore();
+    }
+    let () = pipe.query(&mut con).expect("XADD pipeline");
+    // Killed mid-stream: it has read a batch it has not acknowledged yet.
+    wait_for_entries(&mut con, &output, 1);
+    drop(first);
+    let pending: Vec<redis::Value> = query(&mut con, &[b"XPENDING", stream.as_bytes(), b"g"]);
+    let orphaned = match pending.first() {
+        Some(redis::Value::Int(n)) => *n,
+        other => panic!("XPENDING: {other:?}"),
+    };
+    assert!(
+        orphaned > 0,
+        "the first instance was killed with entries pending"
+    );
+
+    let _second = App::subscribed(&transform, &[("MSGPLUG_REDIS_CONSUMER", "second")]);
+    let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("K{i}")).collect();
+    eventually("every entry handled", LIMIT, || {
+        let seen: BTreeSet<String> = entries(&mut con, &output)
+            .iter()
+            .filter_map(|e| e.text("data").map(String::from))
+            .collect();
+        (seen == expected).then_some(())
+    });
+    eventually("nothing pending", LIMIT, || {
+        let pending: Vec<redis::Value> = query(&mut con, &[b"XPENDING", stream.as_bytes(), b"g"]);
+        (pending.first() == Some(&redis::Value::Int(0))).then_some(())
+    });
+    let _: i64 = query(&mut con, &[b"DEL", stream.as_bytes(), output.as_bytes()]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Broker restarts and credentials (servers of the tests' own).
 
@@ -736,10 +789,12 @@ fn after_a_kill_9_and_restart_every_entry_redis_accepted_is_handled() {
     let url = server.url();
     let tmp = tempfile::tempdir().unwrap();
     let broker = streams(&url);
+    // Entries read (or acknowledged) just before the kill stay pending on the restarted
+    // server: they are claimed again after `claim_after_ms`.
     let transform = compose(
         tmp.path(),
         "transform",
-        &streams_args(&broker, "jobs", "g", &[]),
+        &streams_args(&broker, "jobs", "g", &["--option", "claim_after_ms=500"]),
     );
     let mut app = App::subscribed(&transform, &[]);
     let mut con = connect(&url);
