@@ -224,6 +224,36 @@ fn xadd(con: &mut Connection, stream: &str, fields: &[(&str, &[u8])]) {
     let _: String = query(con, &args);
 }
 
+/// Appends `count` entries `data=<prefix><i>` to `stream` in one pipeline.
+fn add_numbered(con: &mut Connection, stream: &str, prefix: &str, count: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("data")
+            .arg(format!("{prefix}{i}"))
+            .ignore();
+    }
+    let () = pipe.query(con).expect("XADD pipeline");
+}
+
+/// Waits until the `data` fields of `stream`'s entries are exactly `expected` (each at
+/// least once: at-least-once delivery may add duplicates).
+fn wait_for_data(con: &mut Connection, stream: &str, expected: &BTreeSet<String>) {
+    eventually(
+        &format!("every expected entry in `{stream}`"),
+        LIMIT,
+        || {
+            let seen: BTreeSet<String> = entries(con, stream)
+                .iter()
+                .filter_map(|e| e.text("data").map(String::from))
+                .collect();
+            (&seen == expected).then_some(())
+        },
+    );
+}
+
 /// A native pub/sub subscriber: a thread of its own reads its connection.
 struct Subscriber {
     messages: mpsc::Receiver<(String, Vec<u8>)>,
@@ -569,16 +599,7 @@ fn three_instances_in_a_group_share_3000_entries_none_lost_none_handled_twice() 
         apps.push(App::subscribed(&transform, &[("TRANSFORMED_BY", name)]));
     }
     let mut con = connect(SHARED);
-    let mut pipe = redis::pipe();
-    for i in 0..TOTAL {
-        pipe.cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("data")
-            .arg(format!("m{i}"))
-            .ignore();
-    }
-    let () = pipe.query(&mut con).expect("XADD pipeline");
+    add_numbered(&mut con, &stream, "m", TOTAL);
 
     let output = format!("{stream}.upper");
     let handled = wait_for_entries(&mut con, &output, TOTAL);
@@ -741,16 +762,7 @@ fn a_killed_instances_pending_entries_are_handled_by_another_instance() {
     );
     let mut con = connect(SHARED);
     let first = App::subscribed(&transform, &[("MSGPLUG_REDIS_CONSUMER", "first")]);
-    let mut pipe = redis::pipe();
-    for i in 0..TOTAL {
-        pipe.cmd("XADD")
-            .arg(&stream)
-            .arg("*")
-            .arg("data")
-            .arg(format!("k{i}"))
-            .ignore();
-    }
-    let () = pipe.query(&mut con).expect("XADD pipeline");
+    add_numbered(&mut con, &stream, "k", TOTAL);
     // Killed mid-stream: it has read a batch it has not acknowledged yet.
     wait_for_entries(&mut con, &output, 1);
     drop(first);
@@ -766,13 +778,7 @@ fn a_killed_instances_pending_entries_are_handled_by_another_instance() {
 
     let _second = App::subscribed(&transform, &[("MSGPLUG_REDIS_CONSUMER", "second")]);
     let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("K{i}")).collect();
-    eventually("every entry handled", LIMIT, || {
-        let seen: BTreeSet<String> = entries(&mut con, &output)
-            .iter()
-            .filter_map(|e| e.text("data").map(String::from))
-            .collect();
-        (seen == expected).then_some(())
-    });
+    wait_for_data(&mut con, &output, &expected);
     eventually("nothing pending", LIMIT, || {
         let pending: Vec<redis::Value> = query(&mut con, &[b"XPENDING", stream.as_bytes(), b"g"]);
         (pending.first() == Some(&redis::Value::Int(0))).then_some(())
@@ -798,27 +804,16 @@ fn after_a_kill_9_and_restart_every_entry_redis_accepted_is_handled() {
     );
     let mut app = App::subscribed(&transform, &[]);
     let mut con = connect(&url);
-    for i in 0..50 {
-        xadd(&mut con, "jobs", &[("data", format!("a{i}").as_bytes())]);
-    }
+    add_numbered(&mut con, "jobs", "a", 50);
     server.kill();
     server.launch();
     app.wait_for("reconnected to", 1);
     let mut con = connect(&url);
-    for i in 0..50 {
-        xadd(&mut con, "jobs", &[("data", format!("b{i}").as_bytes())]);
-    }
+    add_numbered(&mut con, "jobs", "b", 50);
     let expected: BTreeSet<String> = (0..50)
         .flat_map(|i| [format!("A{i}"), format!("B{i}")])
         .collect();
-    let seen = eventually("every entry handled", LIMIT, || {
-        let seen: BTreeSet<String> = entries(&mut con, "jobs.upper")
-            .iter()
-            .filter_map(|e| e.text("data").map(String::from))
-            .collect();
-        (seen == expected).then_some(seen)
-    });
-    assert_eq!(seen.len(), 100);
+    wait_for_data(&mut con, "jobs.upper", &expected);
 }
 
 #[test]
