@@ -750,7 +750,8 @@ fn entries_a_dead_consumer_left_pending_are_claimed_by_another_instance() {
 
 #[test]
 fn a_killed_instances_pending_entries_are_handled_by_another_instance() {
-    const TOTAL: usize = 2000;
+    // Enough that the first instance is still at work when it is killed (~0.5 s of work).
+    const TOTAL: usize = 10_000;
     let tmp = tempfile::tempdir().unwrap();
     let stream = unique("killed");
     let output = format!("{stream}.upper");
