@@ -787,6 +787,27 @@ fn a_killed_instances_pending_entries_are_handled_by_another_instance() {
     let _: i64 = query(&mut con, &[b"DEL", stream.as_bytes(), output.as_bytes()]);
 }
 
+#[test]
+fn a_stream_deleted_while_the_app_runs_is_created_again_with_its_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = unique("deleted");
+    let broker = streams(SHARED);
+    let transform = compose(
+        tmp.path(),
+        "transform",
+        &streams_args(&broker, &stream, "g", &[]),
+    );
+    let mut app = App::subscribed(&transform, &[]);
+    let mut con = connect(SHARED);
+    let _: i64 = query(&mut con, &[b"DEL", stream.as_bytes()]);
+    app.wait_for("creating the consumer group again", 1);
+    xadd(&mut con, &stream, &[("data", b"again")]);
+    let out = wait_for_entries(&mut con, &format!("{stream}.upper"), 1);
+    assert_eq!(out[0].text("data"), Some("AGAIN"));
+    let out_key = format!("{stream}.upper");
+    let _: i64 = query(&mut con, &[b"DEL", stream.as_bytes(), out_key.as_bytes()]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Broker restarts and credentials (servers of the tests' own).
 

@@ -261,7 +261,8 @@ impl Redis {
         if self.last_claim.is_none_or(|t| now >= t + claim_every) {
             self.last_claim = Some(now);
             for stream in self.config.subscribe.clone() {
-                self.claim(&stream, &group, &streams)?;
+                let claimed = self.claim(&stream, &group, &streams);
+                self.check_group(claimed)?;
             }
             if !self.pending.is_empty() {
                 return Ok(());
@@ -286,7 +287,10 @@ impl Redis {
         for _ in &self.config.subscribe {
             read = read.arg(">");
         }
-        let reply = self.call(read, Some(Instant::now() + block + BLOCK_GRACE))?;
+        let read = self.call(read, Some(Instant::now() + block + BLOCK_GRACE));
+        let Some(reply) = self.check_group(read)? else {
+            return Ok(());
+        };
         // A map (RESP3) of stream name to entries, flattened: name, entries, ...
         let items = reply.array().unwrap_or_default();
         for pair in items.chunks(2) {
@@ -297,6 +301,24 @@ impl Redis {
             }
         }
         Ok(())
+    }
+
+    /// Passes `result` on, except that a missing group or stream (`NOGROUP`, or `UNBLOCKED`
+    /// for a blocked read: deleted while the app ran) is `None` and makes the next read
+    /// create them again.
+    fn check_group<T>(&mut self, result: Result<T, Error>) -> Result<Option<T>, Error> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::Other(text)) if text.contains("NOGROUP") || text.contains("UNBLOCKED") => {
+                log(
+                    Self::NAME,
+                    &format!("{text}; creating the consumer group again"),
+                );
+                self.groups_ready = false;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Claims the entries of `stream` pending longer than `claim_after_ms`, moving those
