@@ -865,12 +865,29 @@ fn a_pubsub_subscription_resumes_after_a_server_restart() {
 
 #[test]
 fn credentials_come_from_the_environment_and_a_wrong_password_is_permission_denied() {
-    let server = Server::start(&["--requirepass", "s3cret"]);
+    let server = Server::start(&[
+        "--requirepass",
+        "s3cret",
+        "--user",
+        "alice",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
     let url = server.url();
     let tmp = tempfile::tempdir().unwrap();
     let publisher = compose(tmp.path(), "publisher", &["--broker", &url]);
     let (status, stderr) = run(&publisher, &[("REDIS_PASSWORD", "s3cret"), ("COUNT", "1")]);
     assert!(status.success(), "{stderr}");
+    let alice = [
+        ("REDIS_USERNAME", "alice"),
+        ("REDIS_PASSWORD", "pw"),
+        ("COUNT", "1"),
+    ];
+    let (status, stderr) = run(&publisher, &alice);
+    assert!(status.success(), "an ACL user: {stderr}");
     let (status, stderr) = run(&publisher, &[("REDIS_PASSWORD", "wrong"), ("COUNT", "1")]);
     assert!(!status.success());
     assert!(stderr.contains("permission denied"), "{stderr}");
