@@ -584,6 +584,42 @@ fn streams_args<'a>(
 }
 
 #[test]
+fn a_database_in_the_url_is_selected_and_a_server_that_is_down_is_a_connection_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stream = unique("db3");
+    let publisher = compose(
+        tmp.path(),
+        "publisher",
+        &["--broker", "redis://127.0.0.1:6379/3?mode=streams"],
+    );
+    let (status, stderr) = run(&publisher, &[("COUNT", "2"), ("TOPIC", &stream)]);
+    assert!(status.success(), "{stderr}");
+    let mut db3 = connect("redis://127.0.0.1:6379/3");
+    let sent = entries(&mut db3, &stream);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].text("data"), Some("hello #2"));
+    assert_eq!(sent[1].text("content-type"), Some("text/plain"));
+    assert_eq!(sent[1].text("meta:seq"), Some("2"));
+    assert!(
+        entries(&mut connect(SHARED), &stream).is_empty(),
+        "not in db 0"
+    );
+    let _: i64 = query(&mut db3, &[b"DEL", stream.as_bytes()]);
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let down = format!("redis://127.0.0.1:{free}");
+    let (status, stderr) = run(&publisher, &[("MSGPLUG_BROKER", &down), ("COUNT", "1")]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("connection: cannot connect to redis://127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn three_instances_in_a_group_share_3000_entries_none_lost_none_handled_twice() {
     const TOTAL: usize = 3000;
     let tmp = tempfile::tempdir().unwrap();
