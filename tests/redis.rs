@@ -486,7 +486,10 @@ fn a_composed_requester_collects_the_replies_of_a_composed_responder_in_both_mod
             ],
         );
         let requester = compose(tmp.path(), "requester", &["--broker", &broker]);
-        let _responder = App::subscribed(&responder, &[("REPLIES", "2")]);
+        let mut responder = App::subscribed(&responder, &[("REPLIES", "2")]);
+        if mode == "pubsub" {
+            responder.wait_for("`responders` has no effect on Redis pub/sub", 1);
+        }
         let (status, stderr) = run(
             &requester,
             &[

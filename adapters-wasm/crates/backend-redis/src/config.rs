@@ -25,8 +25,6 @@ pub struct Auth {
 /// Streams mode: consume with a consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Streams {
-    /// The consumer group (`--queue-group`); needed to consume, not to send.
-    pub group: Option<String>,
     /// This instance's consumer name in the group.
     pub consumer: String,
     /// How long (ms) an entry stays pending before it is claimed again.
@@ -54,6 +52,9 @@ pub struct Config {
     pub envelope: bool,
     /// Streams: `XADD ... MAXLEN ~ N`.
     pub maxlen: Option<u64>,
+    /// `--queue-group`: the consumer group in Streams mode (needed to consume, not to
+    /// send); without effect in pub/sub mode.
+    pub queue_group: Option<String>,
 }
 
 impl Config {
@@ -89,7 +90,6 @@ impl Config {
         let streams = match mode {
             None | Some("pubsub") => None,
             Some("streams") => Some(Streams {
-                group: settings.queue_group.clone(),
                 consumer: var(CONSUMER_VAR).unwrap_or_else(|| format!("msgplug-{}", random())),
                 claim_after_ms: number("claim_after_ms")?.unwrap_or(DEFAULT_CLAIM_AFTER_MS),
                 max_deliveries: number("max_deliveries")?,
@@ -122,6 +122,7 @@ impl Config {
             streams,
             envelope,
             maxlen: number("maxlen")?,
+            queue_group: settings.queue_group.clone(),
         })
     }
 }
@@ -133,7 +134,7 @@ impl Config {
         let Some(streams) = &self.streams else {
             return Err(Error::other("not in Redis Streams mode"));
         };
-        let group = streams.group.as_deref().ok_or_else(|| {
+        let group = self.queue_group.as_deref().ok_or_else(|| {
             Error::other(
                 "Redis Streams mode consumes with a consumer group: pass --queue-group GROUP",
             )

@@ -207,6 +207,12 @@ impl Redis {
             self.dispatch(push);
         }
         if !self.announced && self.unconfirmed_subscriptions == 0 {
+            if let Some(group) = &self.config.queue_group {
+                log(
+                    Self::NAME,
+                    &format!("--queue-group `{group}` has no effect on Redis pub/sub: every instance gets every message; use `?mode=streams` to share the work"),
+                );
+            }
             for subject in &self.config.subscribe {
                 let how = match subject.contains(['*', '?', '[']) {
                     true => "pattern",
