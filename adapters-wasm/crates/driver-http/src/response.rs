@@ -113,6 +113,16 @@ impl Response {
     }
 }
 
+impl From<cloudevents::Error> for Rejection {
+    /// A CloudEvent the codec does not read is 415, a malformed one 400.
+    fn from(error: cloudevents::Error) -> Self {
+        match error {
+            cloudevents::Error::Unsupported(reason) => Self::unsupported(reason),
+            cloudevents::Error::Malformed(reason) => Self::bad_request(reason),
+        }
+    }
+}
+
 impl From<Rejection> for Response {
     fn from(rejection: Rejection) -> Self {
         Self::text(rejection.status, &rejection.reason)
@@ -140,6 +150,13 @@ mod tests {
         assert_eq!(r.headers, [("content-type", TEXT.to_string())]);
         assert_eq!(Response::from(Rejection::too_large("x")).status, 413);
         assert_eq!(Response::from(Rejection::unsupported("x")).status, 415);
+        let unsupported = cloudevents::Error::Unsupported("batch".into());
+        assert_eq!(
+            Rejection::from(unsupported),
+            Rejection::unsupported("batch")
+        );
+        let malformed = cloudevents::Error::Malformed("no id".into());
+        assert_eq!(Rejection::from(malformed), Rejection::bad_request("no id"));
     }
 
     #[test]
