@@ -3,7 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+use common::{
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
+    Settings,
+};
 
 use crate::config::{Config, JetStream};
 use crate::conn::{Conn, Incoming};
@@ -33,8 +36,8 @@ const API_TIMEOUT_MS: u32 = 5_000;
 /// How long past its `expires` a pull is given before it counts as lost.
 const PULL_GRACE: Duration = Duration::from_secs(2);
 
-/// The first and the longest wait between reconnect attempts.
-const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// The waits between reconnect attempts: 100 ms, doubling up to 5 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// How long the answer to "does a stream capture this subject?" is trusted.
 const CAPTURE_TTL: Duration = Duration::from_secs(60);
@@ -85,10 +88,8 @@ pub struct Nats {
     pull: Option<Pull>,
     /// Messages received but not yet returned by `next`.
     pending: VecDeque<Pending>,
-    /// JetStream ack subjects of unsettled deliveries.
-    acks: HashMap<DeliveryId, String>,
-    /// The last delivery id handed out.
-    last_id: DeliveryId,
+    /// Unsettled deliveries, with the JetStream ack subject of those from a pull.
+    deliveries: Deliveries<Option<String>>,
     /// True between a delivery and its settlement or `flush`: sends are batched.
     in_handler: bool,
     /// Messages sent since the server last confirmed everything (by a `PONG`).
@@ -154,7 +155,7 @@ impl Nats {
             .as_mut()
             .ok_or_else(|| Error::connection(format!("not connected to {}", self.config.url)))?;
         let result = f(conn);
-        if let Err(Error::Connection(_) | Error::Timeout) = &result {
+        if result.as_ref().is_err_and(Error::is_transient) {
             self.drop_conn();
         }
         result
@@ -647,7 +648,7 @@ impl Nats {
     /// queued ack is written).
     fn settle(&mut self, id: DeliveryId, body: &[u8]) -> Result<(), Error> {
         self.in_handler = false;
-        let Some(subject) = self.acks.remove(&id) else {
+        let Some(subject) = self.deliveries.settle(id)? else {
             return Ok(()); // core NATS: nothing to settle
         };
         match self.ensure_connected() {
@@ -700,8 +701,7 @@ impl Backend for Nats {
             consumer_ready: false,
             pull: None,
             pending: VecDeque::new(),
-            acks: HashMap::new(),
-            last_id: 0,
+            deliveries: Deliveries::new(),
             in_handler: false,
             unconfirmed: 0,
             lost: 0,
@@ -741,18 +741,14 @@ impl Backend for Nats {
     /// capped exponential backoff; the subscriptions (or the JetStream pull) are
     /// restored on the new connection.
     fn next(&mut self) -> Result<Event, Error> {
-        let mut delay = RECONNECT_DELAY.0;
+        let mut backoff = RECONNECT;
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(match item {
                     Pending::Message(message, ack) => {
-                        self.last_id += 1;
-                        if let Some(ack) = ack {
-                            self.acks.insert(self.last_id, ack);
-                        }
                         self.in_handler = true;
                         self.lost = 0;
-                        Event::Delivery(self.last_id, message)
+                        Event::Delivery(self.deliveries.deliver(ack), message)
                     }
                     Pending::Rejected(reason) => Event::Rejected(reason),
                 });
@@ -764,8 +760,11 @@ impl Backend for Nats {
             };
             match step {
                 Ok(()) => {}
-                Err(e @ (Error::Connection(_) | Error::Timeout)) => {
+                Err(e) if e.is_transient() => {
                     self.drop_conn();
+                    let Some(delay) = backoff.failed() else {
+                        return Err(e);
+                    };
                     let why = match e {
                         Error::Connection(text) => text,
                         e => e.to_string(),
@@ -782,7 +781,6 @@ impl Backend for Nats {
                         },
                     );
                     std::thread::sleep(delay);
-                    delay = (delay * 2).min(RECONNECT_DELAY.1);
                 }
                 Err(e) => return Err(e),
             }

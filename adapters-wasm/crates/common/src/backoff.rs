@@ -6,7 +6,8 @@ use std::time::Duration;
 /// optional limit on the number of tries.
 ///
 /// Sans-IO except for [`Backoff::retry`], which sleeps: a backend that loops itself
-/// asks [`Backoff::failed`] for each pause and [`Backoff::reset`]s after a success.
+/// (and keeps the backoff across calls) asks [`Backoff::failed`] for each pause and
+/// [`Backoff::reset`]s after a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// The pause after the first failure.
@@ -62,7 +63,7 @@ impl Backoff {
     /// or the tries are used up, and returns its last result. Before each retry it calls
     /// `on_retry` with the error and the pause (to log them), then sleeps for the pause.
     pub fn retry<T, E>(
-        &mut self,
+        mut self,
         mut attempt: impl FnMut() -> Result<T, E>,
         retry_on: impl Fn(&E) -> bool,
         mut on_retry: impl FnMut(&E, Duration),
@@ -76,10 +77,7 @@ impl Backoff {
                     on_retry(&e, pause);
                     std::thread::sleep(pause);
                 }
-                outcome => {
-                    self.reset();
-                    return outcome;
-                }
+                outcome => return outcome,
             }
         }
     }
@@ -115,7 +113,7 @@ mod tests {
     #[test]
     fn retry_retries_transient_errors_until_the_tries_are_used_up() {
         let pause = Duration::from_nanos(1);
-        let mut b = Backoff::new(pause, 2 * pause).tries(4);
+        let b = Backoff::new(pause, 2 * pause).tries(4);
         let (mut tries, mut logged) = (0, Vec::new());
         let outcome: Result<(), Error> = b.retry(
             || {
@@ -138,7 +136,7 @@ mod tests {
 
     #[test]
     fn retry_stops_at_success_or_a_lasting_error() {
-        let mut b = Backoff::new(Duration::from_nanos(1), Duration::from_nanos(1));
+        let b = Backoff::new(Duration::from_nanos(1), Duration::from_nanos(1));
         let mut tries = 0;
         let ok = b.retry(
             || {
