@@ -8,7 +8,7 @@ use common::{
     Settings,
 };
 
-use crate::ndjson;
+use crate::protocol;
 use crate::stdin::{Lines, Read};
 
 /// The local backend's component type.
@@ -43,7 +43,7 @@ impl Local {
         message: &MessageData,
         reply_to: Option<&str>,
     ) -> Result<(), Error> {
-        let mut line = ndjson::encode(topic, message, reply_to);
+        let mut line = protocol::encode(topic, message, reply_to);
         line.push('\n');
         let mut stdout = std::io::stdout().lock();
         stdout
@@ -56,7 +56,7 @@ impl Local {
     fn read(&mut self, deadline: Option<u64>) -> Result<Input, Error> {
         loop {
             return Ok(match self.input.read(deadline)? {
-                Read::Line(number, bytes) => match ndjson::decode(&bytes) {
+                Read::Line(number, bytes) => match protocol::decode(&bytes) {
                     Ok(None) => continue,
                     Ok(Some(message)) => Input::Line(number, Ok(message)),
                     Err(reason) => Input::Line(number, Err(reason)),

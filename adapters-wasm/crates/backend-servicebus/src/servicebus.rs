@@ -7,7 +7,7 @@ use common::{
     Settings,
 };
 
-use crate::connection::{self, Namespace};
+use crate::config::{self, Namespace};
 use crate::protocol::{self, BrokerProperties, Failure, Settle, Source};
 use crate::sas::Signer;
 
@@ -159,7 +159,7 @@ impl Backend for ServiceBus {
     const NAME: &'static str = "servicebus";
 
     fn open(settings: Settings) -> Result<Self, Error> {
-        if !connection::is_servicebus(&settings.broker) {
+        if !config::is_servicebus(&settings.broker) {
             return Err(settings.wrong_backend(Self::NAME));
         }
         let namespace = Namespace::parse(&settings.broker, |name| std::env::var(name).ok())?;
