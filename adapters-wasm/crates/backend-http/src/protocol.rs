@@ -1,7 +1,7 @@
 //! A message as a binary-mode CloudEvent 1.0 over HTTP, and a response as a reply; the
 //! CloudEvents codec itself is the `cloudevents` crate (shared with the http driver).
 
-use cloudevents::{is_attribute_name, Decoded, SPECVERSION};
+use cloudevents::{is_attribute_name, is_header_value, Decoded, SPECVERSION};
 use common::{MessageData, Metadata};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
@@ -158,15 +158,6 @@ fn is_token(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Returns true when `value` may be sent as a header value as is: visible ASCII,
-/// spaces and tabs, with no whitespace at either end.
-fn is_header_value(value: &str) -> bool {
-    value.trim() == value
-        && value
-            .bytes()
-            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]

@@ -208,6 +208,16 @@ pub fn is_attribute_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// Returns true when `value` may be sent as an HTTP header value as is (a `Content-Type`,
+/// an extra header next to the `ce-*` ones): visible ASCII, spaces and tabs, with no
+/// whitespace at either end.
+pub fn is_header_value(value: &str) -> bool {
+    value.trim() == value
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
 /// Reads a binary-mode event: each `ce-NAME` header is attribute NAME, its value
 /// percent-decoded as the HTTP binding says; `content_type` is the data's media type.
 fn from_binary<N: AsRef<str>, V: AsRef<[u8]>>(
@@ -582,6 +592,11 @@ mod tests {
         assert!(!is_attribute_name("Subject"));
         assert!(!is_attribute_name("x-trace"));
         assert!(!is_attribute_name("averyveryverylongattributename"));
+        assert!(is_header_value("application/json; charset=utf-8"));
+        assert!(is_header_value("a\tb c"));
+        assert!(!is_header_value(" x"));
+        assert!(!is_header_value("x\n"));
+        assert!(!is_header_value("é"));
     }
 
     /// An event with the required attributes, `extra` attributes (in name order), data
