@@ -1,7 +1,5 @@
 //! Delivery-id bookkeeping: what a backend needs to settle each delivery it handed out.
 
-use std::collections::HashMap;
-
 use crate::{DeliveryId, Error};
 
 /// The deliveries a backend handed out and has not settled yet, each with what settling
@@ -9,20 +7,23 @@ use crate::{DeliveryId, Error};
 /// nothing to settle).
 ///
 /// Ids count up from 1 and are never reused; each delivery settles once, and a settled
-/// one is forgotten, so memory stays bounded by the deliveries still in flight.
+/// one is forgotten, so memory stays bounded by the deliveries still in flight. Those
+/// are few (the `run` driver settles each delivery before it asks for the next), so
+/// they sit in a list: no map code in every backend, and no `HashMap` seed, which would
+/// add a `wasi:random/insecure-seed` import to a backend that had none.
 #[derive(Debug)]
 pub struct Deliveries<T> {
     /// The last id handed out.
     last_id: DeliveryId,
     /// What each unsettled delivery needs to be settled.
-    unsettled: HashMap<DeliveryId, T>,
+    unsettled: Vec<(DeliveryId, T)>,
 }
 
 impl<T> Default for Deliveries<T> {
     fn default() -> Self {
         Self {
             last_id: 0,
-            unsettled: HashMap::new(),
+            unsettled: Vec::new(),
         }
     }
 }
@@ -36,16 +37,19 @@ impl<T> Deliveries<T> {
     /// Records a new delivery that settles with `token`, and returns its id.
     pub fn deliver(&mut self, token: T) -> DeliveryId {
         self.last_id += 1;
-        self.unsettled.insert(self.last_id, token);
+        self.unsettled.push((self.last_id, token));
         self.last_id
     }
 
     /// Takes what settling delivery `id` needs; the id is settled from then on. An id
     /// that was never handed out, or is settled already, is an error.
     pub fn settle(&mut self, id: DeliveryId) -> Result<T, Error> {
-        self.unsettled
-            .remove(&id)
-            .ok_or_else(|| Error::other(format!("delivery {id} is unknown or already settled")))
+        match self.unsettled.iter().position(|(open, _)| *open == id) {
+            Some(index) => Ok(self.unsettled.swap_remove(index).1),
+            None => Err(Error::other(format!(
+                "delivery {id} is unknown or already settled"
+            ))),
+        }
     }
 }
 
