@@ -33,6 +33,7 @@ pub mod config_component;
 pub mod host;
 pub mod inspect;
 pub mod wac_text;
+pub mod wasmtime_range;
 pub mod wit;
 
 pub use compose::{compose, ComposeError, ComposeOptions, Composed, Trigger, Warning};
