@@ -162,9 +162,9 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
     let trigger = setup.trigger();
     let manifest = Manifest {
         composed_by: format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
-        backend: backend.adapter.name.to_string(),
-        driver: driver.as_ref().map(|d| d.adapter.name.to_string()),
-        trigger: trigger.to_string(),
+        backend: setup.backend,
+        driver: setup.driver,
+        trigger,
         reads_stdin: backend.adapter.uses_stdin
             && (trigger == Trigger::Run || app_info.imports(names::REQUEST_REPLY)),
         network: backend
