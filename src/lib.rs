@@ -27,6 +27,7 @@
 
 pub mod adapters;
 pub mod analyze;
+pub mod broker;
 pub mod compose;
 pub mod config;
 pub mod config_component;

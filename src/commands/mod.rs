@@ -57,6 +57,13 @@ impl Terminal {
         }
     }
 
+    /// A note on something the user should know (`note: ...`); not printed when quiet.
+    pub fn note(&self, message: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("note: {message}");
+        }
+    }
+
     /// A warning; printed even when quiet.
     pub fn warn(&self, message: impl std::fmt::Display) {
         eprintln!("warning: {message}");

@@ -31,6 +31,7 @@ pub use trigger::TriggerError;
 
 use crate::adapters::Adapter;
 use crate::analyze::{analyze, read_world, AnalyzeError, ComponentInfo};
+use crate::broker::FromEnv;
 use crate::config::Manifest;
 use crate::config_component::{self, ConfigComponentError};
 use crate::host::{self, RunHints};
@@ -98,6 +99,8 @@ pub struct Composed {
     pub world: ComponentInfo,
     /// Things the user should know.
     pub warnings: Vec<Warning>,
+    /// What the backend can only take from the environment at run time.
+    pub from_env: Vec<FromEnv>,
 }
 
 /// Package name of the app in the graph and in WAC.
@@ -207,6 +210,7 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
         plan,
         world,
         warnings,
+        from_env: setup.from_env.clone(),
     })
 }
 

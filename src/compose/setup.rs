@@ -7,6 +7,7 @@ use super::trigger::{self, TriggerError};
 use super::{ComposeOptions, Driver, Trigger};
 use crate::adapters::{self, Adapter, AdapterError};
 use crate::analyze::ComponentInfo;
+use crate::broker::{self, BrokerUrlError, FromEnv};
 use crate::config::{self, BrokerUrl, Settings, SettingsError};
 
 /// Everything decided about a composition before anything is wired.
@@ -20,6 +21,8 @@ pub struct Setup {
     pub driver: Option<Driver>,
     /// The settings to bake into the config component.
     pub settings: Settings,
+    /// What the backend can only take from the environment at run time.
+    pub from_env: Vec<FromEnv>,
     /// What the user should know, so far (encoding may add more).
     pub warnings: Vec<Warning>,
 }
@@ -33,6 +36,9 @@ pub enum SetupError {
     /// No backend serves the broker URL's scheme.
     #[error(transparent)]
     Adapter(#[from] AdapterError),
+    /// The backend would refuse the broker URL when it starts.
+    #[error(transparent)]
+    BrokerUrl(#[from] BrokerUrlError),
     /// `--trigger` does not fit the app or the backend.
     #[error(transparent)]
     Trigger(#[from] TriggerError),
@@ -47,6 +53,7 @@ impl Setup {
         let broker = config::parse_broker(options.broker.as_deref().unwrap_or("local"))?;
         config::check_topics(&options.subscribe)?;
         let backend = adapters::backend_for_scheme(&broker.scheme)?;
+        let from_env = broker::check(backend.family(), &broker).unwrap_or(Ok(Vec::new()))?;
         let driver = trigger::resolve(app, options.trigger, backend)?;
         let mut warnings = checks::check_subscriptions(options, backend, driver)?;
         if broker.has_secret {
@@ -69,6 +76,7 @@ impl Setup {
             backend,
             driver,
             settings,
+            from_env,
             warnings,
         })
     }
