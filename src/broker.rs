@@ -391,41 +391,28 @@ mod tests {
         }
     }
 
-    /// The host agrees with `tests/broker-urls.txt`: a URL is accepted when it parses,
-    /// its check passes, and the environment of the case holds every required value but
-    /// credentials (those the adapter tests always supply).
+    /// The host agrees with `tests/broker-urls.txt`: a URL is accepted when it parses, its
+    /// check passes, and the environment holds every required value but credentials (the
+    /// adapter tests supply those; compose names them).
     #[test]
     fn compose_accepts_what_the_backends_accept() {
         for family in ["local", "nats", "http", "sqs", "servicebus"] {
-            for case in broker_url_cases(family) {
-                let verdict = parse_broker(case.url)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        assert_eq!(
-                            b.url, case.url,
-                            "the table holds URLs as msgplug bakes them"
-                        );
-                        check(family, &b)
-                            .expect("a check for every family")
-                            .map_err(|e| e.to_string())
-                    });
-                let missing: Vec<&str> = match &verdict {
-                    Ok(from_env) => from_env
-                        .iter()
-                        .filter(|f| f.required && !f.credentials)
-                        .filter(|f| !f.vars.iter().any(|v| case.env.iter().any(|(k, _)| k == v)))
-                        .flat_map(|f| f.vars.iter().copied())
-                        .collect(),
-                    Err(_) => Vec::new(),
-                };
+            assert_agrees_with_broker_url_cases(family, &[], |url, env| {
+                let broker = parse_broker(url).map_err(|e| e.to_string())?;
                 assert_eq!(
-                    verdict.is_ok() && missing.is_empty(),
-                    case.accepted,
-                    "{family} `{}` with {:?}: {verdict:?}, missing {missing:?}",
-                    case.url,
-                    case.env
+                    broker.url, url,
+                    "the table holds URLs as msgplug bakes them"
                 );
-            }
+                let from_env = check(family, &broker)
+                    .expect("a check for every family")
+                    .map_err(|e| e.to_string())?;
+                match from_env.iter().find(|f| {
+                    f.required && !f.credentials && !f.vars.iter().any(|v| env(v).is_some())
+                }) {
+                    Some(missing) => Err(missing.to_string()),
+                    None => Ok(from_env),
+                }
+            });
         }
     }
 

@@ -34,3 +34,33 @@ fn broker_url_cases(backend: &str) -> impl Iterator<Item = BrokerUrlCase> + '_ {
             (family == backend).then_some(BrokerUrlCase { accepted, url, env })
         })
 }
+
+/// Checks a backend's URL parser against every case of the `backend` family: `parse` gets
+/// the URL and the case's environment (plus `credentials`) and returns the parser's verdict.
+fn assert_agrees_with_broker_url_cases<T: std::fmt::Debug, E: std::fmt::Debug>(
+    backend: &str,
+    credentials: &[(&str, &str)],
+    parse: impl Fn(&str, &dyn Fn(&str) -> Option<String>) -> Result<T, E>,
+) {
+    let mut cases = 0;
+    for case in broker_url_cases(backend) {
+        let env = |name: &str| {
+            case.env
+                .iter()
+                .copied()
+                .chain(credentials.iter().copied())
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        };
+        let verdict = parse(case.url, &env);
+        assert_eq!(
+            verdict.is_ok(),
+            case.accepted,
+            "tests/broker-urls.txt: `{}` with {:?}: {verdict:?}",
+            case.url,
+            case.env
+        );
+        cases += 1;
+    }
+    assert!(cases > 0, "tests/broker-urls.txt has no `{backend}` cases");
+}
