@@ -123,12 +123,17 @@ pub fn dummy_component(wit: &Path, world: &str) -> Vec<u8> {
         .expect("encode dummy component")
 }
 
-/// Replaces what differs between runs and machines: the temp dir, the version, sizes.
+/// Replaces what differs between runs and machines: the temp dir, msgplug's own version
+/// (where it follows the name, as in `msgplug 0.1.0`; other `0.1.0`s, such as the version of
+/// the `msgplug:adapter` WIT package, stay), sizes.
 pub fn normalize(text: &str, tmp: &Path) -> String {
     let text = text
         .replace(&tmp.display().to_string(), "%tmp")
         .replace(&root().display().to_string(), "%root")
-        .replace(env!("CARGO_PKG_VERSION"), "%version");
+        .replace(
+            concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")),
+            concat!(env!("CARGO_PKG_NAME"), " %version"),
+        );
     // Sizes depend on the adapter builds: `(123 KiB)` -> `(N KiB)`.
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
