@@ -7,6 +7,7 @@ use std::fmt;
 use super::{ComposeOptions, Driver};
 use crate::adapters::{Adapter, Subscriptions};
 use crate::analyze::ComponentInfo;
+use crate::wasmtime_range::NeedsNewerWasmtime;
 
 /// Something the user should know about a composition that still succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub enum Warning {
         /// The import name.
         import: String,
     },
+    /// The output needs more than the oldest supported wasmtime release gives.
+    NeedsNewerWasmtime(NeedsNewerWasmtime),
 }
 
 impl fmt::Display for Warning {
@@ -98,6 +101,7 @@ impl fmt::Display for Warning {
                 f,
                 "the output imports `{import}`, which stock wasmtime does not provide"
             ),
+            Warning::NeedsNewerWasmtime(needs) => needs.fmt(f),
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::broker::FromEnv;
 use crate::config::Manifest;
 use crate::config_component::{self, ConfigComponentError};
 use crate::host::{self, RunHints};
+use crate::wasmtime_range::needs_newer_wasmtime;
 use crate::wit::{names, MESSAGING_VERSION};
 
 /// An error composing an app ([`compose`]).
@@ -199,6 +200,11 @@ pub fn compose(app: &[u8], options: &ComposeOptions) -> Result<Composed, Compose
             import: import.clone(),
         });
     }
+    warnings.extend(
+        needs_newer_wasmtime(&world)
+            .into_iter()
+            .map(Warning::NeedsNewerWasmtime),
+    );
 
     Ok(Composed {
         component,
