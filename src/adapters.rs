@@ -256,11 +256,18 @@ impl Adapter {
 pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
-const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
-    "tls",
-    "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
-     URL (for example to a TLS-terminating proxy on the same host)",
-)];
+const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
+    (
+        "tls",
+        "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
+         URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+    (
+        "rediss",
+        "Redis over TLS needs TLS inside the component, and wasi:sockets has none; use a \
+         `redis://` URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+];
 
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]

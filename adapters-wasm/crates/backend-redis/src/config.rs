@@ -246,6 +246,16 @@ fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
 mod tests {
     use super::*;
 
+    include!("../../../../tests/support/broker_urls.rs");
+
+    /// The parser agrees with `msgplug compose` on the cases of `tests/broker-urls.txt`.
+    #[test]
+    fn agrees_with_compose_on_the_shared_broker_urls() {
+        assert_agrees_with_broker_url_cases("redis", &[], |url, env| {
+            Config::from_settings(&settings(url, &[], None), env, || "r".into()).map(drop)
+        });
+    }
+
     fn settings(broker: &str, subscribe: &[&str], group: Option<&str>) -> Settings {
         Settings {
             msgplug: 1,

@@ -6,7 +6,6 @@
 //! envelope or a stream entry's fields, [`config`] reads the settings; all plain Rust,
 //! unit-tested with `cargo test`. The I/O layer (`conn`: a blocking RESP3 connection over
 //! `std::net::TcpStream`; `redis`: the [`common::Backend`]) is left out of test builds.
-//! [`deliveries`] and [`backoff`] are small stand-ins for shared building blocks.
 //!
 //! Two modes, chosen by `?mode=` in the URL (or `--option mode=`):
 //!
@@ -25,11 +24,9 @@
 //! `msgplug:reply:<instance>:<n>`; a reply is `RPUSH`ed there (as a JSON envelope, with a
 //! 60 s expiry) and the requester waits with `BLPOP`.
 
-mod backoff;
 mod config;
 #[cfg(not(test))]
 mod conn;
-mod deliveries;
 mod envelope;
 #[cfg(not(test))]
 #[path = "../../backend-nats/src/io_error.rs"]

@@ -3,12 +3,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+use common::{
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
+    Settings,
+};
 
-use crate::backoff::Backoff;
 use crate::config::{Config, Streams};
 use crate::conn::{reply_error, Conn, Expect};
-use crate::deliveries::Deliveries;
 use crate::envelope;
 use crate::resp::{Cmd, Value};
 
@@ -45,8 +46,8 @@ const ENTRY_ID: &str = "redis-entry-id";
 /// (and at `flush`).
 const WRITE_BATCH: usize = 32 * 1024;
 
-/// The first and the longest wait between reconnect attempts.
-const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// The waits between reconnect attempts: 100 ms, doubling up to 5 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// A stream entry to acknowledge: the stream and the entry id.
 type EntryRef = (String, String);
@@ -83,8 +84,8 @@ pub struct Redis {
     last_claim: Option<Instant>,
     /// Messages received but not yet returned by `next`.
     pending: VecDeque<Pending>,
-    /// Stream entries of unsettled deliveries.
-    deliveries: Deliveries<EntryRef>,
+    /// Unsettled deliveries, with their stream entry in Streams mode.
+    deliveries: Deliveries<Option<EntryRef>>,
     /// True between a delivery and its settlement or `flush`: sends are batched.
     in_handler: bool,
     /// Messages sent since the server last confirmed everything.
@@ -124,7 +125,7 @@ impl Redis {
     /// drops the connection.
     fn io<T>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, Error>) -> Result<T, Error> {
         let result = self.ensure_connected().and_then(f);
-        if let Err(Error::Connection(_) | Error::Timeout) = &result {
+        if result.as_ref().is_err_and(Error::is_transient) {
             self.drop_conn();
         }
         result
@@ -580,7 +581,7 @@ impl Backend for Redis {
             groups_ready: false,
             last_claim: None,
             pending: VecDeque::new(),
-            deliveries: Deliveries::default(),
+            deliveries: Deliveries::new(),
             in_handler: false,
             unconfirmed: 0,
             lost: 0,
@@ -641,12 +642,12 @@ impl Backend for Redis {
     /// Waits for the next message. A lost connection is retried here, forever, with
     /// capped exponential backoff; the subscriptions are restored on the new connection.
     fn next(&mut self) -> Result<Event, Error> {
-        let mut backoff = Backoff::new(RECONNECT_DELAY.0, RECONNECT_DELAY.1);
+        let mut backoff = RECONNECT;
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(match item {
                     Pending::Message(message, entry) => {
-                        let id = self.deliveries.add(entry);
+                        let id = self.deliveries.deliver(entry);
                         self.in_handler = true;
                         self.lost = 0;
                         Event::Delivery(id, message)
@@ -662,13 +663,15 @@ impl Backend for Redis {
             };
             match step {
                 Ok(()) => backoff.reset(),
-                Err(e @ (Error::Connection(_) | Error::Timeout)) => {
+                Err(e) if e.is_transient() => {
                     self.drop_conn();
+                    let Some(delay) = backoff.failed() else {
+                        return Err(e);
+                    };
                     let why = match e {
                         Error::Connection(text) => text,
                         e => e.to_string(),
                     };
-                    let delay = backoff.next_delay();
                     let delay_ms = delay.as_millis();
                     log(
                         Self::NAME,
@@ -689,7 +692,7 @@ impl Backend for Redis {
 
     fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
         self.in_handler = false;
-        if let Some(entry) = self.deliveries.take(id) {
+        if let Some(entry) = self.deliveries.settle(id)? {
             self.queue_ack(&entry);
         }
         Ok(())
@@ -698,8 +701,7 @@ impl Backend for Redis {
     /// Leaves a stream entry pending: it is claimed again after `claim_after_ms`.
     fn nack(&mut self, id: DeliveryId) -> Result<(), Error> {
         self.in_handler = false;
-        self.deliveries.take(id);
-        Ok(())
+        self.deliveries.settle(id).map(drop)
     }
 
     /// Waits until Redis answered every command sent so far (a `PING` round trip: replies
