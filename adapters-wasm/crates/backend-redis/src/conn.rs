@@ -1,4 +1,4 @@
-//! One Redis connection in RESP3: the blocking driver of [`crate::resp`] over
+//! One Redis connection in RESP3: the blocking driver of [`crate::protocol`] over
 //! `std::net::TcpStream`.
 //!
 //! RESP3 lets one connection both subscribe and run commands: pub/sub messages arrive
@@ -17,7 +17,7 @@ use common::Error;
 
 use crate::config::Config;
 use crate::io_error;
-use crate::resp::{Cmd, Parser, Value};
+use crate::protocol::{Cmd, Parser, Value};
 
 /// How long `HELLO` (and `SELECT`) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

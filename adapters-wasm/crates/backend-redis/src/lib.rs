@@ -1,7 +1,7 @@
 //! msgplug's `redis` backend adapter: Redis pub/sub and Streams over `wasi:sockets`.
 //!
 //! No Redis client with a blocking transport builds for wasm32-wasip2 without an async
-//! runtime, so this crate has a thin one of its own: [`resp`] is a sans-IO RESP2/RESP3
+//! runtime, so this crate has a thin one of its own: [`protocol`] is a sans-IO RESP2/RESP3
 //! codec (see there why not `redis-protocol`), [`envelope`] carries a message's parts in a JSON
 //! envelope or a stream entry's fields, [`config`] reads the settings; all plain Rust,
 //! unit-tested with `cargo test`. The I/O layer (`conn`: a blocking RESP3 connection over
@@ -31,6 +31,6 @@ mod envelope;
 #[cfg(not(test))]
 #[path = "../../backend-nats/src/io_error.rs"]
 mod io_error;
+mod protocol;
 #[cfg(not(test))]
 mod redis;
-mod resp;

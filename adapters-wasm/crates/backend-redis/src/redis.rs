@@ -11,7 +11,7 @@ use common::{
 use crate::config::{Config, Streams};
 use crate::conn::{reply_error, Conn, Expect};
 use crate::envelope;
-use crate::resp::{Cmd, Value};
+use crate::protocol::{Cmd, Value};
 
 /// The Redis backend's component type.
 type Component = common::Adapter<Redis>;
