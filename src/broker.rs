@@ -162,9 +162,21 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
             "only one server, without a path or query, is supported",
         ));
     }
-    let (userinfo, host_port) = match rest.rsplit_once('@') {
+    Ok(match check_authority(rest, &invalid)? {
+        true => Vec::new(),
+        false => vec![NATS_CREDENTIALS],
+    })
+}
+
+/// Checks `[USER[:PASSWORD]@]HOST[:PORT]` as the TCP backends (NATS, Redis) parse it;
+/// returns whether it carries credentials.
+fn check_authority(
+    authority: &str,
+    invalid: &impl Fn(&str) -> BrokerUrlError,
+) -> Result<bool, BrokerUrlError> {
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
         Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, rest),
+        None => (None, authority),
     };
     if userinfo.is_some_and(|u| !percent_decodes_to_utf8(u)) {
         return Err(invalid("credentials are not UTF-8 after percent-decoding"));
@@ -181,10 +193,7 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     if host.is_empty() {
         return Err(invalid("no host"));
     }
-    Ok(match userinfo {
-        Some(_) => Vec::new(),
-        None => vec![NATS_CREDENTIALS],
-    })
+    Ok(userinfo.is_some())
 }
 
 /// `backend-redis` (`config.rs`, `parse_url`):
@@ -214,28 +223,9 @@ fn redis(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     if !db.is_empty() && db.parse::<u32>().is_err() {
         return Err(invalid(&format!("bad database number `{db}`")));
     }
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, authority),
-    };
-    if userinfo.is_some_and(|u| !percent_decodes_to_utf8(u)) {
-        return Err(invalid("credentials are not UTF-8 after percent-decoding"));
-    }
-    let host = match host_port.rsplit_once(':') {
-        Some((host, port)) if !port.ends_with(']') => {
-            if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-                return Err(invalid(&format!("bad port `{port}`")));
-            }
-            host
-        }
-        _ => host_port,
-    };
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    Ok(match userinfo {
-        Some(_) => Vec::new(),
-        None => vec![REDIS_CREDENTIALS],
+    Ok(match check_authority(authority, &invalid)? {
+        true => Vec::new(),
+        false => vec![REDIS_CREDENTIALS],
     })
 }
 

@@ -216,7 +216,7 @@ fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
         }
     };
     let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !port.ends_with(']') => (
+        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => (
             host,
             port.parse::<u16>()
                 .ok()
