@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::Error;
 
 use crate::config::Config;
-use crate::io_error;
+use crate::io_error::{connect_error, failed};
 use crate::protocol::{Cmd, Parser, Value};
 
 /// How long `HELLO` (and `SELECT`) may take.
@@ -72,7 +72,8 @@ impl Conn {
     /// Connects to `config.address` and says `HELLO 3` (with the credentials), then
     /// `SELECT`s the database, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(config, &e))?;
+        let stream =
+            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
@@ -285,27 +286,4 @@ pub fn reply_error(command: &str, text: &str) -> Error {
         "NOAUTH" | "NOPERM" => Error::PermissionDenied(format!("{command}: {text}")),
         _ => Error::other(format!("{command} failed: {text}")),
     }
-}
-
-/// A connection error: `doing` failed with `e`.
-fn failed(doing: &str, e: &std::io::Error) -> Error {
-    Error::connection(format!("{doing} failed: {}", io_error::text(e)))
-}
-
-/// Explains a failed `connect`, with the `wasmtime` flag that is usually missing.
-fn connect_error(config: &Config, e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        ErrorKind::PermissionDenied => {
-            "; run wasmtime with `-S inherit-network` so the component may open sockets"
-        }
-        _ if e.to_string().contains("Non-recoverable") => {
-            "; run wasmtime with `-S allow-ip-name-lookup` to resolve host names"
-        }
-        _ => "",
-    };
-    Error::connection(format!(
-        "cannot connect to {}: {}{hint}",
-        config.url,
-        io_error::text(e)
-    ))
 }
