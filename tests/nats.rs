@@ -19,8 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::{Future, IntoFuture};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
@@ -29,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use support::compose;
+use support::{compose, unique};
 
 /// The shared server of the ordinary tests.
 const SHARED: &str = "nats://127.0.0.1:4222";
@@ -42,18 +41,6 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(LIMIT, future)
         .await
         .unwrap_or_else(|_| panic!("no {what} within {LIMIT:?}"))
-}
-
-/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`. Valid as a
-/// subject token and as a stream name.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
 }
 
 /// Connects a native client, failing with advice when no server listens at `url`.

@@ -21,29 +21,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::{Connection, FromRedisValue};
-use support::compose;
+use support::{compose, unique};
 
 /// The shared server of the ordinary tests.
 const SHARED: &str = "redis://127.0.0.1:6379";
 
 /// How long any single wait may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
-}
 
 /// A composed component running on `wasmtime run -S inherit-network`, killed when dropped.
 struct App {

@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The repository root.
 pub fn root() -> &'static Path {
@@ -18,6 +19,18 @@ pub fn msgplug() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_msgplug"));
     command.env_remove("RUST_BACKTRACE");
     command
+}
+
+/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`. Valid as a NATS
+/// subject token, a JetStream stream name, a Redis channel or key.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
 }
 
 /// The oldest wasmtime the composed output is promised to run on (36.0.9, the 36 LTS; the
