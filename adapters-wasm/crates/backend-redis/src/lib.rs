@@ -6,6 +6,8 @@
 //! envelope or a stream entry's fields, [`config`] reads the settings; all plain Rust,
 //! unit-tested with `cargo test`. The I/O layer (`conn`: a blocking RESP3 connection over
 //! `std::net::TcpStream`; `redis`: the [`common::Backend`]) is left out of test builds.
+//! `io_error` (the wording of I/O and connection errors) is the NATS backend's file,
+//! included.
 //!
 //! Two modes, chosen by `?mode=` in the URL (or `--option mode=`):
 //!
