@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::Error;
 
 use crate::config::Config;
-use crate::io_error::{connect_error, failed};
 use crate::protocol::{Cmd, Parser, Value};
+use common::io_error::{connect_error, failed};
 
 /// How long `HELLO` (and `SELECT`) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

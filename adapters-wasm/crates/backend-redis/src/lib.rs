@@ -6,8 +6,7 @@
 //! envelope or a stream entry's fields, [`config`] reads the settings; all plain Rust,
 //! unit-tested with `cargo test`. The I/O layer (`conn`: a blocking RESP3 connection over
 //! `std::net::TcpStream`; `redis`: the [`common::Backend`]) is left out of test builds.
-//! `io_error` (the wording of I/O and connection errors) is the NATS backend's file,
-//! included.
+//! I/O and connection errors are worded by `common::io_error`, as in every TCP backend.
 //!
 //! Two modes, chosen by `?mode=` in the URL (or `--option mode=`):
 //!
@@ -31,8 +30,6 @@ mod config;
 mod conn;
 mod envelope;
 #[cfg(not(test))]
-#[path = "../../backend-nats/src/io_error.rs"]
-mod io_error;
 mod protocol;
 #[cfg(not(test))]
 mod redis;

@@ -1,5 +1,5 @@
 //! I/O errors as text for error messages, and as the connection errors of a TCP backend
-//! (shared with `backend-redis`, which includes this file).
+//! (every backend that speaks to its broker over `std::net`).
 
 use std::io::{Error, ErrorKind};
 
@@ -23,12 +23,12 @@ pub fn text(e: &Error) -> String {
 }
 
 /// A connection error: `doing` failed with `e`.
-pub fn failed(doing: &str, e: &Error) -> common::Error {
-    common::Error::connection(format!("{doing} failed: {}", text(e)))
+pub fn failed(doing: &str, e: &Error) -> crate::Error {
+    crate::Error::connection(format!("{doing} failed: {}", text(e)))
 }
 
 /// Explains a failed `connect` to `url`, with the `wasmtime` flag that is usually missing.
-pub fn connect_error(url: &str, e: &Error) -> common::Error {
+pub fn connect_error(url: &str, e: &Error) -> crate::Error {
     let hint = match e.kind() {
         ErrorKind::PermissionDenied => {
             "; run wasmtime with `-S inherit-network` so the component may open sockets"
@@ -38,7 +38,7 @@ pub fn connect_error(url: &str, e: &Error) -> common::Error {
         }
         _ => "",
     };
-    common::Error::connection(format!("cannot connect to {url}: {}{hint}", text(e)))
+    crate::Error::connection(format!("cannot connect to {url}: {}{hint}", text(e)))
 }
 
 #[cfg(test)]
