@@ -1,6 +1,6 @@
 //! End to end against Azure Service Bus's REST protocol: the example apps composed with
 //! `--broker` set to a connection string (`Endpoint=sb://127.0.0.1:PORT;...;
-//! UseDevelopmentEmulator=true`, plain HTTP) or to `servicebus://HOST/ENTITY` with the SAS key
+//! PlainHttpForTests=true`, plain HTTP) or to `servicebus://HOST/ENTITY` with the SAS key
 //! in the environment, and run on the real `wasmtime` CLI (`wasmtime run -S http`).
 //!
 //! **Tested against a protocol fake, not the service**: no Service Bus emulator can be
@@ -270,7 +270,7 @@ fn a_servicebus_url_takes_the_sas_key_from_the_environment_at_run_time() {
     fake.create_queue("orders.upper");
     fake.put_body("orders", b"from env");
     let broker = format!(
-        "servicebus://{}/orders?UseDevelopmentEmulator=true",
+        "servicebus://{}/orders?PlainHttpForTests=true",
         fake.authority
     );
     let tmp = tempfile::tempdir().unwrap();

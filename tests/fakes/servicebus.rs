@@ -262,7 +262,7 @@ impl FakeServiceBus {
     /// so the backend speaks plain HTTP), plus `extra` (`;EntityPath=orders`).
     pub fn connection_string_with_key(&self, key: &str, extra: &str) -> String {
         format!(
-            "Endpoint=sb://{};SharedAccessKeyName={};SharedAccessKey={key};UseDevelopmentEmulator=true{extra}",
+            "Endpoint=sb://{};SharedAccessKeyName={};SharedAccessKey={key};PlainHttpForTests=true{extra}",
             self.authority,
             Self::KEY_NAME
         )

@@ -7,9 +7,10 @@
 //!
 //! Only [`send`] touches WASI; [`parse_url`] and [`status_error`] are plain Rust.
 
+use std::fmt;
 use std::time::Duration;
 
-use common::Error;
+use common::{Backoff, Error};
 
 /// An HTTP method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,128 @@ fn body_excerpt(body: &[u8]) -> String {
     line
 }
 
+/// The headers `request` goes out with: names in lower case (what `wasi:http` hosts send
+/// anyway: wasmtime's HTTP stack keeps no header-name case) and values as given, plus a
+/// `content-length` when the request sets none. Without it the host sends a body
+/// chunked, which some servers read as empty, and a `POST`, `PUT` or `DELETE` with no
+/// body goes out without any length, which some services answer with `411 Length
+/// Required`; so those get `content-length: 0`.
+pub fn wire_headers(request: &Request) -> Vec<(String, Vec<u8>)> {
+    let mut headers: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
+        .collect();
+    let needs_length = !request.body.is_empty() || request.method != Method::Get;
+    if needs_length && !headers.iter().any(|(k, _)| k == "content-length") {
+        headers.push((
+            "content-length".into(),
+            request.body.len().to_string().into_bytes(),
+        ));
+    }
+    headers
+}
+
+/// How long the server asks the client to wait before trying again: a `Retry-After` of
+/// whole seconds (an HTTP date is not understood: `None`, as for no header).
+pub fn retry_after(response: &Response) -> Option<Duration> {
+    let seconds: u64 = response.header("Retry-After")?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A failed try of an operation over HTTP: the error it ends with, whether trying again
+/// may help, and how long the server asked to wait first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, as the operation reports it when it gives up.
+    pub error: Error,
+    /// True when the service is busy or failing for now (throttling, 5xx, a lost
+    /// connection): trying again later may help.
+    pub transient: bool,
+    /// The server's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure that trying again cannot mend.
+    pub fn lasting(error: Error) -> Self {
+        Self {
+            error,
+            transient: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure of the exchange itself, `error` from [`send`]: a lost connection or a
+    /// timeout is transient.
+    pub fn of_exchange(error: Error) -> Self {
+        Self {
+            transient: error.is_transient(),
+            error,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that is transient when `response`'s status says the service is busy or
+    /// failing (408, 429, 5xx), with its `Retry-After`; `error` is how the caller reads
+    /// the response.
+    pub fn of_response(error: Error, response: &Response) -> Self {
+        Self {
+            error,
+            transient: matches!(response.status, 408 | 429 | 500..=599),
+            retry_after: retry_after(response),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    /// Writes the error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// The pause before the next try after a transient failure: the server's `retry_after`
+/// when it gave one, the `backoff` pause otherwise; `None` (give up now) when that pause
+/// would end after the `left` time of the operation's bound.
+pub fn pause_before_retry(
+    backoff: Duration,
+    retry_after: Option<Duration>,
+    left: Duration,
+) -> Option<Duration> {
+    let pause = retry_after.unwrap_or(backoff);
+    (pause <= left).then_some(pause)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, the `backoff`'s tries are used up,
+/// or the next pause would pass `within` from the start; between tries it pauses as
+/// [`pause_before_retry`] says, after calling `on_retry` with the failure and the pause
+/// (to log them). Returns the last error.
+pub fn retry_within<T>(
+    mut backoff: Backoff,
+    within: Duration,
+    mut attempt: impl FnMut() -> Result<T, Failure>,
+    mut on_retry: impl FnMut(&Failure, Duration),
+) -> Result<T, Error> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let failure = match attempt() {
+            Ok(value) => return Ok(value),
+            Err(failure) if failure.transient => failure,
+            Err(failure) => return Err(failure.error),
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let pause = backoff
+            .failed()
+            .and_then(|pause| pause_before_retry(pause, failure.retry_after, left));
+        let Some(pause) = pause else {
+            return Err(failure.error);
+        };
+        on_retry(&failure, pause);
+        std::thread::sleep(pause);
+    }
+}
+
 /// Sends `request` over outgoing `wasi:http` and reads the whole response.
 ///
 /// A non-2xx status is not an error (see [`status_error`]). A failure to connect is
@@ -217,18 +340,7 @@ mod wasi {
     pub(super) fn send(request: &Request) -> Result<Response, Error> {
         let deadline = request.timeout.map(|t| Instant::now() + t);
         let url = parse_url(&request.url)?;
-        let mut headers: Vec<(String, Vec<u8>)> = request
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
-            .collect();
-        // Without it the host sends the body chunked, which some servers read as empty.
-        if !request.body.is_empty() && !headers.iter().any(|(k, _)| k == "content-length") {
-            headers.push((
-                "content-length".into(),
-                request.body.len().to_string().into_bytes(),
-            ));
-        }
+        let headers = wire_headers(request);
         let fields = Fields::from_list(&headers)
             .map_err(|e| Error::other(format!("invalid header for {}: {e:?}", request.url)))?;
         let outgoing = OutgoingRequest::new(fields);
@@ -467,6 +579,105 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn requests_without_a_body_but_get_carry_a_zero_length() {
+        let text = |r: &Request| -> Vec<(String, String)> {
+            wire_headers(r)
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+                .collect()
+        };
+        for method in [Method::Post, Method::Put, Method::Delete] {
+            let request = Request::new(method, "http://h/").header("Authorization", "x");
+            assert_eq!(
+                text(&request),
+                [
+                    ("authorization".to_string(), "x".to_string()),
+                    ("content-length".to_string(), "0".to_string())
+                ],
+                "{method:?}"
+            );
+        }
+        assert!(text(&Request::new(Method::Get, "http://h/")).is_empty());
+        let request = Request::new(Method::Post, "http://h/")
+            .header("OrderId", "déjà")
+            .body("abc");
+        assert_eq!(
+            text(&request),
+            [
+                ("orderid".to_string(), "déjà".to_string()),
+                ("content-length".to_string(), "3".to_string())
+            ],
+            "values go out as UTF-8 bytes; names in lower case"
+        );
+    }
+
+    #[test]
+    fn retries_honour_retry_after_within_the_bound() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_before_retry(ms(250), None, ms(1000)), Some(ms(250)));
+        assert_eq!(
+            pause_before_retry(ms(250), Some(ms(800)), ms(1000)),
+            Some(ms(800))
+        );
+        assert_eq!(pause_before_retry(ms(250), Some(ms(2000)), ms(1000)), None);
+        assert_eq!(pause_before_retry(ms(2000), None, ms(1000)), None);
+
+        let mut busy = response(503, "busy");
+        busy.headers.push(("retry-after".into(), " 2 ".into()));
+        assert_eq!(retry_after(&busy), Some(Duration::from_secs(2)));
+        let failure = Failure::of_response(status_error("x", &busy), &busy);
+        assert!(failure.transient);
+        assert_eq!(failure.retry_after, Some(Duration::from_secs(2)));
+        let bad = response(400, "");
+        assert!(!Failure::of_response(status_error("x", &bad), &bad).transient);
+        assert!(Failure::of_response(Error::other("x"), &response(429, "")).transient);
+        assert!(Failure::of_exchange(Error::connection("refused")).transient);
+        assert!(!Failure::of_exchange(Error::other("bad url")).transient);
+
+        let pause = Duration::from_nanos(1);
+        let mut tries = 0;
+        let mut logged = Vec::new();
+        let outcome = retry_within(
+            Backoff::new(pause, pause),
+            Duration::from_secs(5),
+            || {
+                tries += 1;
+                match tries {
+                    1 | 2 => Err(Failure::of_exchange(Error::connection(format!(
+                        "try {tries}"
+                    )))),
+                    _ => Ok(tries),
+                }
+            },
+            |failure, _| logged.push(failure.to_string()),
+        );
+        assert_eq!(outcome, Ok(3));
+        assert_eq!(logged, ["connection: try 1", "connection: try 2"]);
+        let mut tries = 0;
+        let too_long = retry_within(
+            Backoff::new(pause, pause),
+            Duration::from_millis(10),
+            || -> Result<(), Failure> {
+                tries += 1;
+                Err(Failure {
+                    error: Error::connection("busy"),
+                    transient: true,
+                    retry_after: Some(Duration::from_secs(60)),
+                })
+            },
+            |_, _| panic!("a Retry-After beyond the bound is not waited for"),
+        );
+        assert_eq!((too_long, tries), (Err(Error::connection("busy")), 1));
+        let lasting = retry_within(
+            Backoff::new(pause, pause),
+            Duration::from_secs(5),
+            || -> Result<(), Failure> { Err(Failure::lasting(Error::other("no"))) },
+            |_, _| panic!("a lasting failure is not retried"),
+        );
+        assert_eq!(lasting, Err(Error::other("no")));
     }
 
     #[test]
