@@ -323,18 +323,36 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused_for_anything_but_a_loopback_host() {
-        for host in ["127.0.0.1:9", "127.1.2.3", "[::1]:8080", "localhost:1", "LOCALHOST"] {
-            let ns = Namespace::parse(&format!("servicebus://{host}/q?PlainHttpForTests=true"), sas_env)
-                .unwrap();
+        for host in [
+            "127.0.0.1:9",
+            "127.1.2.3",
+            "[::1]:8080",
+            "localhost:1",
+            "LOCALHOST",
+        ] {
+            let ns = Namespace::parse(
+                &format!("servicebus://{host}/q?PlainHttpForTests=true"),
+                sas_env,
+            )
+            .unwrap();
             assert_eq!(ns.base_url, format!("http://{host}"));
         }
-        for host in ["ns.servicebus.windows.net", "10.0.0.1:80", "[::2]", "localhost.evil.com", "128.0.0.1"] {
+        for host in [
+            "ns.servicebus.windows.net",
+            "10.0.0.1:80",
+            "[::2]",
+            "localhost.evil.com",
+            "128.0.0.1",
+        ] {
             for broker in [
                 format!("servicebus://{host}/q?PlainHttpForTests=true"),
                 format!("Endpoint=sb://{host}/;PlainHttpForTests=true"),
             ] {
                 let e = Namespace::parse(&broker, sas_env).unwrap_err().to_string();
-                assert!(e.contains("only allowed for a loopback host"), "{broker}: {e}");
+                assert!(
+                    e.contains("only allowed for a loopback host"),
+                    "{broker}: {e}"
+                );
             }
         }
         let ns = Namespace::parse("servicebus://ns/q?PlainHttpForTests=false", sas_env).unwrap();

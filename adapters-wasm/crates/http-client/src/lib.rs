@@ -165,16 +165,21 @@ pub fn parse_url(url: &str) -> Result<Url<'_>, Error> {
 /// [`Error::Other`] with the status and the start of the body. `what` names the
 /// operation (`sending to `orders``).
 pub fn status_error(what: &str, response: &Response) -> Error {
-    let excerpt = body_excerpt(&response.body);
-    let text = if excerpt.is_empty() {
-        format!("{what}: HTTP {}", response.status)
-    } else {
-        format!("{what}: HTTP {}: {excerpt}", response.status)
-    };
+    let text = status_text(what, response);
     match response.status {
         401 | 403 => Error::PermissionDenied(text),
         408 | 504 => Error::Timeout,
         _ => Error::Other(text),
+    }
+}
+
+/// `WHAT: HTTP STATUS: BODY` with the start of the body (without it when it is empty).
+pub fn status_text(what: &str, response: &Response) -> String {
+    let excerpt = body_excerpt(&response.body);
+    if excerpt.is_empty() {
+        format!("{what}: HTTP {}", response.status)
+    } else {
+        format!("{what}: HTTP {}: {excerpt}", response.status)
     }
 }
 
