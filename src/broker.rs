@@ -325,7 +325,13 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                 plain_http = value.eq_ignore_ascii_case("true");
             }
             let path = path.trim_matches('/');
-            (host, (!path.is_empty()).then_some(path), false, false, plain_http)
+            (
+                host,
+                (!path.is_empty()).then_some(path),
+                false,
+                false,
+                plain_http,
+            )
         }
         _ => {
             let (mut endpoint, mut entity, mut key_name, mut key, mut plain_http) =

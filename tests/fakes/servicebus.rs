@@ -435,7 +435,9 @@ impl FakeServiceBus {
     pub fn tls_connection_string(&self, extra: &str) -> String {
         format!(
             "Endpoint=sb://{};SharedAccessKeyName={};SharedAccessKey={}{extra}",
-            self.tls_authority.as_deref().expect("started with start_tls"),
+            self.tls_authority
+                .as_deref()
+                .expect("started with start_tls"),
             Self::KEY_NAME,
             Self::KEY
         )
@@ -485,8 +487,10 @@ impl FakeServiceBus {
         custom: &[(&str, &str)],
         properties: Value,
     ) {
-        let quoted: Vec<(&str, String)> =
-            custom.iter().map(|(k, v)| (*k, format!("\"{v}\""))).collect();
+        let quoted: Vec<(&str, String)> = custom
+            .iter()
+            .map(|(k, v)| (*k, format!("\"{v}\"")))
+            .collect();
         let raw: Vec<(&str, &str)> = quoted.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.put_raw(entity, body, content_type, &raw, properties);
     }
@@ -830,10 +834,7 @@ fn is_property_value(value: &str) -> bool {
 /// Send Message.
 fn send(shared: &Shared, entity: &str, request: &Incoming) -> Answer {
     if entity.contains("/subscriptions/") {
-        return plain(
-            400,
-            "Cannot send to a subscription; send to its topic.",
-        );
+        return plain(400, "Cannot send to a subscription; send to its topic.");
     }
     let busy = {
         let mut state = shared.lock();
@@ -1013,7 +1014,10 @@ fn on_lock(shared: &Shared, path: &str, id: &str, token: &str, method: &str) -> 
 
 /// Formats `time` as an RFC 1123 date (`Wed, 02 Jul 2014 01:32:27 GMT`).
 pub fn http_date(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
