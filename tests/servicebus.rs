@@ -544,9 +544,11 @@ fn sends_go_over_https_and_wasmtime_trusts_only_its_built_in_roots() {
         assert!(s.log.is_empty(), "nothing reached the fake: {:#?}", s.log);
     });
     assert!(
-        stderr.contains("publisher: send failed:") && stderr.contains("https://127.0.0.1:"),
+        stderr.contains("publisher: send failed: https://127.0.0.1:")
+            && stderr.contains("the TLS handshake failed (TlsProtocolError)"),
         "{stderr}"
     );
+    assert!(!stderr.contains("retrying"), "a TLS failure is not retried: {stderr}");
 }
 
 #[test]

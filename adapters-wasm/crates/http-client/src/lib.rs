@@ -478,6 +478,12 @@ mod wasi {
         Ok(data)
     }
 
+    /// The name of a TLS error code, without the `ErrorCode::` prefix.
+    fn tls_error_name(error: &ErrorCode) -> String {
+        let text = format!("{error:?}");
+        text.trim_start_matches("ErrorCode::").to_string()
+    }
+
     fn stream_error(error: StreamError, url: &str) -> Error {
         match error {
             StreamError::LastOperationFailed(e) => {
@@ -506,10 +512,14 @@ mod wasi {
             | ErrorCode::DestinationIpUnroutable
             | ErrorCode::ConnectionRefused
             | ErrorCode::ConnectionTerminated
-            | ErrorCode::ConnectionLimitReached
-            | ErrorCode::TlsProtocolError
+            | ErrorCode::ConnectionLimitReached => Error::connection(format!("{url}: {error:?}")),
+            // Not transient: a certificate the host does not trust stays untrusted.
+            ErrorCode::TlsProtocolError
             | ErrorCode::TlsCertificateError
-            | ErrorCode::TlsAlertReceived(_) => Error::connection(format!("{url}: {error:?}")),
+            | ErrorCode::TlsAlertReceived(_) => Error::other(format!(
+                "{url}: the TLS handshake failed ({}): wasmtime checks the server's certificate against its built-in web PKI roots (webpki-roots) only",
+                tls_error_name(&error)
+            )),
             other => Error::other(format!("{url}: {other:?}")),
         }
     }
