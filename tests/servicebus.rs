@@ -548,7 +548,10 @@ fn sends_go_over_https_and_wasmtime_trusts_only_its_built_in_roots() {
             && stderr.contains("the TLS handshake failed (TlsProtocolError)"),
         "{stderr}"
     );
-    assert!(!stderr.contains("retrying"), "a TLS failure is not retried: {stderr}");
+    assert!(
+        !stderr.contains("retrying"),
+        "a TLS failure is not retried: {stderr}"
+    );
 }
 
 #[test]
