@@ -441,6 +441,18 @@ fn a_failing_service_is_retried_with_backoff_and_nothing_is_lost() {
     );
 }
 
+/// Makes the queues of the `transform` example: its input `orders` and output `orders.upper`.
+fn create_transform_queues(fake: &FakeServiceBus) {
+    fake.create_queue("orders");
+    fake.create_queue("orders.upper");
+}
+
+/// Composes the `transform` example consuming `orders` into `dir` and starts it.
+fn start_transform<'a>(fake: &'a FakeServiceBus, dir: &Path) -> Consumer<'a> {
+    let out = compose_for(fake, dir, "transform", &["orders"]);
+    Consumer::start(fake, &out, &[])
+}
+
 /// Composes `app` with `broker` and returns what compose wrote to stderr, failing the test
 /// unless compose refused it.
 fn compose_refused(dir: &Path, app: &str, broker: &str) -> String {
@@ -557,8 +569,7 @@ fn sends_go_over_https_and_wasmtime_trusts_only_its_built_in_roots() {
 #[test]
 fn custom_properties_travel_as_the_service_formats_them_and_non_ascii_round_trips() {
     let fake = FakeServiceBus::start();
-    fake.create_queue("orders");
-    fake.create_queue("orders.upper");
+    create_transform_queues(&fake);
     fake.put_raw(
         "orders",
         b"props",
@@ -573,8 +584,7 @@ fn custom_properties_travel_as_the_service_formats_them_and_non_ascii_round_trip
         json!({}),
     );
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
-    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let mut consumer = start_transform(&fake, tmp.path());
     let output = consumer.wait_for_message("orders.upper");
     consumer.wait_for_completed("orders");
     let stderr = consumer.stop();
@@ -607,12 +617,10 @@ fn custom_properties_travel_as_the_service_formats_them_and_non_ascii_round_trip
 #[test]
 fn the_services_default_content_type_is_no_content_type() {
     let fake = FakeServiceBus::start();
-    fake.create_queue("orders");
-    fake.create_queue("orders.upper");
+    create_transform_queues(&fake);
     fake.put_body("orders", b"untyped");
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
-    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let mut consumer = start_transform(&fake, tmp.path());
     let output = consumer.wait_for_message("orders.upper");
     consumer.wait_for_completed("orders");
     consumer.stop();
@@ -626,13 +634,11 @@ fn the_services_default_content_type_is_no_content_type() {
 #[test]
 fn requests_without_a_body_carry_a_zero_content_length() {
     let fake = FakeServiceBus::start();
-    fake.create_queue("orders");
-    fake.create_queue("orders.upper");
+    create_transform_queues(&fake);
     fake.put_body("orders", &[0xff]);
     fake.put_body("orders", b"ok");
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
-    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let mut consumer = start_transform(&fake, tmp.path());
     consumer.wait_for_completed("orders");
     consumer.stop();
     fake.inspect(|s| {
@@ -658,13 +664,11 @@ fn requests_without_a_body_carry_a_zero_content_length() {
 #[test]
 fn busy_sends_are_retried_after_the_services_retry_after_and_nothing_is_redelivered() {
     let fake = FakeServiceBus::start();
-    fake.create_queue("orders");
-    fake.create_queue("orders.upper");
+    create_transform_queues(&fake);
     fake.put_body("orders", b"busy");
     fake.fail_sends(&[(503, Some(1)), (429, Some(1)), (500, None)]);
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
-    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let mut consumer = start_transform(&fake, tmp.path());
     let completed = consumer.wait_for_completed("orders");
     let stderr = consumer.stop();
     assert_eq!(completed.delivery_count, 1, "the input was not redelivered");
@@ -737,14 +741,12 @@ fn a_handler_slower_than_the_lock_keeps_it_by_renewing_when_it_sends() {
 #[test]
 fn a_lock_lost_before_complete_is_reported_and_the_message_is_delivered_again() {
     let fake = FakeServiceBus::start();
-    fake.create_queue("orders");
-    fake.create_queue("orders.upper");
+    create_transform_queues(&fake);
     fake.set_lock_duration(std::time::Duration::from_secs(1));
     fake.delay_sends(std::time::Duration::from_secs(2));
     fake.put_body("orders", b"slow");
     let tmp = tempfile::tempdir().unwrap();
-    let out = compose_for(&fake, tmp.path(), "transform", &["orders"]);
-    let mut consumer = Consumer::start(&fake, &out, &[]);
+    let mut consumer = start_transform(&fake, tmp.path());
     consumer.wait_for("a second delivery after the lock was lost", |s| {
         let again = s.queue("orders").messages.first()?.delivery_count >= 2;
         (again && s.count("DELETE", "/orders/messages/", 410) >= 1).then_some(())
