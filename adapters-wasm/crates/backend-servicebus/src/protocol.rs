@@ -293,7 +293,8 @@ pub fn parse_received(
         if is_reserved(name) {
             continue;
         }
-        let name = name.to_ascii_lowercase();
+        // As the host gives it: wasmtime's HTTP stack gives header names in lower case.
+        let name = name.clone();
         let (value, odd) = read_property(value);
         if odd {
             unusual.push(name.clone());

@@ -110,18 +110,19 @@ impl ServiceBus {
     /// Sends `message` to `entity` with `properties`; `Ok` once the service accepted it.
     /// While the service is busy or failing (429, 503, 5xx, a lost connection) the send is
     /// tried again, after the service's `Retry-After` or a capped backoff, for up to
-    /// [`SEND_WITHIN`]; every try carries the same `MessageId`. First, the locks held on
-    /// the handler's input are renewed when due.
+    /// [`SEND_WITHIN`]; every try carries the same `MessageId`. Before each try, the locks
+    /// held on the handler's input are renewed when due.
     fn post(
         &mut self,
         entity: &str,
         message: &MessageData,
         mut properties: BrokerProperties,
     ) -> Result<(), Error> {
-        self.renew_locks();
         properties.message_id = Some(common::random_id());
         let what = format!("sending to `{entity}`");
         let attempt = || {
+            // A send that keeps being retried must not outlast the input's lock.
+            self.renew_locks();
             let authorization = self.authorization(entity);
             let request = protocol::send_request(
                 &self.namespace.base_url,

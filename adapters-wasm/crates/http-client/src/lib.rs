@@ -88,7 +88,7 @@ impl Request {
 pub struct Response {
     /// The status code.
     pub status: u16,
-    /// Header names (lower case, as wasi:http gives them) and values, in order.
+    /// Header names (lower case, as wasmtime gives them) and values, in order.
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
@@ -194,8 +194,8 @@ fn body_excerpt(body: &[u8]) -> String {
     line
 }
 
-/// The headers `request` goes out with: names in lower case (what `wasi:http` hosts send
-/// anyway: wasmtime's HTTP stack keeps no header-name case) and values as given, plus a
+/// The headers `request` goes out with: names and values as given (the host decides the
+/// case of the names on the wire: wasmtime sends them in lower case), plus a
 /// `content-length` when the request sets none. Without it the host sends a body
 /// chunked, which some servers read as empty, and a `POST`, `PUT` or `DELETE` with no
 /// body goes out without any length, which some services answer with `411 Length
@@ -204,10 +204,14 @@ pub fn wire_headers(request: &Request) -> Vec<(String, Vec<u8>)> {
     let mut headers: Vec<(String, Vec<u8>)> = request
         .headers
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
         .collect();
     let needs_length = !request.body.is_empty() || request.method != Method::Get;
-    if needs_length && !headers.iter().any(|(k, _)| k == "content-length") {
+    if needs_length
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         headers.push((
             "content-length".into(),
             request.body.len().to_string().into_bytes(),
@@ -609,7 +613,7 @@ mod tests {
             assert_eq!(
                 text(&request),
                 [
-                    ("authorization".to_string(), "x".to_string()),
+                    ("Authorization".to_string(), "x".to_string()),
                     ("content-length".to_string(), "0".to_string())
                 ],
                 "{method:?}"
@@ -622,10 +626,10 @@ mod tests {
         assert_eq!(
             text(&request),
             [
-                ("orderid".to_string(), "déjà".to_string()),
+                ("OrderId".to_string(), "déjà".to_string()),
                 ("content-length".to_string(), "3".to_string())
             ],
-            "values go out as UTF-8 bytes; names in lower case"
+            "values go out as UTF-8 bytes, names as given"
         );
     }
 
