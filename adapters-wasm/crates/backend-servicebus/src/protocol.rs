@@ -335,24 +335,31 @@ fn lock_uri(base_url: &str, location: &str) -> Result<String, Error> {
     Ok(format!("{base_url}{path}"))
 }
 
-/// Classifies a non-2xx `response` to a send or a receive on `entity`; `what` names the
-/// operation (`sending to `orders``). Busy or failing (408, 429, 5xx) is transient, with
-/// the `Retry-After` the service gave.
+/// Classifies a non-2xx `response` to a receive from `entity`; `what` names the
+/// operation (`receiving from `orders``). Busy or failing (408, 429, 5xx) is transient,
+/// with the `Retry-After` the service gave.
 pub fn failure(what: &str, entity: &str, response: &Response) -> Failure {
     let error = match response.status {
         404 | 410 => Error::other(format!(
             "{what}: Service Bus entity `{entity}` does not exist (HTTP {}); create it, or fix the name",
             response.status
         )),
-        // The reference: 401 is an authorization failure; a 403 on send is "quota
-        // exceeded or message too large", not a matter of permissions.
-        403 => Error::other(format!(
-            "{} (the entity's quota is exceeded or the message is too large)",
-            http_client::status_text(what, response)
-        )),
         _ => http_client::status_error(what, response),
     };
     Failure::of_response(error, response)
+}
+
+/// Classifies a non-2xx `response` to a send to `entity`, as [`failure`] does, except
+/// that a `403` is what the reference says it means for Send Message: "quota exceeded or
+/// message too large", not a matter of permissions (those are `401`).
+pub fn send_failure(what: &str, entity: &str, response: &Response) -> Failure {
+    match response.status {
+        403 => Failure::lasting(Error::other(format!(
+            "{} (the entity's quota is exceeded or the message is too large)",
+            http_client::status_text(what, response)
+        ))),
+        _ => failure(what, entity, response),
+    }
 }
 
 /// Classifies a non-2xx `response` to an operation on a lock (complete, unlock, renew):
@@ -732,7 +739,11 @@ mod tests {
             failure(what, "q", &response(401, &[], "bad token")).error,
             Error::PermissionDenied(_)
         ));
-        let quota = failure(what, "q", &response(403, &[], "QuotaExceeded"));
+        assert!(matches!(
+            failure("receiving from `q`", "q", &response(403, &[], "")).error,
+            Error::PermissionDenied(_)
+        ));
+        let quota = send_failure(what, "q", &response(403, &[], "QuotaExceeded"));
         assert_eq!(
             (quota.error.clone(), quota.transient),
             (

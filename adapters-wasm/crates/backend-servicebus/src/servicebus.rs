@@ -137,7 +137,7 @@ impl ServiceBus {
             if response.is_success() {
                 return Ok(());
             }
-            Err(protocol::failure(&what, entity, &response))
+            Err(protocol::send_failure(&what, entity, &response))
         };
         http_client::retry_within(SEND_BACKOFF, SEND_WITHIN, attempt, |failure, pause| {
             log(Self::NAME, &format!("{failure}; retrying in {pause:?}"))
