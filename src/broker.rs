@@ -322,11 +322,34 @@ fn sqs(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
 const SERVICEBUS_USAGE: &str = "expected `servicebus://HOST[:PORT][/ENTITY]` or a connection \
      string `Endpoint=sb://HOST/;SharedAccessKeyName=...;SharedAccessKey=...`";
 
-/// `backend-servicebus` (`connection.rs`): a `servicebus://` URL or a connection string;
+/// The Service Bus setting for a plaintext test endpoint (`backend-servicebus`'s
+/// `PLAIN_HTTP_FOR_TESTS`).
+const SERVICEBUS_PLAIN_HTTP: &str = "PlainHttpForTests";
+/// The setting of Microsoft's Service Bus emulator, which the REST backend cannot use.
+const SERVICEBUS_EMULATOR: &str = "UseDevelopmentEmulator";
+/// Why [`SERVICEBUS_EMULATOR`] is refused.
+const SERVICEBUS_EMULATOR_REFUSED: &str = "`UseDevelopmentEmulator` is not supported: Microsoft's \
+     Service Bus emulator speaks AMQP only and does not serve the REST protocol msgplug uses; \
+     for a plaintext test endpoint on a loopback address, set `PlainHttpForTests=true`";
+
+/// Whether `host` (`HOST[:PORT]`) is a loopback address: `127.0.0.0/8`, `[::1]` or
+/// `localhost` (as `backend-servicebus` decides it).
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `backend-servicebus` (`config.rs`): a `servicebus://` URL or a connection string;
 /// the SAS key name and key come from the environment when the setting has none.
 fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid("servicebus", url, SERVICEBUS_USAGE);
-    let (host, entity, key_name, key) = match url.get(..13) {
+    let (host, entity, key_name, key, plain_http) = match url.get(..13) {
         Some(s) if s.eq_ignore_ascii_case("servicebus://") => {
             let (rest, query) = url[13..].split_once('?').unwrap_or((&url[13..], ""));
             let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -336,19 +359,32 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                      `SERVICEBUS_SAS_KEY_NAME` and `SERVICEBUS_SAS_KEY` at run time instead",
                 ));
             }
+            let mut plain_http = false;
             for param in query.split('&').filter(|p| !p.is_empty()) {
-                let (name, _) = param.split_once('=').unwrap_or((param, ""));
-                if !name.eq_ignore_ascii_case("UseDevelopmentEmulator") {
+                let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                if name.eq_ignore_ascii_case(SERVICEBUS_EMULATOR) {
+                    return Err(invalid(SERVICEBUS_EMULATOR_REFUSED));
+                }
+                if !name.eq_ignore_ascii_case(SERVICEBUS_PLAIN_HTTP) {
                     return Err(invalid(&format!(
-                        "unknown parameter `{name}`; the only one is `UseDevelopmentEmulator=true`"
+                        "unknown parameter `{name}`; the only one is `{SERVICEBUS_PLAIN_HTTP}=true` \
+                         (a plaintext test endpoint on a loopback address)"
                     )));
                 }
+                plain_http = value.eq_ignore_ascii_case("true");
             }
             let path = path.trim_matches('/');
-            (host, (!path.is_empty()).then_some(path), false, false)
+            (
+                host,
+                (!path.is_empty()).then_some(path),
+                false,
+                false,
+                plain_http,
+            )
         }
         _ => {
-            let (mut endpoint, mut entity, mut key_name, mut key) = (None, None, false, false);
+            let (mut endpoint, mut entity, mut key_name, mut key, mut plain_http) =
+                (None, None, false, false, false);
             for (name, value) in url
                 .split(';')
                 .filter_map(|part| part.split_once('='))
@@ -360,6 +396,10 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                     "sharedaccesskeyname" => key_name = value.is_some(),
                     "sharedaccesskey" => key = value.is_some(),
                     "entitypath" => entity = value,
+                    "plainhttpfortests" => {
+                        plain_http = value.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                    }
+                    "usedevelopmentemulator" => return Err(invalid(SERVICEBUS_EMULATOR_REFUSED)),
                     "sharedaccesssignature" => {
                         return Err(invalid(
                             "connection strings with a `SharedAccessSignature` are not \
@@ -379,7 +419,7 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                     )))
                 }
             };
-            (host, entity, key_name, key)
+            (host, entity, key_name, key, plain_http)
         }
     };
     let valid_host = host
@@ -390,6 +430,12 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     }
     if !valid_host {
         return Err(invalid(&format!("`{host}` is not a namespace host")));
+    }
+    if plain_http && !is_loopback(host) {
+        return Err(invalid(&format!(
+            "`{SERVICEBUS_PLAIN_HTTP}=true` sends the SAS token in clear text, so it is only \
+             allowed for a loopback host (127.0.0.1, [::1], localhost), not `{host}`"
+        )));
     }
     if let Some(entity) = entity {
         let valid = !entity.contains(['*', '>'])

@@ -641,3 +641,111 @@ fn missing_credentials_are_an_error_that_names_the_variables() {
         "{stderr}"
     );
 }
+
+/// A proxy in front of moto that answers the first SendMessage calls with `refusals`
+/// (status, `Retry-After`, body), as a throttling or failing SQS does, and forwards every
+/// other request to moto unchanged. Returns its endpoint; it serves until the test ends.
+fn throttling_proxy(
+    moto: &Moto,
+    refusals: Vec<(u16, Option<&'static str>, &'static str)>,
+) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind a loopback port");
+    let endpoint = format!(
+        "http://{}",
+        server.server_addr().to_ip().expect("an IP address")
+    );
+    let (upstream, agent) = (moto.endpoint.clone(), moto.agent.clone());
+    std::thread::spawn(move || {
+        let mut refusals = refusals.into_iter();
+        for mut request in server.incoming_requests() {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(request.as_reader(), &mut body).expect("body");
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                    .map(|h| h.value.as_str().to_string())
+            };
+            let refusal = (header("X-Amz-Target").as_deref() == Some("AmazonSQS.SendMessage"))
+                .then(|| refusals.next())
+                .flatten();
+            let response = match refusal {
+                Some((status, retry_after, text)) => {
+                    let mut response =
+                        tiny_http::Response::from_string(text).with_status_code(status);
+                    if let Some(seconds) = retry_after {
+                        response.add_header(
+                            tiny_http::Header::from_bytes("Retry-After", seconds).expect("header"),
+                        );
+                    }
+                    response
+                }
+                None => {
+                    let mut forwarded = agent.post(&upstream);
+                    for name in [
+                        "Content-Type",
+                        "X-Amz-Target",
+                        "X-Amz-Date",
+                        "Authorization",
+                    ] {
+                        if let Some(value) = header(name) {
+                            forwarded = forwarded.header(name, value);
+                        }
+                    }
+                    let mut answer = forwarded.send(&body[..]).expect("forward to moto");
+                    let status = answer.status().as_u16();
+                    let text = answer.body_mut().read_to_string().expect("moto's body");
+                    tiny_http::Response::from_string(text).with_status_code(status)
+                }
+            };
+            let _ = request.respond(response);
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn throttled_and_failing_sends_are_retried_and_sent_once() {
+    let moto = Moto::start();
+    let queue = moto.create_queue("greetings", json!({}));
+    let proxy = throttling_proxy(
+        &moto,
+        vec![
+            (
+                400,
+                None,
+                r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            (503, Some("1"), "Service Unavailable"),
+            (
+                400,
+                None,
+                r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"slow down"}"#,
+            ),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    let mut env = moto.env_with(&[("COUNT", "1")]);
+    env[0].1 = &proxy;
+    let output = run_http(&app, &env);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(body(&moto.take(&queue, 1)[0]), "hello #1");
+    let retries: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 3, "{stderr}");
+    assert!(
+        retries[0]
+            .contains("SQS SendMessage on `greetings` failed: ThrottlingException: Rate exceeded"),
+        "{stderr}"
+    );
+    assert!(
+        retries[1].contains("HTTP 503") && retries[1].ends_with("retrying in 1s"),
+        "{stderr}"
+    );
+    assert!(retries[2].contains("RequestThrottled"), "{stderr}");
+}
