@@ -226,6 +226,22 @@ impl Capabilities {
 }
 
 impl Receive {
+    /// At-most-once: a failed message is reported and dropped, and a broker restart may
+    /// lose messages.
+    pub const AT_MOST_ONCE: Receive = Receive {
+        delivery: Delivery::AtMostOnce,
+        on_error: OnError::Reported,
+        survives_broker_restart: false,
+    };
+
+    /// At-least-once: a failed message is redelivered, and a broker restart loses nothing
+    /// the broker accepted.
+    pub const AT_LEAST_ONCE: Receive = Receive {
+        delivery: Delivery::AtLeastOnce,
+        on_error: OnError::Redelivered,
+        survives_broker_restart: true,
+    };
+
     fn describe_delivery(&self) -> String {
         let delivery = match self.delivery {
             Delivery::AtMostOnce => "at-most-once",
@@ -292,11 +308,7 @@ pub const ADAPTERS: &[Adapter] = &[
         run_env: &[],
         options: &[],
         capabilities: Some(Capabilities {
-            receive: Receive {
-                delivery: Delivery::AtMostOnce,
-                on_error: OnError::Reported,
-                survives_broker_restart: false,
-            },
+            receive: Receive::AT_MOST_ONCE,
             durable: None,
             request_reply: RequestReply::SeveralReplies,
             scale_out: ScaleOut::None,
@@ -341,18 +353,10 @@ pub const ADAPTERS: &[Adapter] = &[
             },
         ],
         capabilities: Some(Capabilities {
-            receive: Receive {
-                delivery: Delivery::AtMostOnce,
-                on_error: OnError::Reported,
-                survives_broker_restart: false,
-            },
+            receive: Receive::AT_MOST_ONCE,
             durable: Some(DurableReceive {
                 flags: "--jetstream STREAM --durable NAME",
-                receive: Receive {
-                delivery: Delivery::AtLeastOnce,
-                on_error: OnError::Redelivered,
-                survives_broker_restart: true,
-            },
+                receive: Receive::AT_LEAST_ONCE,
             }),
             request_reply: RequestReply::SeveralReplies,
             scale_out: ScaleOut::QueueGroup,
@@ -381,11 +385,7 @@ pub const ADAPTERS: &[Adapter] = &[
         run_env: &[],
         options: &[],
         capabilities: Some(Capabilities {
-            receive: Receive {
-                delivery: Delivery::AtMostOnce,
-                on_error: OnError::Reported,
-                survives_broker_restart: false,
-            },
+            receive: Receive::AT_MOST_ONCE,
             durable: None,
             request_reply: RequestReply::OneReply,
             scale_out: ScaleOut::None,
@@ -420,11 +420,7 @@ pub const ADAPTERS: &[Adapter] = &[
         ],
         options: &[],
         capabilities: Some(Capabilities {
-            receive: Receive {
-                delivery: Delivery::AtLeastOnce,
-                on_error: OnError::Redelivered,
-                survives_broker_restart: true,
-            },
+            receive: Receive::AT_LEAST_ONCE,
             durable: None,
             request_reply: RequestReply::SeveralReplies,
             scale_out: ScaleOut::Competing,
@@ -453,11 +449,7 @@ pub const ADAPTERS: &[Adapter] = &[
         run_env: &["SERVICEBUS_SAS_KEY_NAME", "SERVICEBUS_SAS_KEY"],
         options: &[],
         capabilities: Some(Capabilities {
-            receive: Receive {
-                delivery: Delivery::AtLeastOnce,
-                on_error: OnError::Redelivered,
-                survives_broker_restart: true,
-            },
+            receive: Receive::AT_LEAST_ONCE,
             durable: None,
             request_reply: RequestReply::Unsupported(
                 "the REST protocol cannot receive from sessions or temporary queues; replying to `ReplyTo` works"
