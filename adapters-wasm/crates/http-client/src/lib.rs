@@ -390,6 +390,8 @@ mod wasi {
             | ErrorCode::ConnectionRefused
             | ErrorCode::ConnectionTerminated
             | ErrorCode::ConnectionLimitReached
+            // What a connection that breaks mid-request gives (the server went away).
+            | ErrorCode::HttpProtocolError
             | ErrorCode::TlsProtocolError
             | ErrorCode::TlsCertificateError
             | ErrorCode::TlsAlertReceived(_) => Error::connection(format!("{url}: {error:?}")),
