@@ -428,8 +428,8 @@ pub const ADAPTERS: &[Adapter] = &[
             content_type: true,
             binary: true,
             max_payload: MaxPayload::Bytes {
-                bytes: 262_144,
-                note: "SQS's limit, attributes included; binary data goes as base64",
+                bytes: 1 << 20,
+                note: "the queue's `MaximumMessageSize`: SQS's default and limit, 1 MiB since 2025; binary data goes as base64",
             },
             no_responders: false,
             credentials: true,

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use msgplug::adapters::{Capabilities, MaxPayload, OnError, Receive, RequestReply, ScaleOut};
+use msgplug::adapters::{
+    Capabilities, Delivery, MaxPayload, OnError, Receive, RequestReply, ScaleOut,
+};
 
 use crate::{App, Backend, Broker, Credentials, Input, Msg, LIMIT};
 
@@ -333,7 +335,15 @@ fn request_without_responders(backend: &dyn Backend) {
             "the broker says at once that nobody listens; the request must not wait"
         );
     } else {
-        assert_eq!(app_lines(&stderr), ["requester: request failed: timeout"]);
+        // Either the timeout, or an error about the topic where sending to it fails.
+        let lines = app_lines(&stderr);
+        assert!(
+            lines == ["requester: request failed: timeout"]
+                || (lines.len() == 1
+                    && lines[0].starts_with("requester: request failed: ")
+                    && lines[0].contains("nobody")),
+            "a timeout or one error naming the topic:\n{stderr}"
+        );
     }
 }
 
@@ -384,9 +394,11 @@ fn handler_err_is_redelivered_or_reported(backend: &dyn Backend) {
 }
 
 /// Three instances sharing the work (in one `--queue-group`, or as competing consumers)
-/// handle 3,000 messages: none lost, none handled twice, each takes a share.
+/// handle 3,000 messages: none lost, each takes a share, and none handled twice where
+/// delivery is at-most-once (at-least-once: duplicates are counted and printed).
 fn three_in_a_group_share_3000_messages(backend: &dyn Backend) {
     const TOTAL: usize = 3000;
+    const ROUND: usize = 300;
     let mut s = setup(backend);
     let group = match s.capabilities.scale_out {
         ScaleOut::QueueGroup => Some("workers"),
@@ -408,31 +420,44 @@ fn three_in_a_group_share_3000_messages(backend: &dyn Backend) {
         .into_iter()
         .map(|name| App::receiving(&mut *s.broker, &transform, &[("TRANSFORMED_BY", name)]))
         .collect();
-    for i in 0..TOTAL {
-        s.broker.publish("work", &Msg::data(format!("m{i}")));
-    }
+    let messages: Vec<Msg> = (0..TOTAL).map(|i| Msg::data(format!("m{i}"))).collect();
     let mut shares: BTreeMap<String, usize> = BTreeMap::new();
     let mut handled = BTreeSet::new();
     let mut received = 0;
     let deadline = Instant::now() + LIMIT * 2;
-    while handled.len() < TOTAL {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Some(message) = s.broker.next("work.upper", left) else {
-            panic!(
-                "{} of {TOTAL} messages handled within {:?} (per instance: {shares:?})",
-                handled.len(),
-                LIMIT * 2
-            );
-        };
-        received += 1;
-        handled.insert(message.text());
-        let by = message.metadata.get("transformed-by").cloned();
-        *shares.entry(by.unwrap_or_default()).or_default() += 1;
+    // In rounds, so that no broker holds thousands at once (moto slows down with the
+    // length of a queue); every round is still shared by the three.
+    for (round, chunk) in messages.chunks(ROUND).enumerate() {
+        s.broker.publish_all("work", chunk);
+        while handled.len() < (round * ROUND + chunk.len()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(message) = s.broker.next("work.upper", left) else {
+                panic!(
+                    "{} of {TOTAL} messages handled within {:?} (per instance: {shares:?})",
+                    handled.len(),
+                    LIMIT * 2
+                );
+            };
+            received += 1;
+            let by = message.metadata.get("transformed-by").cloned();
+            handled.insert(message.text());
+            *shares.entry(by.unwrap_or_default()).or_default() += 1;
+        }
     }
-    assert_eq!(
-        received, TOTAL,
-        "some messages were handled twice: {shares:?}"
-    );
+    let duplicates = received - TOTAL;
+    match s.capabilities.receive.delivery {
+        Delivery::AtMostOnce => assert_eq!(
+            duplicates, 0,
+            "some messages were handled twice: {shares:?}"
+        ),
+        // A competing consumer may get a message another one got too (SQS says so for
+        // standard queues; moto does it when two receives race): allowed, and counted.
+        Delivery::AtLeastOnce => println!(
+            "{}: 3 instances handled all {TOTAL} messages; {duplicates} handled twice \
+             (at-least-once)",
+            backend.adapter()
+        ),
+    }
     assert_eq!(
         shares.keys().map(String::as_str).collect::<Vec<_>>(),
         ["w1", "w2", "w3"],
@@ -460,7 +485,7 @@ fn broker_restart_loses_nothing_accepted(backend: &dyn Backend) {
         );
     };
     let mut s = setup(backend);
-    if let Err(why) = s.broker.can_stop() {
+    if let Err(why) = s.broker.can_stop().and(s.broker.can_restart()) {
         return not_applicable(backend, why);
     }
     let input = Input {

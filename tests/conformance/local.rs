@@ -192,6 +192,10 @@ impl Broker for Pipes {
         unreachable!("can_stop says no")
     }
 
+    fn can_restart(&self) -> Result<(), &'static str> {
+        self.can_stop()
+    }
+
     fn restart(&mut self) {
         unreachable!("can_stop says no")
     }

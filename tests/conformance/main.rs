@@ -22,6 +22,7 @@ mod support;
 mod cases;
 mod local;
 mod nats;
+mod sqs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ use msgplug::adapters::Capabilities;
 pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// Every backend the suite runs.
-const BACKENDS: &[&dyn Backend] = &[&local::Local, &nats::Nats];
+const BACKENDS: &[&dyn Backend] = &[&local::Local, &nats::Nats, &sqs::Sqs];
 
 fn main() {
     let args = Arguments::from_args();
@@ -117,6 +118,14 @@ pub trait Broker {
     /// Publishes `message` to `topic` and returns once the broker accepted it.
     fn publish(&mut self, topic: &str, message: &Msg);
 
+    /// Publishes `messages` to `topic` like [`Broker::publish`], in batches where the broker
+    /// has them.
+    fn publish_all(&mut self, topic: &str, messages: &[Msg]) {
+        for message in messages {
+            self.publish(topic, message);
+        }
+    }
+
     /// The next message sent to `topic` (after [`Broker::listen`]), or `None` when none
     /// comes within `limit`.
     fn next(&mut self, topic: &str, limit: Duration) -> Option<Msg>;
@@ -125,11 +134,14 @@ pub trait Broker {
     /// listens without answering); live before it returns.
     fn respond(&mut self, topic: &str, replies: usize);
 
-    /// Whether this broker can be stopped and started again by the case, or why not.
+    /// Whether this broker can be stopped by the case, or why not.
     fn can_stop(&self) -> Result<(), &'static str>;
 
-    /// Stops the broker (every connection drops); [`Broker::restart`] brings it back.
+    /// Stops the broker (every connection drops).
     fn stop(&mut self);
+
+    /// Whether the stopped broker can be started again with what it had stored, or why not.
+    fn can_restart(&self) -> Result<(), &'static str>;
 
     /// Starts the stopped broker again on the same address, keeping what it had stored.
     fn restart(&mut self);

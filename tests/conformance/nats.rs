@@ -295,6 +295,10 @@ impl Broker for NatsBroker {
         }
     }
 
+    fn can_restart(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
     fn restart(&mut self) {
         self.runtime.block_on(self.server.launch());
         let client = self.client.clone();

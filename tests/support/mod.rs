@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod moto;
 pub mod nats;
 
 use std::path::{Path, PathBuf};
