@@ -100,8 +100,8 @@ impl Broker for Pipes {
         }
     }
 
-    fn run_flags(&self) -> Vec<String> {
-        Vec::new()
+    fn wasmtime_args(&mut self, _receiving: bool) -> Vec<String> {
+        vec!["run".into()]
     }
 
     fn run_env(&self, _: Credentials) -> Vec<(String, String)> {

@@ -19,9 +19,14 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../fakes/servicebus.rs"]
+mod fake;
+
 mod cases;
+mod http;
 mod local;
 mod nats;
+mod servicebus;
 mod sqs;
 
 use std::collections::BTreeMap;
@@ -37,7 +42,13 @@ use msgplug::adapters::Capabilities;
 pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// Every backend the suite runs.
-const BACKENDS: &[&dyn Backend] = &[&local::Local, &nats::Nats, &sqs::Sqs];
+const BACKENDS: &[&dyn Backend] = &[
+    &local::Local,
+    &nats::Nats,
+    &sqs::Sqs,
+    &servicebus::ServiceBus,
+    &http::Http,
+];
 
 fn main() {
     let args = Arguments::from_args();
@@ -99,8 +110,10 @@ pub trait Broker {
     /// messages from when `input` is given (made ready here: queues, streams).
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String>;
 
-    /// `wasmtime run` flags after `run` (`-S inherit-network`).
-    fn run_flags(&self) -> Vec<String>;
+    /// The `wasmtime` subcommand and its flags: `run -S inherit-network`, or for a
+    /// `receiving` app of a backend that receives through the http trigger,
+    /// `serve -S cli --addr ...`.
+    fn wasmtime_args(&mut self, receiving: bool) -> Vec<String>;
 
     /// `--env` pairs for `wasmtime run`.
     fn run_env(&self, credentials: Credentials) -> Vec<(String, String)>;
@@ -203,8 +216,18 @@ impl App {
         credentials: Credentials,
         env: &[(&str, &str)],
     ) -> App {
+        App::spawn(broker, component, credentials, env, false)
+    }
+
+    fn spawn(
+        broker: &mut dyn Broker,
+        component: &Path,
+        credentials: Credentials,
+        env: &[(&str, &str)],
+        receiving: bool,
+    ) -> App {
         let mut command = support::wasmtime();
-        command.arg("run").args(broker.run_flags());
+        command.args(broker.wasmtime_args(receiving));
         let broker_env = broker.run_env(credentials);
         let pairs = broker_env
             .iter()
@@ -236,7 +259,7 @@ impl App {
 
     /// Starts a receiving app and waits until it logs the broker's ready line.
     pub fn receiving(broker: &mut dyn Broker, component: &Path, env: &[(&str, &str)]) -> App {
-        let mut app = App::start(broker, component, Credentials::Right, env);
+        let mut app = App::spawn(broker, component, Credentials::Right, env, true);
         if let Some(line) = broker.ready_line() {
             app.wait_for(line, 1);
         }

@@ -151,8 +151,8 @@ impl Broker for NatsBroker {
         args
     }
 
-    fn run_flags(&self) -> Vec<String> {
-        vec!["-S".into(), "inherit-network".into()]
+    fn wasmtime_args(&mut self, _receiving: bool) -> Vec<String> {
+        vec!["run".into(), "-S".into(), "inherit-network".into()]
     }
 
     fn run_env(&self, credentials: Credentials) -> Vec<(String, String)> {

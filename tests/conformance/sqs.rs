@@ -96,37 +96,6 @@ fn send_input(url: &str, message: &Msg) -> Value {
     input
 }
 
-/// Long-polls the queue at `url` once (1 s), deleting what came.
-fn receive(moto: &Moto, url: &str) -> Vec<Value> {
-    let received = moto.call(
-        "ReceiveMessage",
-        json!({
-            "QueueUrl": url,
-            "MaxNumberOfMessages": 10,
-            "WaitTimeSeconds": 1,
-            "MessageAttributeNames": ["All"],
-        }),
-    );
-    let messages: Vec<Value> = received["Messages"].as_array().cloned().unwrap_or_default();
-    if !messages.is_empty() {
-        let entries: Vec<Value> = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| json!({"Id": i.to_string(), "ReceiptHandle": m["ReceiptHandle"]}))
-            .collect();
-        let deleted = moto.call(
-            "DeleteMessageBatch",
-            json!({"QueueUrl": url, "Entries": entries}),
-        );
-        assert_eq!(
-            deleted["Failed"].as_array().map_or(0, Vec::len),
-            0,
-            "{deleted}"
-        );
-    }
-    messages
-}
-
 impl MotoBroker {
     /// The URL of the queue for `topic`, created on first use.
     fn queue(&mut self, topic: &str) -> String {
@@ -150,8 +119,8 @@ impl Broker for MotoBroker {
         vec!["--broker".into(), url]
     }
 
-    fn run_flags(&self) -> Vec<String> {
-        vec!["-S".into(), "http".into()]
+    fn wasmtime_args(&mut self, _receiving: bool) -> Vec<String> {
+        vec!["run".into(), "-S".into(), "http".into()]
     }
 
     fn run_env(&self, _: Credentials) -> Vec<(String, String)> {
@@ -202,7 +171,7 @@ impl Broker for MotoBroker {
         let deadline = Instant::now() + limit;
         let pending = self.received.entry(topic.to_string()).or_default();
         while pending.is_empty() && Instant::now() < deadline {
-            pending.extend(receive(&self.moto, &url).iter().map(msg));
+            pending.extend(self.moto.receive(&url).iter().map(msg));
         }
         pending.pop_front()
     }
@@ -216,7 +185,7 @@ impl Broker for MotoBroker {
         std::thread::spawn(move || {
             let deadline = Instant::now() + LIMIT;
             while Instant::now() < deadline {
-                let Some(request) = receive(&moto, &url).into_iter().next() else {
+                let Some(request) = moto.receive(&url).into_iter().next() else {
                     continue;
                 };
                 let reply_to = request["MessageAttributes"]["reply-to"]["StringValue"]

@@ -140,6 +140,39 @@ impl Moto {
         self.call("SendMessage", input);
     }
 
+    /// Long-polls the queue at `url` once (for at most a second) and returns what came,
+    /// with every attribute, deleted from the queue.
+    pub fn receive(&self, url: &str) -> Vec<Value> {
+        let received = self.call(
+            "ReceiveMessage",
+            json!({
+                "QueueUrl": url,
+                "MaxNumberOfMessages": 10,
+                "WaitTimeSeconds": 1,
+                "MessageAttributeNames": ["All"],
+                "MessageSystemAttributeNames": ["All"],
+            }),
+        );
+        let messages = received["Messages"].as_array().cloned().unwrap_or_default();
+        if !messages.is_empty() {
+            let entries: Vec<Value> = messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| json!({"Id": i.to_string(), "ReceiptHandle": m["ReceiptHandle"]}))
+                .collect();
+            let deleted = self.call(
+                "DeleteMessageBatch",
+                json!({"QueueUrl": url, "Entries": entries}),
+            );
+            assert_eq!(
+                deleted["Failed"].as_array().map_or(0, Vec::len),
+                0,
+                "{deleted}"
+            );
+        }
+        messages
+    }
+
     /// Long-polls the queue at `url` until `count` messages arrived (with every
     /// attribute), deleting each, and fails the test if they do not within [`LIMIT`].
     pub fn take(&self, url: &str, count: usize) -> Vec<Value> {
@@ -151,23 +184,7 @@ impl Moto {
                 "{} of {count} messages arrived in {url} within {LIMIT:?}: {messages:#?}",
                 messages.len()
             );
-            let received = self.call(
-                "ReceiveMessage",
-                json!({
-                    "QueueUrl": url,
-                    "MaxNumberOfMessages": 10,
-                    "WaitTimeSeconds": 1,
-                    "MessageAttributeNames": ["All"],
-                    "MessageSystemAttributeNames": ["All"],
-                }),
-            );
-            for message in received["Messages"].as_array().into_iter().flatten() {
-                self.call(
-                    "DeleteMessage",
-                    json!({"QueueUrl": url, "ReceiptHandle": message["ReceiptHandle"]}),
-                );
-                messages.push(message.clone());
-            }
+            messages.extend(self.receive(url));
         }
         assert_eq!(messages.len(), count, "more messages than expected");
         messages
