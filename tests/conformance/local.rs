@@ -120,26 +120,26 @@ impl Broker for Pipes {
         let responders = self.responders.clone();
         std::thread::spawn(move || {
             for text in stdout {
-                let line: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+                let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
                     panic!("the app wrote a line that is not JSON ({e}): {text}")
                 });
-                let topic = line["topic"].as_str().expect("a topic").to_string();
+                let topic = value["topic"].as_str().expect("a topic").to_string();
                 let replies = responders
                     .lock()
                     .expect("responders lock")
                     .iter()
                     .find(|(t, _)| *t == topic)
                     .map(|&(_, n)| n);
-                match (replies, line["reply_to"].as_str()) {
+                match (replies, value["reply_to"].as_str()) {
                     (Some(n), Some(reply_to)) => {
-                        let request = message(&line);
+                        let request = message(&value);
                         for k in 1..=n {
                             let reply = Msg::data(format!("hi, {} ({k}/{n})", request.text()));
-                            write(&stdin, &super::local::line(reply_to, &reply));
+                            write(&stdin, &line(reply_to, &reply));
                         }
                     }
                     _ => {
-                        if tx.send(line).is_err() {
+                        if tx.send(value).is_err() {
                             break;
                         }
                     }
