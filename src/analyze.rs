@@ -1,6 +1,8 @@
 //! Reading a component's world: what it imports and exports, and what that means for msgplug.
 
-use wasmparser::{Encoding, Parser, Payload, Validator, WasmFeatures};
+use wasmparser::{
+    CanonicalFunction, CanonicalOption, Encoding, Parser, Payload, Validator, WasmFeatures,
+};
 
 use crate::wit::{names, MESSAGING_VERSION};
 
@@ -14,6 +16,10 @@ pub struct ComponentInfo {
     /// The payload of the `msgplug-config` custom section (a [`crate::config::Manifest`]),
     /// when the component was composed by msgplug.
     pub manifest: Option<Vec<u8>>,
+    /// Whether the component, or any component nested in it, uses a canonical built-in
+    /// beyond the synchronous ABI of WASI 0.2 (async lift/lower, tasks, streams, futures,
+    /// threads): runtimes run those only from some release on, or behind a flag.
+    pub uses_async_abi: bool,
 }
 
 /// The entry point a runtime calls, when a component exports one.
@@ -102,6 +108,7 @@ impl ComponentInfo {
             imports: imports.iter().map(|s| s.to_string()).collect(),
             exports: exports.iter().map(|s| s.to_string()).collect(),
             manifest: None,
+            uses_async_abi: false,
         }
     }
 }
@@ -138,6 +145,7 @@ pub fn read_world(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
         imports: Vec::new(),
         exports: Vec::new(),
         manifest: None,
+        uses_async_abi: false,
     };
     // Nested modules and components are reported inline; only depth 1 is the component itself.
     let mut depth = 0usize;
@@ -162,6 +170,12 @@ pub fn read_world(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
                     info.exports.push(export.name.name.to_string());
                 }
             }
+            Payload::ComponentCanonicalSection(reader) if !info.uses_async_abi => {
+                for function in reader {
+                    let function = function.map_err(AnalyzeError::Invalid)?;
+                    info.uses_async_abi |= beyond_sync_abi(&function);
+                }
+            }
             Payload::CustomSection(section)
                 if depth == 1 && section.name() == crate::config_component::CUSTOM_SECTION =>
             {
@@ -171,6 +185,24 @@ pub fn read_world(bytes: &[u8]) -> Result<ComponentInfo, AnalyzeError> {
         }
     }
     Ok(info)
+}
+
+/// Whether a canonical function needs more than the synchronous canonical ABI of WASI 0.2.
+fn beyond_sync_abi(function: &CanonicalFunction) -> bool {
+    let async_option = |options: &[CanonicalOption]| {
+        options
+            .iter()
+            .any(|o| matches!(o, CanonicalOption::Async | CanonicalOption::Callback(_)))
+    };
+    match function {
+        CanonicalFunction::Lift { options, .. } | CanonicalFunction::Lower { options, .. } => {
+            async_option(options)
+        }
+        CanonicalFunction::ResourceNew { .. }
+        | CanonicalFunction::ResourceDrop { .. }
+        | CanonicalFunction::ResourceRep { .. } => false,
+        _ => true,
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::Adapter;
+use crate::compose::{Driver, Trigger};
+
 /// The version of the settings schema; bumped on an incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -33,16 +36,17 @@ pub struct Settings {
 
 /// What a composed artifact records about itself in its `msgplug-config` custom section, so
 /// `msgplug inspect` can describe it without running anything.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     /// The tool and version that composed it, e.g. `msgplug 0.1.0`.
     pub composed_by: String,
-    /// The backend adapter's name.
-    pub backend: String,
-    /// The driver adapter's name, if a driver was added.
-    pub driver: Option<String>,
-    /// The trigger (`run`, `http` or `none`).
-    pub trigger: String,
+    /// The backend adapter (recorded by its name).
+    #[serde(with = "backend_by_name")]
+    pub backend: &'static Adapter,
+    /// The driver, if one was added (recorded by its adapter's name).
+    pub driver: Option<Driver>,
+    /// The trigger (`run`, `http` or `none`, never `auto`).
+    pub trigger: Trigger,
     /// Whether messages or replies arrive on standard input (the `local` backend).
     pub reads_stdin: bool,
     /// Whether the backend opens network connections (`-S inherit-network`).
@@ -61,6 +65,27 @@ impl Manifest {
         Manifest {
             settings: self.settings.redacted(),
             ..self.clone()
+        }
+    }
+}
+
+/// A backend recorded by its adapter's name; a name this version does not embed (or a
+/// driver's) does not deserialise.
+mod backend_by_name {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::adapters::{self, Adapter, AdapterKind};
+
+    pub fn serialize<S: Serializer>(backend: &&'static Adapter, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(backend.name)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'static Adapter, D::Error> {
+        let name = String::deserialize(d)?;
+        match adapters::by_name(&name).map_err(D::Error::custom)? {
+            backend if backend.kind == AdapterKind::Backend => Ok(backend),
+            _ => Err(D::Error::custom(format!("`{name}` is not a backend"))),
         }
     }
 }
@@ -309,6 +334,41 @@ mod tests {
             r#"{"msgplug":1,"backend":"local","broker":"local:","subscribe":["orders.>"],"queue_group":"workers","options":{}}"#
         );
         assert_eq!(serde_json::from_str::<Settings>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn manifests_record_adapters_by_name_and_read_back_typed() {
+        let manifest = Manifest {
+            composed_by: "msgplug 0.1.0".into(),
+            backend: crate::adapters::by_name("backend-local").unwrap(),
+            driver: Some(Driver::Run),
+            trigger: Trigger::Run,
+            reads_stdin: true,
+            network: false,
+            run_env: vec![],
+            settings: Settings::new("local", &parse_broker("local").unwrap(), vec![], None),
+        };
+        let json = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(
+            (&json["backend"], &json["driver"], &json["trigger"]),
+            (
+                &serde_json::json!("backend-local"),
+                &serde_json::json!("driver-run"),
+                &serde_json::json!("run")
+            )
+        );
+        let back: Manifest = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(
+            (back.backend.name, back.driver, back.trigger),
+            ("backend-local", Some(Driver::Run), Trigger::Run)
+        );
+        let mut wrong = json;
+        wrong["backend"] = serde_json::json!("driver-run");
+        let err = serde_json::from_value::<Manifest>(wrong).unwrap_err();
+        assert!(
+            err.to_string().contains("`driver-run` is not a backend"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! msgplug plugs `wasi:messaging@0.2.0-draft` into a WebAssembly component, so that it runs on
 //! a stock `wasmtime run` / `wasmtime serve` against a real broker, with no custom host.
 //!
-//! [`compose`] wires the app with a prebuilt backend adapter (chosen by the broker URL's
+//! [`compose()`] wires the app with a prebuilt backend adapter (chosen by the broker URL's
 //! scheme), a driver (the trigger loop, chosen by [`Trigger`]) and a generated config
 //! component into one self-contained component.
 //!
@@ -27,12 +27,14 @@
 
 pub mod adapters;
 pub mod analyze;
+pub mod broker;
 pub mod compose;
 pub mod config;
 pub mod config_component;
 pub mod host;
 pub mod inspect;
 pub mod wac_text;
+pub mod wasmtime_range;
 pub mod wit;
 
 pub use compose::{compose, ComposeError, ComposeOptions, Composed, Trigger, Warning};

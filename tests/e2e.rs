@@ -301,6 +301,39 @@ fn composed_outputs_import_only_standard_wasi_0_2() {
     }
 }
 
+/// A build pipeline copies or serves the output: it gets the mode a new file gets (as with
+/// `cp` or `wac compose -o`), and an overwritten output keeps its mode, as `cp` keeps it.
+#[cfg(unix)]
+#[test]
+fn the_output_gets_the_usual_mode_of_a_new_file_and_an_overwrite_keeps_the_old_mode() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // What this process's umask makes of a new file (0644 under the common umask 022).
+    let plain = tmp.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let wac = tmp.path().join("out.wac");
+    let out = compose(
+        tmp.path(),
+        "transform",
+        &["--emit-wac", wac.to_str().unwrap()],
+    );
+    for written in [&out, &wac, &wac.with_extension("config.wasm")] {
+        assert_eq!(
+            mode(written),
+            mode(&plain),
+            "{} has mode {:o}",
+            written.display(),
+            mode(written)
+        );
+    }
+
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(compose(tmp.path(), "transform", &[]), out);
+    assert_eq!(mode(&out), 0o640, "an overwritten output keeps its mode");
+}
+
 #[test]
 fn the_emitted_wac_composes_the_same_component_with_wac_itself() {
     use wac_parser::Document;

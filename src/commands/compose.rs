@@ -168,6 +168,14 @@ impl ComposeCommand {
         for warning in &composed.warnings {
             terminal.warn(warning);
         }
+        // What the output cannot start without (credentials apart) is as loud as a warning.
+        let (warnings, notes): (Vec<_>, Vec<_>) = composed
+            .from_env
+            .iter()
+            .partition(|from_env| from_env.required && !from_env.credentials);
+        for from_env in warnings {
+            terminal.warn(from_env);
+        }
 
         if let Some((wac, config)) = &wac_paths {
             let text = msgplug::wac_text::print(&composed.plan, "msgplug:composed");
@@ -211,6 +219,9 @@ impl ComposeCommand {
             "Run it with",
             composed.run_command(&output.display().to_string()),
         );
+        for from_env in notes {
+            terminal.note(from_env);
+        }
         Ok(())
     }
 }

@@ -61,10 +61,9 @@ fn render(i: &Inspection, path: &str) -> String {
         out.push_str(&format!("  composed by:       {}\n", m.composed_by));
         out.push_str(&format!(
             "  adapters:          {}{}\n",
-            m.backend,
+            m.backend.name,
             m.driver
-                .as_deref()
-                .map(|d| format!(" + {d}"))
+                .map(|d| format!(" + {}", d.adapter().name))
                 .unwrap_or_default()
         ));
         out.push_str(&format!("  trigger:           {}\n", m.trigger));

@@ -57,6 +57,13 @@ impl Terminal {
         }
     }
 
+    /// A note on something the user should know (`note: ...`); not printed when quiet.
+    pub fn note(&self, message: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("note: {message}");
+        }
+    }
+
     /// A warning; printed even when quiet.
     pub fn warn(&self, message: impl std::fmt::Display) {
         eprintln!("warning: {message}");
@@ -65,12 +72,27 @@ impl Terminal {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// `path` is either left untouched or replaced whole.
+///
+/// The file gets the mode `cp` gives: a new file the usual mode for new files (`0666` less
+/// the umask, so `0644` under the common umask `022`), an overwritten file its old mode.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
-    let mut temp = tempfile::Builder::new()
-        .prefix(".msgplug-")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".msgplug-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The kernel applies the umask to the mode a file is created with.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut temp = builder
         .tempfile_in(dir)
         .with_context(|| format!("failed to create a temporary file in `{}`", dir.display()))?;
+    if let Ok(existing) = std::fs::metadata(path) {
+        temp.as_file()
+            .set_permissions(existing.permissions())
+            .with_context(|| format!("failed to keep the mode of `{}`", path.display()))?;
+    }
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())
         .with_context(|| format!("failed to write `{}`", path.display()))?;

@@ -3,7 +3,7 @@
 use common::{Error, Settings};
 use percent_encoding::percent_decode_str;
 
-use crate::proto::{check_name, check_subject};
+use crate::protocol::{check_name, check_subject};
 
 /// The port a `nats://` URL without one means.
 const DEFAULT_PORT: u16 = 4222;
@@ -209,6 +209,16 @@ fn auth_from_env(url: Auth, env: impl Fn(&str) -> Option<String>) -> Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    include!("../../../../tests/support/broker_urls.rs");
+
+    /// The parser agrees with `msgplug compose` on the cases of `tests/broker-urls.txt`.
+    #[test]
+    fn agrees_with_compose_on_the_shared_broker_urls() {
+        assert_agrees_with_broker_url_cases("nats", &[], |url, env| {
+            Config::from_settings(&settings(url), env).map(drop)
+        });
+    }
 
     fn settings(broker: &str) -> Settings {
         Settings {

@@ -109,6 +109,21 @@ fn default_endpoint(region: &str) -> String {
 mod tests {
     use super::*;
 
+    include!("../../../../tests/support/broker_urls.rs");
+
+    /// The parser agrees with `msgplug compose` on the cases of `tests/broker-urls.txt`.
+    #[test]
+    fn agrees_with_compose_on_the_shared_broker_urls() {
+        assert_agrees_with_broker_url_cases("sqs", KEYS, |url, env| {
+            let settings = Settings {
+                msgplug: 1,
+                broker: url.into(),
+                ..Settings::default()
+            };
+            Config::from_settings(&settings, env).map(drop)
+        });
+    }
+
     const KEYS: &[(&str, &str)] = &[
         ("AWS_ACCESS_KEY_ID", "AKID"),
         ("AWS_SECRET_ACCESS_KEY", "SECRET"),

@@ -404,6 +404,15 @@ mod wasi {
 mod tests {
     use super::*;
 
+    include!("../../../../tests/support/broker_urls.rs");
+
+    /// The parser the `http` backend checks its broker URL with agrees with `msgplug
+    /// compose` on the cases of `tests/broker-urls.txt`.
+    #[test]
+    fn agrees_with_compose_on_the_shared_broker_urls() {
+        assert_agrees_with_broker_url_cases("http", &[], |url, _env| parse_url(url).map(drop));
+    }
+
     #[test]
     fn splits_urls() {
         let url = parse_url("https://sqs.us-east-1.amazonaws.com/123/q?x=1#frag").unwrap();

@@ -217,6 +217,17 @@ fn check_host(host: &str, usage: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    include!("../../../../tests/support/broker_urls.rs");
+
+    /// The parser agrees with `msgplug compose` on the cases of `tests/broker-urls.txt`.
+    #[test]
+    fn agrees_with_compose_on_the_shared_broker_urls() {
+        let credentials = [(KEY_NAME_VAR, "send"), (KEY_VAR, "c2VjcmV0")];
+        assert_agrees_with_broker_url_cases("servicebus", &credentials, |url, env| {
+            Namespace::parse(url, env).map(drop)
+        });
+    }
+
     fn no_env(_: &str) -> Option<String> {
         None
     }

@@ -1,0 +1,467 @@
+//! Compose-time checks of a broker URL, per backend family, as strict as the backend's own
+//! parser at run time (in `adapters-wasm/crates/backend-*`): a URL the backend would refuse
+//! when it starts is refused by `compose`, and what the backend can only take from the
+//! environment at run time is named ([`FromEnv`]).
+//!
+//! The adapters cannot be linked into the host, so these are equivalents of their parsers;
+//! `tests/broker-urls.txt` lists URLs with the verdict every parser must give, and the unit
+//! tests here and in each backend crate check their parser against it.
+
+use std::fmt;
+
+use crate::config::{redact, BrokerUrl};
+
+/// Something a backend reads from the environment at run time because the URL cannot say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromEnv {
+    /// What it is, e.g. `AWS credentials`.
+    pub what: &'static str,
+    /// The variables the backend reads it from.
+    pub vars: &'static [&'static str],
+    /// Whether the backend fails to start when none of them is set.
+    pub required: bool,
+    /// Whether it is credentials (which belong in the environment, never in the URL).
+    pub credentials: bool,
+}
+
+impl fmt::Display for FromEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} from the environment at run time ({})",
+            self.what,
+            if self.required {
+                "must come"
+            } else {
+                "may come"
+            },
+            self.vars
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// A broker URL the backend would refuse when it starts.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid `{backend}` broker URL `{url}`: {why}; {usage}")]
+pub struct BrokerUrlError {
+    /// The backend family (`nats`, `sqs`, ...).
+    pub backend: &'static str,
+    /// The URL as it would be baked, with secrets masked.
+    pub url: String,
+    /// What is wrong with it.
+    pub why: String,
+    /// The form the backend expects.
+    pub usage: &'static str,
+}
+
+const NATS_CREDENTIALS: FromEnv = FromEnv {
+    what: "credentials, if the server needs them,",
+    vars: &["NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"],
+    required: false,
+    credentials: true,
+};
+const AWS_CREDENTIALS: FromEnv = FromEnv {
+    what: "AWS credentials (a session token only with temporary ones)",
+    vars: &[
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ],
+    required: true,
+    credentials: true,
+};
+const AWS_REGION: FromEnv = FromEnv {
+    what: "the region (the URL names none)",
+    vars: &["AWS_REGION"],
+    required: true,
+    credentials: false,
+};
+const AWS_ENDPOINT: FromEnv = FromEnv {
+    what: "an endpoint other than AWS's",
+    vars: &["AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"],
+    required: false,
+    credentials: false,
+};
+const SAS_KEY_NAME: FromEnv = FromEnv {
+    what: "the SAS key name (the broker setting has none)",
+    vars: &["SERVICEBUS_SAS_KEY_NAME"],
+    required: true,
+    credentials: true,
+};
+const SAS_KEY: FromEnv = FromEnv {
+    what: "the SAS key (the broker setting has none)",
+    vars: &["SERVICEBUS_SAS_KEY"],
+    required: true,
+    credentials: true,
+};
+
+/// Checks `broker` as the `family` backend parses it when it starts, and returns what
+/// that backend will take from the environment. `None` when msgplug has no check for
+/// the family (a test keeps every embedded backend covered).
+pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, BrokerUrlError>> {
+    let url = broker.url.as_str();
+    Some(match family {
+        "local" => local(url),
+        "nats" => nats(url),
+        "http" => http(url),
+        "sqs" => sqs(url),
+        "servicebus" => servicebus(url),
+        _ => return None,
+    })
+}
+
+/// Makes the error for `url` in the `backend` family.
+fn invalid(
+    backend: &'static str,
+    url: &str,
+    usage: &'static str,
+) -> impl Fn(&str) -> BrokerUrlError {
+    let url = redact(url);
+    move |why| BrokerUrlError {
+        backend,
+        url: url.clone(),
+        why: why.to_string(),
+        usage,
+    }
+}
+
+/// `backend-local`: `local:` (msgplug normalises `local` and `local://` to it).
+fn local(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    match url {
+        "local:" => Ok(Vec::new()),
+        _ => Err(invalid("local", url, "use `local`")(
+            "it names no local broker",
+        )),
+    }
+}
+
+/// `backend-nats` (`config.rs`, `parse_url`): `nats://[USER[:PASSWORD]@]HOST[:PORT]`.
+fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "nats",
+        url,
+        "expected `nats://[USER[:PASSWORD]@]HOST[:PORT]`",
+    );
+    let rest = url
+        .strip_prefix("nats://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', ',']) {
+        return Err(invalid(
+            "only one server, without a path or query, is supported",
+        ));
+    }
+    let (userinfo, host_port) = match rest.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, rest),
+    };
+    if userinfo.is_some_and(|u| !percent_decodes_to_utf8(u)) {
+        return Err(invalid("credentials are not UTF-8 after percent-decoding"));
+    }
+    let host = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
+            if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                return Err(invalid(&format!("bad port `{port}`")));
+            }
+            host
+        }
+        _ => host_port,
+    };
+    if host.is_empty() {
+        return Err(invalid("no host"));
+    }
+    Ok(match userinfo {
+        Some(_) => Vec::new(),
+        None => vec![NATS_CREDENTIALS],
+    })
+}
+
+/// Whether the `%XX` escapes in `text` decode to UTF-8 (as `percent_decode_str` reads them).
+fn percent_decodes_to_utf8(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).is_ok()
+}
+
+/// `backend-http` (`http-client`, `parse_url`): `http(s)://HOST[:PORT]/PATH`.
+fn http(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "http",
+        url,
+        "expected `http(s)://HOST[:PORT]/PATH` (`{topic}` in it is replaced by the topic)",
+    );
+    let rest = url
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        })
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| invalid("only http:// and https:// are supported"))?;
+    let rest = rest.split('#').next().unwrap_or_default();
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if authority.is_empty() {
+        return Err(invalid("no host"));
+    }
+    if authority.contains('@') {
+        return Err(invalid("user info is not supported in the URL"));
+    }
+    Ok(Vec::new())
+}
+
+/// `backend-sqs` (`config.rs`): `sqs://REGION/QUEUE-NAME`; the region may come from
+/// `AWS_REGION` instead.
+fn sqs(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "sqs",
+        url,
+        "expected `sqs://REGION/QUEUE-NAME`, e.g. `sqs://us-east-1/orders`",
+    );
+    let rest = url
+        .split_once("://")
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("sqs"))
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    if rest.contains(['?', '#', '@']) {
+        return Err(invalid(
+            "SQS URLs take no query, fragment or credentials (credentials come from \
+             `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`)",
+        ));
+    }
+    let (region, queue) = match rest.split_once('/') {
+        Some((region, queue)) => (region, queue.trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if queue.contains('/') {
+        return Err(invalid("it names more than one path segment"));
+    }
+    let mut from_env = vec![AWS_CREDENTIALS];
+    if region.is_empty() {
+        from_env.push(AWS_REGION);
+    } else if !region
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(invalid(&format!(
+            "`{region}` is not an AWS region name (such as `us-east-1`)"
+        )));
+    }
+    from_env.push(AWS_ENDPOINT);
+    Ok(from_env)
+}
+
+const SERVICEBUS_USAGE: &str = "expected `servicebus://HOST[:PORT][/ENTITY]` or a connection \
+     string `Endpoint=sb://HOST/;SharedAccessKeyName=...;SharedAccessKey=...`";
+
+/// `backend-servicebus` (`connection.rs`): a `servicebus://` URL or a connection string;
+/// the SAS key name and key come from the environment when the setting has none.
+fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid("servicebus", url, SERVICEBUS_USAGE);
+    let (host, entity, key_name, key) = match url.get(..13) {
+        Some(s) if s.eq_ignore_ascii_case("servicebus://") => {
+            let (rest, query) = url[13..].split_once('?').unwrap_or((&url[13..], ""));
+            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if host.contains('@') {
+                return Err(invalid(
+                    "a servicebus:// URL cannot carry credentials; set \
+                     `SERVICEBUS_SAS_KEY_NAME` and `SERVICEBUS_SAS_KEY` at run time instead",
+                ));
+            }
+            for param in query.split('&').filter(|p| !p.is_empty()) {
+                let (name, _) = param.split_once('=').unwrap_or((param, ""));
+                if !name.eq_ignore_ascii_case("UseDevelopmentEmulator") {
+                    return Err(invalid(&format!(
+                        "unknown parameter `{name}`; the only one is `UseDevelopmentEmulator=true`"
+                    )));
+                }
+            }
+            let path = path.trim_matches('/');
+            (host, (!path.is_empty()).then_some(path), false, false)
+        }
+        _ => {
+            let (mut endpoint, mut entity, mut key_name, mut key) = (None, None, false, false);
+            for (name, value) in url
+                .split(';')
+                .filter_map(|part| part.split_once('='))
+                .map(|(k, v)| (k.trim(), v.trim()))
+            {
+                let value = (!value.is_empty()).then_some(value);
+                match name.to_ascii_lowercase().as_str() {
+                    "endpoint" => endpoint = value,
+                    "sharedaccesskeyname" => key_name = value.is_some(),
+                    "sharedaccesskey" => key = value.is_some(),
+                    "entitypath" => entity = value,
+                    "sharedaccesssignature" => {
+                        return Err(invalid(
+                            "connection strings with a `SharedAccessSignature` are not \
+                             supported; use `SharedAccessKeyName` and `SharedAccessKey`",
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            let endpoint =
+                endpoint.ok_or_else(|| invalid("the connection string has no `Endpoint`"))?;
+            let host = match endpoint.get(..5) {
+                Some(s) if s.eq_ignore_ascii_case("sb://") => endpoint[5..].trim_end_matches('/'),
+                _ => {
+                    return Err(invalid(&format!(
+                        "`Endpoint` `{endpoint}` is not an sb:// address"
+                    )))
+                }
+            };
+            (host, entity, key_name, key)
+        }
+    };
+    let valid_host = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if host.is_empty() {
+        return Err(invalid("no namespace host"));
+    }
+    if !valid_host {
+        return Err(invalid(&format!("`{host}` is not a namespace host")));
+    }
+    if let Some(entity) = entity {
+        let valid = !entity.contains(['*', '>'])
+            && entity
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+            && !entity.split('/').any(str::is_empty);
+        if !valid {
+            return Err(invalid(&format!(
+                "`{entity}` is not a Service Bus entity name (letters, digits, `.`, `-`, `_`, \
+                 and `/` between segments; no wildcards)"
+            )));
+        }
+    }
+    let mut from_env = Vec::new();
+    if !key_name {
+        from_env.push(SAS_KEY_NAME);
+    }
+    if !key {
+        from_env.push(SAS_KEY);
+    }
+    Ok(from_env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::{AdapterKind, ADAPTERS};
+    use crate::config::parse_broker;
+
+    include!("../tests/support/broker_urls.rs");
+
+    #[test]
+    fn every_embedded_backend_has_a_check_and_cases() {
+        let local = parse_broker("local").expect("`local` parses");
+        for backend in ADAPTERS.iter().filter(|a| a.kind == AdapterKind::Backend) {
+            assert!(
+                check(backend.family(), &local).is_some(),
+                "no compose-time URL check for `{}`",
+                backend.name
+            );
+            assert!(
+                broker_url_cases(backend.family()).any(|case| case.accepted)
+                    && broker_url_cases(backend.family()).any(|case| !case.accepted),
+                "tests/broker-urls.txt has no accepted and refused cases for `{}`",
+                backend.name
+            );
+        }
+    }
+
+    /// The host agrees with `tests/broker-urls.txt`: a URL is accepted when it parses, its
+    /// check passes, and the environment holds every required value but credentials (the
+    /// adapter tests supply those; compose names them).
+    #[test]
+    fn compose_accepts_what_the_backends_accept() {
+        for family in ["local", "nats", "http", "sqs", "servicebus"] {
+            assert_agrees_with_broker_url_cases(family, &[], |url, env| {
+                let broker = parse_broker(url).map_err(|e| e.to_string())?;
+                assert_eq!(
+                    broker.url, url,
+                    "the table holds URLs as msgplug bakes them"
+                );
+                let from_env = check(family, &broker)
+                    .expect("a check for every family")
+                    .map_err(|e| e.to_string())?;
+                match from_env.iter().find(|f| {
+                    f.required && !f.credentials && !f.vars.iter().any(|v| env(v).is_some())
+                }) {
+                    Some(missing) => Err(missing.to_string()),
+                    None => Ok(from_env),
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn errors_name_the_form_and_mask_secrets() {
+        let err = |url: &str| {
+            let broker = parse_broker(url).unwrap();
+            check("nats", &broker).unwrap().unwrap_err().to_string()
+        };
+        assert_eq!(
+            err("nats://"),
+            "invalid `nats` broker URL `nats://`: no host; expected \
+             `nats://[USER[:PASSWORD]@]HOST[:PORT]`"
+        );
+        assert!(err("nats://u:secret@h:0").contains("`nats://u:****@h:0`: bad port `0`"));
+    }
+
+    #[test]
+    fn what_comes_from_the_environment_is_named() {
+        let from_env = |family: &str, url: &str| {
+            check(family, &parse_broker(url).unwrap())
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            from_env("sqs", "sqs:///orders"),
+            [
+                "AWS credentials (a session token only with temporary ones) must come from the \
+                 environment at run time \
+                 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`)",
+                "the region (the URL names none) must come from the environment at run time \
+                 (`AWS_REGION`)",
+                "an endpoint other than AWS's may come from the environment at run time \
+                 (`AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL`)"
+            ]
+        );
+        assert_eq!(from_env("sqs", "sqs://us-east-1/orders").len(), 2);
+        assert_eq!(from_env("nats", "nats://u:p@h").len(), 0);
+        assert_eq!(from_env("servicebus", "servicebus://h/q").len(), 2);
+        assert_eq!(
+            from_env(
+                "servicebus",
+                "Endpoint=sb://h/;SharedAccessKeyName=n;SharedAccessKey=k"
+            )
+            .len(),
+            0
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Checks of the options against the backend and driver, and the warnings for a
+//! composition that still succeeds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{ComposeOptions, Driver};
+use crate::adapters::{Adapter, Subscriptions};
+use crate::analyze::ComponentInfo;
+use crate::wasmtime_range::NeedsNewerWasmtime;
+
+/// Something the user should know about a composition that still succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// `--trigger none` on an app that exports `incoming-handler`: nothing will call it.
+    HandlerNeverCalled,
+    /// A driver was added, so the app's own entry point is not exported.
+    AppEntryPointHidden {
+        /// The app's export that is dropped.
+        export: String,
+    },
+    /// The broker URL carries a secret that is now baked into the output.
+    SecretBaked {
+        /// The URL with the secret masked.
+        redacted_url: String,
+        /// The variables the backend reads credentials from at run time (empty: none).
+        run_env: &'static [&'static str],
+    },
+    /// Subscriptions are given but no driver will consume them.
+    SubscriptionsUnused,
+    /// Subscriptions are given but the backend receives from elsewhere.
+    SubscriptionsIgnored {
+        /// The backend's name.
+        backend: &'static str,
+        /// Where it receives from instead.
+        why: &'static str,
+    },
+    /// A queue group is given but the backend has no use for it.
+    QueueGroupIgnored {
+        /// The backend's name.
+        backend: &'static str,
+        /// Why it makes no difference.
+        why: &'static str,
+    },
+    /// The output imports something stock wasmtime does not provide.
+    NonWasiImport {
+        /// The import name.
+        import: String,
+    },
+    /// The output needs more than the oldest supported wasmtime release gives.
+    NeedsNewerWasmtime(NeedsNewerWasmtime),
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::HandlerNeverCalled => write!(
+                f,
+                "the app exports `incoming-handler`, but with `--trigger none` nothing will call it"
+            ),
+            Warning::AppEntryPointHidden { export } => write!(
+                f,
+                "the app's own `{export}` is not exported: the driver is the entry point \
+                 (pass `--trigger none` to keep the app's)"
+            ),
+            Warning::SecretBaked {
+                redacted_url,
+                run_env,
+            } => {
+                write!(
+                    f,
+                    "the broker URL `{redacted_url}` carries a secret, which is baked into the \
+                     output: anyone with the file can read it; "
+                )?;
+                if run_env.is_empty() {
+                    write!(
+                        f,
+                        "pass the URL at run time instead with `wasmtime run --env MSGPLUG_BROKER=...`"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "leave the secret out and set {} at run time instead",
+                        run_env.join(" / ")
+                    )
+                }
+            }
+            Warning::SubscriptionsUnused => write!(
+                f,
+                "`--subscribe` has no effect without a driver; the app only sends"
+            ),
+            Warning::SubscriptionsIgnored { backend, why } => write!(
+                f,
+                "`--subscribe` has no effect with the `{backend}` backend: {why}"
+            ),
+            Warning::QueueGroupIgnored { backend, why } => write!(
+                f,
+                "`--queue-group` has no effect with the `{backend}` backend: {why}"
+            ),
+            Warning::NonWasiImport { import } => write!(
+                f,
+                "the output imports `{import}`, which stock wasmtime does not provide"
+            ),
+            Warning::NeedsNewerWasmtime(needs) => needs.fmt(f),
+        }
+    }
+}
+
+/// An error in the options that no backend or driver of the composition can honour.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A subscription has wildcards, but the backend takes names.
+    #[error(
+        "`--subscribe {topic}`: the `{backend}` backend takes names, not patterns with \
+         `*` or `>`: {names}"
+    )]
+    WildcardSubscription {
+        /// The subscription as given.
+        topic: String,
+        /// The backend's name.
+        backend: &'static str,
+        /// What its names name.
+        names: &'static str,
+    },
+    /// An option no part of the composition understands.
+    #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
+    UnknownOption {
+        /// The key as given.
+        key: String,
+        /// The adapters in the composition, e.g. "backend `backend-local` and driver `driver-run`".
+        adapters: String,
+        /// The keys that do apply, or a note that there are none.
+        known: String,
+    },
+}
+
+/// Checks `--subscribe` and `--queue-group` against what the backend does with them.
+pub fn check_subscriptions(
+    options: &ComposeOptions,
+    backend: &Adapter,
+    driver: Option<Driver>,
+) -> Result<Vec<Warning>, CheckError> {
+    let mut warnings = Vec::new();
+    match backend.subscriptions {
+        Subscriptions::Patterns => {}
+        Subscriptions::Names(names) => {
+            if let Some(topic) = options.subscribe.iter().find(|t| t.contains(['*', '>'])) {
+                return Err(CheckError::WildcardSubscription {
+                    topic: topic.clone(),
+                    backend: backend.name,
+                    names,
+                });
+            }
+        }
+        Subscriptions::Unused(why) => {
+            if driver.is_some() && !options.subscribe.is_empty() {
+                warnings.push(Warning::SubscriptionsIgnored {
+                    backend: backend.name,
+                    why,
+                });
+            }
+        }
+    }
+    if let (Some(_), Some(why)) = (&options.queue_group, backend.queue_group_ignored) {
+        warnings.push(Warning::QueueGroupIgnored {
+            backend: backend.name,
+            why,
+        });
+    }
+    Ok(warnings)
+}
+
+/// Checks that every option applies to the chosen backend or driver.
+pub fn check_options(
+    options: &BTreeMap<String, String>,
+    backend: &Adapter,
+    driver: Option<&Adapter>,
+) -> Result<(), CheckError> {
+    let parts: Vec<&Adapter> = std::iter::once(backend).chain(driver).collect();
+    let known: Vec<&str> = parts
+        .iter()
+        .flat_map(|a| a.options.iter().map(|o| o.key))
+        .collect();
+    match options.keys().find(|key| !known.contains(&key.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(CheckError::UnknownOption {
+            key: key.clone(),
+            adapters: parts
+                .iter()
+                .map(|a| format!("{} `{}`", a.kind, a.name))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            known: if known.is_empty() {
+                "they take no options".to_string()
+            } else {
+                format!(
+                    "they understand: {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        }),
+    }
+}
+
+/// What the app's exports mean with the chosen driver: a hidden entry point, a handler
+/// nothing calls, subscriptions nothing consumes.
+pub fn app_warnings(
+    app: &ComponentInfo,
+    driver: Option<Driver>,
+    options: &ComposeOptions,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    if driver.is_some() {
+        for (_, export) in app.entry_points() {
+            warnings.push(Warning::AppEntryPointHidden {
+                export: export.to_string(),
+            });
+        }
+    } else {
+        if app.exports_handler() {
+            warnings.push(Warning::HandlerNeverCalled);
+        }
+        if !options.subscribe.is_empty() {
+            warnings.push(Warning::SubscriptionsUnused);
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters;
+
+    #[test]
+    fn options_must_apply_to_the_backend_or_the_driver() {
+        let nats = adapters::by_name("backend-nats").unwrap();
+        let local = adapters::by_name("backend-local").unwrap();
+        let run = adapters::by_name("driver-run").unwrap();
+        let http = adapters::by_name("driver-http").unwrap();
+        let options = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let jetstream = options(&[("jetstream", "S"), ("durable", "d")]);
+        assert!(check_options(&jetstream, nats, Some(run)).is_ok());
+        assert!(check_options(&options(&[("max_body_bytes", "10")]), local, Some(http)).is_ok());
+        let err = check_options(&jetstream, local, Some(run)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option `durable` does not apply to backend `backend-local` and driver `driver-run`; \
+             they take no options (`msgplug adapters` lists each adapter's options)"
+        );
+        let err = check_options(&options(&[("qos", "1")]), nats, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "option `qos` does not apply to backend `backend-nats`; they understand: \
+             `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
+        );
+    }
+
+    #[test]
+    fn subscriptions_and_queue_groups_are_checked_against_the_backend() {
+        let by = |name| adapters::by_name(name).unwrap();
+        let options = |subscribe: &[&str], queue_group: Option<&str>| ComposeOptions {
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            queue_group: queue_group.map(str::to_string),
+            ..ComposeOptions::default()
+        };
+        let run = Some(Driver::Run);
+        let nats = options(&["orders.>"], Some("workers"));
+        assert_eq!(
+            check_subscriptions(&nats, by("backend-nats"), run).unwrap(),
+            []
+        );
+        let err = check_subscriptions(&nats, by("backend-servicebus"), run).unwrap_err();
+        assert!(
+            matches!(err, CheckError::WildcardSubscription { ref topic, .. } if topic == "orders.>"),
+            "{err}"
+        );
+        let names = options(&["orders", "events/subscriptions/audit"], None);
+        assert_eq!(
+            check_subscriptions(&names, by("backend-servicebus"), run).unwrap(),
+            []
+        );
+        let warnings = check_subscriptions(&nats, by("backend-sqs"), run).unwrap();
+        assert!(matches!(
+            warnings[..],
+            [
+                Warning::SubscriptionsIgnored {
+                    backend: "backend-sqs",
+                    ..
+                },
+                Warning::QueueGroupIgnored {
+                    backend: "backend-sqs",
+                    ..
+                }
+            ]
+        ));
+        assert_eq!(
+            check_subscriptions(&nats, by("backend-sqs"), None).unwrap()[..1],
+            [Warning::QueueGroupIgnored {
+                backend: "backend-sqs",
+                why: by("backend-sqs").queue_group_ignored.unwrap()
+            }],
+            "without a driver, SubscriptionsUnused says it already"
+        );
+    }
+}
