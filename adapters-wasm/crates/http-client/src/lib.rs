@@ -516,7 +516,9 @@ mod wasi {
             | ErrorCode::DestinationIpUnroutable
             | ErrorCode::ConnectionRefused
             | ErrorCode::ConnectionTerminated
-            | ErrorCode::ConnectionLimitReached => Error::connection(format!("{url}: {error:?}")),
+            | ErrorCode::ConnectionLimitReached
+            // What a connection that breaks mid-request gives (the server went away).
+            | ErrorCode::HttpProtocolError => Error::connection(format!("{url}: {error:?}")),
             // Not transient: a certificate the host does not trust stays untrusted.
             ErrorCode::TlsProtocolError
             | ErrorCode::TlsCertificateError
