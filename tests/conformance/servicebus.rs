@@ -1,6 +1,6 @@
 //! Azure Service Bus, **against the protocol fake** `tests/fakes/servicebus.rs` (no emulator
 //! can be installed here), one fake per case. The composed apps get
-//! `--broker servicebus://127.0.0.1:PORT?UseDevelopmentEmulator=true` (plain HTTP) and the
+//! `--broker servicebus://127.0.0.1:PORT?PlainHttpForTests=true` (plain HTTP) and the
 //! SAS key from the environment; an input is a queue named by `--subscribe`, a topic the
 //! queue of that name. The "native client" is the fake's own view: publishing puts a
 //! message in a queue as another sender would, and what the apps send is read from the
@@ -75,7 +75,7 @@ fn msg(stored: &Stored) -> Msg {
 impl Broker for Fake {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
         let broker = format!(
-            "servicebus://{}?UseDevelopmentEmulator=true",
+            "servicebus://{}?PlainHttpForTests=true",
             self.fake().authority
         );
         let mut args = vec!["--broker".to_string(), broker];
