@@ -1,6 +1,6 @@
 //! Azure Service Bus, **against the protocol fake** `tests/fakes/servicebus.rs` (no emulator
 //! can be installed here), one fake per case. The composed apps get
-//! `--broker servicebus://127.0.0.1:PORT?UseDevelopmentEmulator=true` (plain HTTP) and the
+//! `--broker servicebus://127.0.0.1:PORT?PlainHttpForTests=true` (plain HTTP) and the
 //! SAS key from the environment; an input is a queue named by `--subscribe`, a topic the
 //! queue of that name. The "native client" is the fake's own view: publishing puts a
 //! message in a queue as another sender would, and what the apps send is read from the
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fake::{FakeServiceBus, Stored};
+use msgplug::adapters::Mode;
+
 use crate::{Backend, Broker, Credentials, Input, Msg};
 
 /// The Service Bus backend.
@@ -23,7 +25,7 @@ impl Backend for ServiceBus {
         "backend-servicebus"
     }
 
-    fn start(&self) -> Box<dyn Broker> {
+    fn start(&self, _mode: &Mode) -> Box<dyn Broker> {
         Box::new(Fake {
             fake: Some(FakeServiceBus::start()),
             read: HashMap::new(),
@@ -75,7 +77,7 @@ fn msg(stored: &Stored) -> Msg {
 impl Broker for Fake {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
         let broker = format!(
-            "servicebus://{}?UseDevelopmentEmulator=true",
+            "servicebus://{}?PlainHttpForTests=true",
             self.fake().authority
         );
         let mut args = vec!["--broker".to_string(), broker];
