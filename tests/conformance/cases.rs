@@ -389,22 +389,20 @@ fn three_in_a_group_share_3000_messages(target: Target) {
     const TOTAL: usize = 3000;
     const ROUND: usize = 100;
     let mut s = setup(target);
+    let group = match s.capabilities.scale_out {
+        ScaleOut::QueueGroup => Some("workers"),
+        ScaleOut::Competing => None,
+        ScaleOut::None => return not_applicable(
+            target,
+            "declared: no scale-out (instances do not share the work; `--queue-group` is not used)",
+        ),
+    };
     if !s.capabilities.metadata {
         return not_applicable(
             target,
             "the instances name themselves in metadata, which this mode does not carry",
         );
     }
-    let group = match s.capabilities.scale_out {
-        ScaleOut::QueueGroup => Some("workers"),
-        ScaleOut::Competing => None,
-        ScaleOut::None => {
-            return not_applicable(
-                target,
-                "no scale-out (compose says `--queue-group` is not used; tests/cli covers it)",
-            )
-        }
-    };
     let input = Input {
         topic: "work",
         group,
