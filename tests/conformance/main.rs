@@ -141,6 +141,22 @@ pub enum Credentials {
     Wrong,
 }
 
+impl Credentials {
+    /// The password of a test broker that takes one (`p`), or a wrong one.
+    pub fn password(self) -> &'static str {
+        match self {
+            Credentials::Right => "p",
+            Credentials::Wrong => "wrong",
+        }
+    }
+}
+
+/// `wasmtime run -S inherit-network`: how an app of a backend that talks TCP to its broker
+/// runs.
+pub fn run_with_network() -> Vec<String> {
+    ["run", "-S", "inherit-network"].map(String::from).to_vec()
+}
+
 /// A running broker (or stand-in) with a native client, for one case.
 pub trait Broker {
     /// `msgplug compose` arguments: `--broker URL`, plus where a receiving app takes its

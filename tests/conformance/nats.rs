@@ -18,7 +18,7 @@ use tokio::runtime::Runtime;
 
 use crate::support::nats::{connect_with, round_trip, within, Server};
 
-use crate::{Backend, Broker, Credentials, Input, Msg};
+use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg};
 
 /// The NATS backend.
 pub struct Nats;
@@ -157,17 +157,13 @@ impl Broker for NatsBroker {
     }
 
     fn wasmtime_args(&mut self, _receiving: bool) -> Vec<String> {
-        vec!["run".into(), "-S".into(), "inherit-network".into()]
+        run_with_network()
     }
 
     fn run_env(&self, credentials: Credentials) -> Vec<(String, String)> {
-        let password = match credentials {
-            Credentials::Right => "p",
-            Credentials::Wrong => "wrong",
-        };
         vec![
             ("NATS_USER".into(), "u".into()),
-            ("NATS_PASSWORD".into(), password.into()),
+            ("NATS_PASSWORD".into(), credentials.password().into()),
         ]
     }
 

@@ -24,7 +24,7 @@ use msgplug::adapters::Mode;
 use serde_json::{json, Map};
 
 use crate::support::redis::{connect, Server};
-use crate::{Backend, Broker, Credentials, Input, Msg, LIMIT};
+use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg, LIMIT};
 
 /// The Redis backend.
 pub struct Redis;
@@ -41,8 +41,11 @@ impl Backend for Redis {
             "streams" => Kind::Streams,
             other => panic!("no conformance hook for Redis mode `{other}`"),
         };
-        let server = Server::start(&["--requirepass", "p"]);
-        let native = server.url().replace("redis://", "redis://:p@");
+        let password = Credentials::Right.password();
+        let server = Server::start(&["--requirepass", password]);
+        let native = server
+            .url()
+            .replace("redis://", &format!("redis://:{password}@"));
         Box::new(RedisBroker {
             con: connect(&native),
             server,
@@ -279,15 +282,11 @@ impl Broker for RedisBroker {
     }
 
     fn wasmtime_args(&mut self, _receiving: bool) -> Vec<String> {
-        vec!["run".into(), "-S".into(), "inherit-network".into()]
+        run_with_network()
     }
 
     fn run_env(&self, credentials: Credentials) -> Vec<(String, String)> {
-        let password = match credentials {
-            Credentials::Right => "p",
-            Credentials::Wrong => "wrong",
-        };
-        vec![("REDIS_PASSWORD".into(), password.into())]
+        vec![("REDIS_PASSWORD".into(), credentials.password().into())]
     }
 
     fn ready_line(&self) -> Option<&'static str> {
