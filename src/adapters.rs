@@ -48,9 +48,10 @@ pub struct Adapter {
     pub queue_group_ignored: Option<&'static str>,
     /// For backends, the `--option` keys it understands (each documented in `--help`).
     pub options: &'static [BackendOption],
-    /// For backends, what it promises (drivers: `None`); `tests/conformance/` checks each
-    /// promise against a real broker, and the README's capability table is checked against it.
-    pub capabilities: Option<Capabilities>,
+    /// For backends, the ways to use it, each with what it promises, the default first
+    /// (drivers: none); `tests/conformance/` checks each promise of each mode against a real
+    /// broker, and the README's capability table is checked against them.
+    pub modes: &'static [Mode],
     /// The component itself.
     #[serde(skip)]
     pub bytes: &'static [u8],
@@ -70,15 +71,46 @@ pub enum Subscriptions {
     Unused(&'static str),
 }
 
-/// What a backend promises: the one declaration that `msgplug adapters`, the README's
-/// capability table and the conformance suite (`tests/conformance/`) all read.
+/// One way to use a backend, chosen with `compose` flags (NATS core or JetStream, Redis
+/// pub/sub or Streams), with everything it promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Mode {
+    /// A short name (`core`, `jetstream`); `default` for a backend's only mode.
+    pub name: &'static str,
+    /// The `compose` flags (or broker URL parts) that choose it; empty for the default mode.
+    pub flags: &'static str,
+    /// What it promises.
+    pub capabilities: Capabilities,
+}
+
+impl Mode {
+    /// The only mode of a backend that has one.
+    pub const fn only(capabilities: Capabilities) -> Mode {
+        Mode {
+            name: "default",
+            flags: "",
+            capabilities,
+        }
+    }
+
+    /// How the mode is named to users: its flags, or `default`.
+    pub fn label(&self) -> String {
+        if self.flags.is_empty() {
+            "default".to_string()
+        } else {
+            format!("with `{}`", self.flags)
+        }
+    }
+}
+
+/// What a backend promises in one [`Mode`]: the one declaration that `msgplug adapters`,
+/// the README's capability table and the conformance suite (`tests/conformance/`) all read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Capabilities {
-    /// How a handler receives messages without extra flags.
+    /// How a handler receives messages.
     pub receive: Receive,
-    /// A second, durable way to receive, chosen with flags (NATS JetStream), if any.
-    pub durable: Option<DurableReceive>,
     /// Whether `request-reply.request` works, and how many replies it collects.
     pub request_reply: RequestReply,
     /// How several instances of one composed component share the work.
@@ -109,16 +141,6 @@ pub struct Receive {
     /// Whether every message the broker accepted is still handled (at least once) when the
     /// broker restarts while the app runs.
     pub survives_broker_restart: bool,
-}
-
-/// A durable way to receive, chosen with extra `compose` flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct DurableReceive {
-    /// The `compose` flags that choose it.
-    pub flags: &'static str,
-    /// How it delivers.
-    pub receive: Receive,
 }
 
 /// A delivery guarantee.
@@ -192,22 +214,16 @@ impl Capabilities {
     /// and the README's capability table has its columns.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
-        let durable = self.durable.map_or_else(String::new, |d| {
-            format!("; with `{}`: {}", d.flags, d.receive.describe_delivery())
-        });
         vec![
-            ("delivery", self.receive.describe_delivery() + &durable),
-            ("broker restart", {
-                let mut text = if self.receive.survives_broker_restart {
+            ("delivery", self.receive.describe_delivery()),
+            (
+                "broker restart",
+                if self.receive.survives_broker_restart {
                     "nothing accepted is lost".to_string()
                 } else {
                     "messages may be lost".to_string()
-                };
-                if let Some(d) = self.durable.filter(|d| d.receive.survives_broker_restart) {
-                    text += &format!(" (with `{}`: nothing accepted is lost)", d.flags);
-                }
-                text
-            }),
+                },
+            ),
             ("request-reply", self.request_reply.to_string()),
             ("scale-out", self.scale_out.to_string()),
             ("metadata", yes_no(self.metadata)),
@@ -295,6 +311,38 @@ pub struct BackendOption {
     pub help: &'static str,
 }
 
+/// NATS core: what NATS JetStream shares with it.
+const NATS_CORE: Capabilities = Capabilities {
+    receive: Receive::AT_MOST_ONCE,
+    request_reply: RequestReply::SeveralReplies,
+    scale_out: ScaleOut::QueueGroup,
+    metadata: true,
+    content_type: true,
+    binary: true,
+    max_payload: MaxPayload::Bytes {
+        bytes: 1 << 20,
+        note: "the server's `max_payload`, headers included; this is its default",
+    },
+    no_responders: true,
+    credentials: true,
+};
+
+/// Redis pub/sub with bare payloads: what its other modes share with it.
+const REDIS_PUBSUB: Capabilities = Capabilities {
+    receive: Receive::AT_MOST_ONCE,
+    request_reply: RequestReply::SeveralReplies,
+    // Every subscribed instance gets every message.
+    scale_out: ScaleOut::None,
+    metadata: false,
+    content_type: false,
+    binary: true,
+    max_payload: MaxPayload::NotLimited {
+        note: "the server's `proto-max-bulk-len`, 512 MB by default",
+    },
+    no_responders: true,
+    credentials: true,
+};
+
 /// Every embedded adapter.
 pub const ADAPTERS: &[Adapter] = &[
     Adapter {
@@ -309,9 +357,8 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("one process reads standard input"),
         run_env: &[],
         options: &[],
-        capabilities: Some(Capabilities {
+        modes: &[Mode::only(Capabilities {
             receive: Receive::AT_MOST_ONCE,
-            durable: None,
             request_reply: RequestReply::SeveralReplies,
             scale_out: ScaleOut::None,
             metadata: true,
@@ -322,7 +369,7 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             no_responders: false,
             credentials: false,
-        }),
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
     },
     Adapter {
@@ -354,24 +401,23 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
             },
         ],
-        capabilities: Some(Capabilities {
-            receive: Receive::AT_MOST_ONCE,
-            durable: Some(DurableReceive {
-                flags: "--jetstream STREAM --durable NAME",
-                receive: Receive::AT_LEAST_ONCE,
-            }),
-            request_reply: RequestReply::SeveralReplies,
-            scale_out: ScaleOut::QueueGroup,
-            metadata: true,
-            content_type: true,
-            binary: true,
-            max_payload: MaxPayload::Bytes {
-                bytes: 1 << 20,
-                note: "the server's `max_payload`, headers included; this is its default",
+        modes: &[
+            Mode {
+                name: "core",
+                flags: "",
+                capabilities: NATS_CORE,
             },
-            no_responders: true,
-            credentials: true,
-        }),
+            Mode {
+                name: "jetstream",
+                flags: "--jetstream STREAM --durable NAME",
+                capabilities: Capabilities {
+                    receive: Receive::AT_LEAST_ONCE,
+                    // Instances of one durable consumer share it; `--queue-group` is not used.
+                    scale_out: ScaleOut::Competing,
+                    ..NATS_CORE
+                },
+            },
+        ],
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
     },
     Adapter {
@@ -409,23 +455,35 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
             },
         ],
-        capabilities: Some(Capabilities {
-            receive: Receive::AT_MOST_ONCE,
-            durable: Some(DurableReceive {
-                flags: "?mode=streams --queue-group GROUP",
-                receive: Receive::AT_LEAST_ONCE,
-            }),
-            request_reply: RequestReply::SeveralReplies,
-            scale_out: ScaleOut::QueueGroup,
-            metadata: false,
-            content_type: false,
-            binary: true,
-            max_payload: MaxPayload::NotLimited {
-                note: "the server's `proto-max-bulk-len`, 512 MB by default",
+        modes: &[
+            Mode {
+                name: "pubsub",
+                flags: "",
+                capabilities: REDIS_PUBSUB,
             },
-            no_responders: true,
-            credentials: true,
-        }),
+            Mode {
+                name: "envelope",
+                flags: "--option envelope=json",
+                capabilities: Capabilities {
+                    metadata: true,
+                    content_type: true,
+                    ..REDIS_PUBSUB
+                },
+            },
+            Mode {
+                name: "streams",
+                flags: "?mode=streams --queue-group GROUP",
+                capabilities: Capabilities {
+                    receive: Receive::AT_LEAST_ONCE,
+                    scale_out: ScaleOut::QueueGroup,
+                    metadata: true,
+                    content_type: true,
+                    // XADD cannot tell whether a consumer group reads the stream.
+                    no_responders: false,
+                    ..REDIS_PUBSUB
+                },
+            },
+        ],
         bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
     },
     Adapter {
@@ -440,9 +498,8 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("every instance behind the same URL gets its own requests"),
         run_env: &[],
         options: &[],
-        capabilities: Some(Capabilities {
+        modes: &[Mode::only(Capabilities {
             receive: Receive::AT_MOST_ONCE,
-            durable: None,
             request_reply: RequestReply::OneReply,
             scale_out: ScaleOut::None,
             metadata: true,
@@ -453,7 +510,7 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             no_responders: false,
             credentials: true,
-        }),
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-http.wasm"),
     },
     Adapter {
@@ -475,9 +532,8 @@ pub const ADAPTERS: &[Adapter] = &[
             "AWS_ENDPOINT_URL",
         ],
         options: &[],
-        capabilities: Some(Capabilities {
+        modes: &[Mode::only(Capabilities {
             receive: Receive::AT_LEAST_ONCE,
-            durable: None,
             request_reply: RequestReply::SeveralReplies,
             scale_out: ScaleOut::Competing,
             metadata: true,
@@ -489,7 +545,7 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             no_responders: false,
             credentials: true,
-        }),
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-sqs.wasm"),
     },
     Adapter {
@@ -504,9 +560,8 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("receivers of one queue or subscription always compete for its messages"),
         run_env: &["SERVICEBUS_SAS_KEY_NAME", "SERVICEBUS_SAS_KEY"],
         options: &[],
-        capabilities: Some(Capabilities {
+        modes: &[Mode::only(Capabilities {
             receive: Receive::AT_LEAST_ONCE,
-            durable: None,
             request_reply: RequestReply::Unsupported(
                 "the REST protocol cannot receive from sessions or temporary queues; replying to `ReplyTo` works"
             ),
@@ -519,7 +574,7 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             no_responders: false,
             credentials: true,
-        }),
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
     },
     Adapter {
@@ -535,7 +590,7 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: None,
         run_env: &[],
         options: &[],
-        capabilities: None,
+        modes: &[],
         bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
     },
     Adapter {
@@ -553,7 +608,7 @@ pub const ADAPTERS: &[Adapter] = &[
             key: "max_body_bytes",
             help: "the largest request body accepted, in bytes (default 1048576)",
         }],
-        capabilities: None,
+        modes: &[],
         bytes: include_bytes!("../adapters-wasm/driver-http.wasm"),
     },
 ];
@@ -718,15 +773,23 @@ mod tests {
         let mut header = vec!["backend"];
         let mut rows = String::new();
         for backend in backends() {
-            let capabilities = backend
-                .capabilities
-                .unwrap_or_else(|| panic!("backend {} declares no capabilities", backend.name));
-            let cells = capabilities.describe();
-            if header.len() == 1 {
-                header.extend(cells.iter().map(|(label, _)| *label));
+            assert!(
+                !backend.modes.is_empty(),
+                "{} declares no modes",
+                backend.name
+            );
+            for mode in backend.modes {
+                let cells = mode.capabilities.describe();
+                if header.len() == 1 {
+                    header.extend(cells.iter().map(|(label, _)| *label));
+                }
+                let values: Vec<String> = cells.into_iter().map(|(_, value)| value).collect();
+                let name = match mode.flags {
+                    "" => format!("`{}`", backend.name),
+                    flags => format!("`{}` with `{flags}`", backend.name),
+                };
+                rows += &format!("| {name} | {} |\n", values.join(" | "));
             }
-            let values: Vec<String> = cells.into_iter().map(|(_, value)| value).collect();
-            rows += &format!("| `{}` | {} |\n", backend.name, values.join(" | "));
         }
         format!(
             "| {} |\n|{}\n{rows}",
@@ -750,17 +813,21 @@ mod tests {
     fn backends_and_only_backends_declare_capabilities() {
         for adapter in ADAPTERS {
             assert_eq!(
-                adapter.capabilities.is_some(),
+                !adapter.modes.is_empty(),
                 adapter.kind == AdapterKind::Backend,
                 "{}",
                 adapter.name
             );
-            let Some(capabilities) = adapter.capabilities else {
-                continue;
-            };
-            for receive in
-                std::iter::once(capabilities.receive).chain(capabilities.durable.map(|d| d.receive))
-            {
+            for (i, mode) in adapter.modes.iter().enumerate() {
+                assert_eq!(
+                    mode.flags.is_empty(),
+                    i == 0,
+                    "{}: the first mode, and only it, is the default (no flags)",
+                    adapter.name
+                );
+                let names = adapter.modes.iter().filter(|m| m.name == mode.name);
+                assert_eq!(names.count(), 1, "{}: mode names are unique", adapter.name);
+                let receive = mode.capabilities.receive;
                 assert_eq!(
                     receive.delivery == Delivery::AtLeastOnce,
                     receive.on_error == OnError::Redelivered,

@@ -20,11 +20,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, FromRedisValue};
+use support::redis::{connect, Server};
 use support::{compose, unique};
 
 /// The shared server of the ordinary tests.
@@ -145,15 +146,6 @@ fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<
 
 // ---------------------------------------------------------------------------------------
 // Redis plumbing: the native client and servers of the tests' own.
-
-/// Connects a native client, failing with advice when no server listens at `url`.
-fn connect(url: &str) -> Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-        .unwrap_or_else(|e| {
-            panic!("cannot connect to {url}: {e}; start `redis-server` on 127.0.0.1:6379 (.ci/run does)")
-        })
-}
 
 /// Runs a command on the native connection.
 fn query<T: FromRedisValue>(con: &mut Connection, args: &[&[u8]]) -> T {
@@ -280,77 +272,6 @@ impl Subscriber {
         self.messages
             .recv_timeout(LIMIT)
             .unwrap_or_else(|e| panic!("no message within {LIMIT:?}: {e}"))
-    }
-}
-
-/// A `redis-server` of the test's own on a free port, with AOF (fsync always) in a
-/// temporary directory; killed when dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    extra: Vec<String>,
-}
-
-impl Server {
-    /// Starts a server with `extra` arguments and waits until it answers.
-    fn start(extra: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = Server {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("temp dir"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        server.launch();
-        server
-    }
-
-    /// The URL of the server.
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the process (same port and directory) and waits until it accepts connections.
-    fn launch(&mut self) {
-        let program = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&program)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `{program}`: {e}; install redis-server or point $REDIS_SERVER at it")
-            });
-        self.child = Some(child);
-        let address = format!("127.0.0.1:{}", self.port);
-        eventually("redis-server listening", LIMIT, || {
-            std::net::TcpStream::connect(&address).ok()
-        });
-    }
-
-    /// Kills the server (SIGKILL) and waits until it has exited.
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("the server is running");
-        child.kill().expect("kill redis-server");
-        child.wait().expect("wait for redis-server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -10,7 +10,8 @@ use super::{write_atomically, Terminal};
 ///
 /// A backend is chosen by the broker URL's scheme; a driver by `--trigger`. Each is a
 /// component built from `adapters-wasm/crates/` and embedded in this binary. Each backend's
-/// capabilities follow it: delivery guarantee and what a handler `Err` causes, broker
+/// capabilities follow it, for each of its modes (NATS core and JetStream, ...): delivery
+/// guarantee and what a handler `Err` causes, broker
 /// restarts, request-reply, scale-out, metadata, content type, binary data, the largest
 /// payload, no-responders and credential errors.
 #[derive(clap::Args)]
@@ -87,9 +88,29 @@ impl AdaptersCommand {
                         out.push_str(&format!("{indent:<18} --queue-group: not used: {why}\n"));
                     }
                 }
-                if let Some(capabilities) = &a.capabilities {
-                    for (label, value) in capabilities.describe() {
-                        out.push_str(&format!("{indent:<18} {label}: {value}\n"));
+                // Several modes: each under its name, indented; the others than the
+                // default with only what differs from it.
+                let width = if a.modes.len() > 1 { 20 } else { 18 };
+                let default = a.modes.first().map(|m| m.capabilities.describe());
+                for (i, mode) in a.modes.iter().enumerate() {
+                    if a.modes.len() > 1 {
+                        let but = if i == 0 {
+                            ""
+                        } else {
+                            ", otherwise as the default"
+                        };
+                        let label = mode.label();
+                        out.push_str(&format!(
+                            "{indent:<18} mode {} ({label}){but}:\n",
+                            mode.name
+                        ));
+                    }
+                    for (j, (label, value)) in mode.capabilities.describe().into_iter().enumerate()
+                    {
+                        let same = default.as_ref().is_some_and(|d| d[j].1 == value);
+                        if i == 0 || !same {
+                            out.push_str(&format!("{indent:<width$} {label}: {value}\n"));
+                        }
                     }
                 }
                 if !a.run_env.is_empty() {

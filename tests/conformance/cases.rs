@@ -5,14 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use msgplug::adapters::{
-    Capabilities, Delivery, MaxPayload, OnError, Receive, RequestReply, ScaleOut,
-};
+use msgplug::adapters::{Capabilities, Delivery, MaxPayload, OnError, RequestReply, ScaleOut};
 
-use crate::{App, Backend, Broker, Credentials, Input, Msg, LIMIT};
+use crate::{App, Broker, Credentials, Input, Msg, Target, LIMIT};
 
-/// A case: runs against one backend, panicking when it fails.
-pub type Case = fn(&dyn Backend);
+/// A case: runs against one backend in one mode, panicking when it fails.
+pub type Case = fn(Target);
 
 /// Every case, by name.
 pub const ALL: &[(&str, Case)] = &[
@@ -61,10 +59,10 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
-fn setup(backend: &dyn Backend) -> Setup {
+fn setup(target: Target) -> Setup {
     Setup {
-        capabilities: backend.capabilities(),
-        broker: backend.start(),
+        capabilities: target.capabilities(),
+        broker: target.start(),
         dir: tempfile::tempdir().expect("temp dir"),
     }
 }
@@ -83,12 +81,10 @@ impl Setup {
         component
     }
 
-    /// Starts the `relay` example receiving from `in` (through the durable mode if
-    /// `durable`), with `in.relayed` listened to.
-    fn relay(&mut self, durable: bool) -> App {
+    /// Starts the `relay` example receiving from `in`, with `in.relayed` listened to.
+    fn relay(&mut self) -> App {
         let input = Input {
             topic: "in",
-            durable,
             group: None,
         };
         let relay = self.receiver("relay", input, "in.relayed");
@@ -113,9 +109,9 @@ impl Setup {
     }
 }
 
-/// Says why a case does not apply to `backend`; the case then passes.
-fn not_applicable(backend: &dyn Backend, why: &str) {
-    println!("{}: not applicable: {why}", backend.adapter());
+/// Says why a case does not apply to `target`; the case then passes.
+fn not_applicable(target: Target, why: &str) {
+    println!("{}: not applicable: {why}", target.name());
 }
 
 /// The lines an example app wrote (`reply: ...`, `requester: ...`), without the adapters'.
@@ -128,9 +124,9 @@ fn app_lines(stderr: &str) -> Vec<&str> {
 
 /// Relays one message with content type and metadata and one without: each comes out as it
 /// went in (data, content type, metadata), or without what the backend does not carry.
-fn relay_keeps_metadata_and_content_type(backend: &dyn Backend) {
-    let mut s = setup(backend);
-    let _app = s.relay(false);
+fn relay_keeps_metadata_and_content_type(target: Target) {
+    let mut s = setup(target);
+    let _app = s.relay();
 
     let full = Msg {
         data: b"with both".to_vec(),
@@ -154,13 +150,13 @@ fn relay_keeps_metadata_and_content_type(backend: &dyn Backend) {
 }
 
 /// Data that is not UTF-8 (NUL, invalid bytes, a newline) comes out byte for byte.
-fn relay_keeps_binary_data(backend: &dyn Backend) {
-    let mut s = setup(backend);
+fn relay_keeps_binary_data(target: Target) {
+    let mut s = setup(target);
     assert!(
         s.capabilities.binary,
         "the suite has no check yet for a backend without binary data"
     );
-    let _app = s.relay(false);
+    let _app = s.relay();
     let binary = Msg::data(vec![0, 0xff, 0xfe, b'\n', 0x80, 0xc3, b'"', b'\\']);
     s.broker.publish("in", &binary);
     assert_eq!(s.next("in.relayed"), binary);
@@ -169,8 +165,8 @@ fn relay_keeps_binary_data(backend: &dyn Backend) {
 /// A message of exactly the declared maximum arrives whole; one byte more fails with a clear
 /// error, and the next message is the next one sent (nothing partial arrives). Without a
 /// declared maximum, 1 MiB + 1 byte arrives whole.
-fn payload_at_the_maximum_and_just_over(backend: &dyn Backend) {
-    let mut s = setup(backend);
+fn payload_at_the_maximum_and_just_over(target: Target) {
+    let mut s = setup(target);
     let publisher = s.compose("publisher", None);
     s.broker.listen("big");
     let send = |s: &mut Setup, size: usize| {
@@ -223,11 +219,11 @@ fn payload_at_the_maximum_and_just_over(backend: &dyn Backend) {
 /// The requester's reply lines for a request to `greet` with `env`, answered by a native
 /// responder with `replies` replies.
 fn request(
-    backend: &dyn Backend,
+    target: Target,
     replies: usize,
     env: &[(&str, &str)],
 ) -> (Capabilities, std::process::ExitStatus, String) {
-    let mut s = setup(backend);
+    let mut s = setup(target);
     let requester = s.compose("requester", None);
     if replies > 0 {
         s.broker.respond("greet", replies);
@@ -255,8 +251,8 @@ fn refused(capabilities: &Capabilities, status: std::process::ExitStatus, stderr
 }
 
 /// A request with no options gets the first reply.
-fn request_with_one_reply(backend: &dyn Backend) {
-    let (capabilities, status, stderr) = request(backend, 1, &[]);
+fn request_with_one_reply(target: Target) {
+    let (capabilities, status, stderr) = request(target, 1, &[]);
     if refused(&capabilities, status, &stderr) {
         return;
     }
@@ -266,10 +262,10 @@ fn request_with_one_reply(backend: &dyn Backend) {
 
 /// A request expecting two replies gets both (and returns before its timeout), or only the
 /// first where the backend declares one reply.
-fn request_with_several_replies(backend: &dyn Backend) {
+fn request_with_several_replies(target: Target) {
     let started = Instant::now();
     let env = [("EXPECT", "2"), ("TIMEOUT_MS", "20000")];
-    let (capabilities, status, stderr) = request(backend, 2, &env);
+    let (capabilities, status, stderr) = request(target, 2, &env);
     if refused(&capabilities, status, &stderr) {
         return;
     }
@@ -292,8 +288,8 @@ fn request_with_several_replies(backend: &dyn Backend) {
 
 /// A request someone listens to but nobody answers fails with `timeout` after its
 /// `timeout-ms`.
-fn request_times_out_without_replies(backend: &dyn Backend) {
-    let mut s = setup(backend);
+fn request_times_out_without_replies(target: Target) {
+    let mut s = setup(target);
     let requester = s.compose("requester", None);
     s.broker.respond("greet", 0);
     let env = [("TOPIC", "greet"), ("TIMEOUT_MS", "500")];
@@ -307,8 +303,8 @@ fn request_times_out_without_replies(backend: &dyn Backend) {
 
 /// A request to a topic nobody listens on fails at once naming `no responders` where the
 /// broker can tell, and with `timeout` after its `timeout-ms` where it cannot (not a hang).
-fn request_without_responders(backend: &dyn Backend) {
-    let mut s = setup(backend);
+fn request_without_responders(target: Target) {
+    let mut s = setup(target);
     let requester = s.compose("requester", None);
     let timeout = if s.capabilities.no_responders {
         "60000"
@@ -348,48 +344,40 @@ fn request_without_responders(backend: &dyn Backend) {
     }
 }
 
-/// The ways a backend receives: the default one, and its durable mode if it has one.
-fn receive_modes(capabilities: &Capabilities) -> Vec<(bool, Receive)> {
-    std::iter::once((false, capabilities.receive))
-        .chain(capabilities.durable.map(|d| (true, d.receive)))
-        .collect()
-}
-
 /// A handler that fails once (the relay's `fail: once`) sees its message again and relays
 /// it on an at-least-once backend; on an at-most-once one the failure is reported and the
 /// message dropped, while the next message is relayed.
-fn handler_err_is_redelivered_or_reported(backend: &dyn Backend) {
-    let capabilities = backend.capabilities();
-    assert!(
-        capabilities.metadata,
-        "the relay is told to fail by metadata"
-    );
-    for (durable, receive) in receive_modes(&capabilities) {
-        let mut s = setup(backend);
-        let mut app = s.relay(durable);
-        let failing = Msg {
-            data: b"fails once".to_vec(),
-            content_type: None,
-            metadata: BTreeMap::from([("fail".into(), "once".into())]),
-        };
-        s.broker.publish("in", &failing);
-        s.broker.publish("in", &Msg::data("fine"));
-        app.wait_for("message on `in` failed: failing once", 1);
-        match receive.on_error {
-            OnError::Redelivered => {
-                let mut relayed = BTreeSet::new();
-                while relayed.len() < 2 {
-                    relayed.insert(s.next("in.relayed").text());
-                }
-                assert_eq!(
-                    relayed,
-                    BTreeSet::from(["fails once".into(), "fine".into()])
-                );
+fn handler_err_is_redelivered_or_reported(target: Target) {
+    let mut s = setup(target);
+    if !s.capabilities.metadata {
+        return not_applicable(
+            target,
+            "the relay is told to fail by metadata, which this mode does not carry",
+        );
+    }
+    let mut app = s.relay();
+    let failing = Msg {
+        data: b"fails once".to_vec(),
+        content_type: None,
+        metadata: BTreeMap::from([("fail".into(), "once".into())]),
+    };
+    s.broker.publish("in", &failing);
+    s.broker.publish("in", &Msg::data("fine"));
+    app.wait_for("message on `in` failed: failing once", 1);
+    match s.capabilities.receive.on_error {
+        OnError::Redelivered => {
+            let mut relayed = BTreeSet::new();
+            while relayed.len() < 2 {
+                relayed.insert(s.next("in.relayed").text());
             }
-            OnError::Reported => {
-                assert_eq!(s.next("in.relayed").text(), "fine", "durable: {durable}");
-                assert_eq!(app.seen("failing once"), 1, "{}", app.stderr_so_far());
-            }
+            assert_eq!(
+                relayed,
+                BTreeSet::from(["fails once".into(), "fine".into()])
+            );
+        }
+        OnError::Reported => {
+            assert_eq!(s.next("in.relayed").text(), "fine");
+            assert_eq!(app.seen("failing once"), 1, "{}", app.stderr_so_far());
         }
     }
 }
@@ -397,23 +385,26 @@ fn handler_err_is_redelivered_or_reported(backend: &dyn Backend) {
 /// Three instances sharing the work (in one `--queue-group`, or as competing consumers)
 /// handle 3,000 messages: none lost, each takes a share, and none handled twice where
 /// delivery is at-most-once (at-least-once: duplicates are counted and printed).
-fn three_in_a_group_share_3000_messages(backend: &dyn Backend) {
+fn three_in_a_group_share_3000_messages(target: Target) {
     const TOTAL: usize = 3000;
     const ROUND: usize = 100;
-    let mut s = setup(backend);
+    let mut s = setup(target);
     let group = match s.capabilities.scale_out {
         ScaleOut::QueueGroup => Some("workers"),
         ScaleOut::Competing => None,
-        ScaleOut::None => {
-            return not_applicable(
-                backend,
-                "no scale-out (compose says `--queue-group` is not used; tests/cli covers it)",
-            )
-        }
+        ScaleOut::None => return not_applicable(
+            target,
+            "declared: no scale-out (instances do not share the work; `--queue-group` is not used)",
+        ),
     };
+    if !s.capabilities.metadata {
+        return not_applicable(
+            target,
+            "the instances name themselves in metadata, which this mode does not carry",
+        );
+    }
     let input = Input {
         topic: "work",
-        durable: false,
         group,
     };
     let transform = s.receiver("transform", input, "work.upper");
@@ -457,7 +448,7 @@ fn three_in_a_group_share_3000_messages(backend: &dyn Backend) {
         Delivery::AtLeastOnce => println!(
             "{}: 3 instances handled all {TOTAL} messages; {duplicates} handled twice \
              (at-least-once)",
-            backend.adapter()
+            target.name()
         ),
     }
     assert_eq!(
@@ -469,30 +460,22 @@ fn three_in_a_group_share_3000_messages(backend: &dyn Backend) {
 
 /// The broker is stopped and started again while the app works through 2,000 messages:
 /// every message the broker accepted is handled at least once (duplicates are counted and
-/// printed). Runs in the receive mode that declares it survives a restart.
+/// printed), where the mode declares it.
 ///
 /// Why the check is sound: `transform` publishes the output of input `mN` as `MN`, and the
 /// driver settles an input only after its output was accepted. So an accepted input is
 /// either settled, and its output is stored, or not, and the broker delivers it again.
-fn broker_restart_loses_nothing_accepted(backend: &dyn Backend) {
+fn broker_restart_loses_nothing_accepted(target: Target) {
     const TOTAL: usize = 2000;
-    let capabilities = backend.capabilities();
-    let Some((durable, _)) = receive_modes(&capabilities)
-        .into_iter()
-        .find(|(_, r)| r.survives_broker_restart)
-    else {
-        return not_applicable(
-            backend,
-            "declared: messages may be lost in a broker restart",
-        );
-    };
-    let mut s = setup(backend);
+    let mut s = setup(target);
+    if !s.capabilities.receive.survives_broker_restart {
+        return not_applicable(target, "declared: messages may be lost in a broker restart");
+    }
     if let Err(why) = s.broker.can_stop().and(s.broker.can_restart()) {
-        return not_applicable(backend, why);
+        return not_applicable(target, why);
     }
     let input = Input {
         topic: "jobs",
-        durable,
         group: None,
     };
     let transform = s.receiver("transform", input, "jobs.upper");
@@ -529,16 +512,16 @@ fn broker_restart_loses_nothing_accepted(backend: &dyn Backend) {
     let duplicates = outputs.len() - outputs.iter().collect::<BTreeSet<_>>().len();
     println!(
         "{}: all {TOTAL} accepted messages handled across a broker restart; {duplicates} handled twice",
-        backend.adapter()
+        target.name()
     );
 }
 
 /// A publisher that runs while the broker goes away fails with `connection` within a bounded
 /// time, and so does a new run while the broker is still down.
-fn send_during_an_outage_fails_with_connection(backend: &dyn Backend) {
-    let mut s = setup(backend);
+fn send_during_an_outage_fails_with_connection(target: Target) {
+    let mut s = setup(target);
     if let Err(why) = s.broker.can_stop() {
-        return not_applicable(backend, why);
+        return not_applicable(target, why);
     }
     let publisher = s.compose("publisher", None);
     s.broker.listen("out");
@@ -560,13 +543,13 @@ fn send_during_an_outage_fails_with_connection(backend: &dyn Backend) {
 }
 
 /// Wrong credentials make a send fail with `permission-denied`.
-fn wrong_credentials_are_permission_denied(backend: &dyn Backend) {
-    let mut s = setup(backend);
+fn wrong_credentials_are_permission_denied(target: Target) {
+    let mut s = setup(target);
     if !s.capabilities.credentials {
-        return not_applicable(backend, "declared: credentials are not checked");
+        return not_applicable(target, "declared: credentials are not checked");
     }
     if let Err(why) = s.broker.can_check_credentials() {
-        return not_applicable(backend, why);
+        return not_applicable(target, why);
     }
     let publisher = s.compose("publisher", None);
     let (status, stderr) = s.run(&publisher, Credentials::Wrong, &[("COUNT", "1")]);

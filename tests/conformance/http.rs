@@ -19,6 +19,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::support::free_port;
+use msgplug::adapters::Mode;
+
 use crate::{Backend, Broker, Credentials, Input, Msg, LIMIT};
 
 /// The http backend.
@@ -29,7 +31,7 @@ impl Backend for Http {
         "backend-http"
     }
 
-    fn start(&self) -> Box<dyn Broker> {
+    fn start(&self, _mode: &Mode) -> Box<dyn Broker> {
         Box::new(Endpoint::start())
     }
 }

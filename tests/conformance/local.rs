@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
+use msgplug::adapters::Mode;
+
 use crate::{Backend, Broker, Credentials, Input, Msg};
 
 /// The `local` backend.
@@ -23,7 +25,7 @@ impl Backend for Local {
         "backend-local"
     }
 
-    fn start(&self) -> Box<dyn Broker> {
+    fn start(&self, _mode: &Mode) -> Box<dyn Broker> {
         Box::new(Pipes::default())
     }
 }

@@ -1,17 +1,21 @@
 //! The conformance suite: one set of broker-agnostic cases (`cases.rs`), run for every
-//! backend through the small [`Backend`] / [`Broker`] traits, one file per backend
-//! (`local.rs`, `nats.rs`, ...). A new backend adds one file and one line in [`BACKENDS`].
+//! backend in each of its modes ([`msgplug::adapters::Mode`]: NATS core and JetStream, Redis
+//! pub/sub, pub/sub with the JSON envelope and Streams) through the small [`Backend`] /
+//! [`Broker`] traits, one file per backend (`local.rs`, `nats.rs`, ...). A new backend adds
+//! one file and one line in [`BACKENDS`].
 //!
 //! Every case composes example apps (`examples/`: `relay`, `transform`, `publisher`,
 //! `requester`), runs them on the real `wasmtime` CLI and checks them from outside with the
-//! backend's native client. Each case asserts exactly what the backend declares in
-//! `src/adapters.rs` ([`msgplug::adapters::Capabilities`]): a declared capability that fails
-//! is a failure; an undeclared one must give its documented clear error, not a hang. A case
-//! that cannot apply (no broker to restart, a test broker that checks no credentials) passes
-//! with a `not applicable` note saying why.
+//! backend's native client. Each case asserts exactly what the backend declares for the mode
+//! in `src/adapters.rs` ([`msgplug::adapters::Capabilities`]): a declared capability that
+//! fails is a failure; an undeclared one must give its documented clear error, not a hang. A
+//! case that cannot apply (no broker to restart, a test broker that checks no credentials, a
+//! mode that carries no metadata to steer the app with) passes with a `not applicable` note
+//! saying why.
 //!
-//! Trials are named `BACKEND::CASE` (`cargo test --test conformance -- backend-nats::` runs
-//! one backend). Brokers: every case starts a broker of its own where the backend needs one
+//! Trials are named `BACKEND::CASE`, or `BACKEND[MODE]::CASE` for a backend with several
+//! modes (`cargo test --test conformance -- backend-nats` runs one backend,
+//! `-- 'backend-redis[streams]::'` one mode). Brokers: every case starts a broker of its own where the backend needs one
 //! (a `nats-server` on a free port, ...), so cases run in parallel and a failed case leaves
 //! nothing behind. Every wait is bounded by [`LIMIT`]; every process is killed when its
 //! guard drops.
@@ -26,6 +30,7 @@ mod cases;
 mod http;
 mod local;
 mod nats;
+mod redis;
 mod servicebus;
 mod sqs;
 
@@ -36,7 +41,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
-use msgplug::adapters::Capabilities;
+use msgplug::adapters::{Capabilities, Mode};
 
 /// How long any single wait may take before the case fails.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -45,6 +50,7 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 const BACKENDS: &[&dyn Backend] = &[
     &local::Local,
     &nats::Nats,
+    &redis::Redis,
     &sqs::Sqs,
     &servicebus::ServiceBus,
     &http::Http,
@@ -54,14 +60,17 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
     for &backend in BACKENDS {
-        for &(name, case) in cases::ALL {
-            trials.push(Trial::test(
-                format!("{}::{name}", backend.adapter()),
-                move || {
-                    case(backend);
-                    Ok(())
-                },
-            ));
+        for mode in backend.modes() {
+            let target = Target { backend, mode };
+            for &(name, case) in cases::ALL {
+                trials.push(Trial::test(
+                    format!("{}::{name}", target.name()),
+                    move || {
+                        case(target);
+                        Ok(())
+                    },
+                ));
+            }
         }
     }
     libtest_mimic::run(&args, trials).exit();
@@ -72,15 +81,45 @@ pub trait Backend: Sync {
     /// The adapter's name in `src/adapters.rs` (`backend-nats`).
     fn adapter(&self) -> &'static str;
 
-    /// Starts a broker of the case's own (or the stand-in for one) with its native client.
-    fn start(&self) -> Box<dyn Broker>;
+    /// Starts a broker of the case's own (or the stand-in for one) with its native client,
+    /// for apps composed in `mode` (one of [`Backend::modes`]).
+    fn start(&self, mode: &Mode) -> Box<dyn Broker>;
 
-    /// What the adapter declares.
-    fn capabilities(&self) -> Capabilities {
-        msgplug::adapters::by_name(self.adapter())
-            .expect("the backend's adapter exists")
-            .capabilities
-            .expect("a backend declares its capabilities")
+    /// The modes the adapter declares, the default first.
+    fn modes(&self) -> &'static [Mode] {
+        let adapter = msgplug::adapters::by_name(self.adapter()).expect("the adapter exists");
+        assert!(!adapter.modes.is_empty(), "a backend declares its modes");
+        adapter.modes
+    }
+}
+
+/// What a case runs against: a backend in one of its modes.
+#[derive(Clone, Copy)]
+pub struct Target {
+    /// The backend.
+    pub backend: &'static dyn Backend,
+    /// The mode, with what it declares.
+    pub mode: &'static Mode,
+}
+
+impl Target {
+    /// `backend-nats[jetstream]`, or just the adapter's name when it has one mode.
+    pub fn name(&self) -> String {
+        if self.backend.modes().len() > 1 {
+            format!("{}[{}]", self.backend.adapter(), self.mode.name)
+        } else {
+            self.backend.adapter().to_string()
+        }
+    }
+
+    /// What the mode declares.
+    pub fn capabilities(&self) -> Capabilities {
+        self.mode.capabilities
+    }
+
+    /// Starts a broker for the mode.
+    pub fn start(&self) -> Box<dyn Broker> {
+        self.backend.start(self.mode)
     }
 }
 
@@ -89,8 +128,6 @@ pub trait Backend: Sync {
 pub struct Input<'a> {
     /// The topic the native client publishes to.
     pub topic: &'a str,
-    /// Receive through the backend's durable mode ([`Capabilities::durable`]).
-    pub durable: bool,
     /// The queue group, for scale-out.
     pub group: Option<&'a str>,
 }
@@ -102,6 +139,22 @@ pub enum Credentials {
     Right,
     /// Wrong ones: the broker must refuse them.
     Wrong,
+}
+
+impl Credentials {
+    /// The password of a test broker that takes one (`p`), or a wrong one.
+    pub fn password(self) -> &'static str {
+        match self {
+            Credentials::Right => "p",
+            Credentials::Wrong => "wrong",
+        }
+    }
+}
+
+/// `wasmtime run -S inherit-network`: how an app of a backend that talks TCP to its broker
+/// runs.
+pub fn run_with_network() -> Vec<String> {
+    ["run", "-S", "inherit-network"].map(String::from).to_vec()
 }
 
 /// A running broker (or stand-in) with a native client, for one case.

@@ -3,9 +3,9 @@
 //!
 //! What the apps send is observed through a JetStream stream capturing the topic (read with
 //! an ordered consumer from the last message seen), so nothing the server stored is missed
-//! across a restart. A durable input ([`Input::durable`]) is a stream capturing the input
-//! topic, consumed by the app with `--jetstream STREAM --durable NAME`; the native client
-//! publishes to it with a publish ack.
+//! across a restart. In the `jetstream` mode an input is a stream capturing the input topic,
+//! consumed by the app with `--jetstream STREAM --durable NAME`; the native client publishes
+//! to it with a publish ack.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,10 +13,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, HeaderMap};
 use futures_util::StreamExt;
+use msgplug::adapters::Mode;
 use tokio::runtime::Runtime;
 
 use crate::support::nats::{connect_with, round_trip, within, Server};
-use crate::{Backend, Broker, Credentials, Input, Msg};
+
+use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg};
 
 /// The NATS backend.
 pub struct Nats;
@@ -26,7 +28,7 @@ impl Backend for Nats {
         "backend-nats"
     }
 
-    fn start(&self) -> Box<dyn Broker> {
+    fn start(&self, mode: &Mode) -> Box<dyn Broker> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -47,6 +49,7 @@ impl Backend for Nats {
             server,
             client,
             js,
+            jetstream: mode.name == "jetstream",
             streams: 0,
             durable_inputs: Vec::new(),
             outputs: HashMap::new(),
@@ -68,6 +71,8 @@ struct NatsBroker {
     server: Server,
     client: Client,
     js: jetstream::Context,
+    /// Apps receive through JetStream.
+    jetstream: bool,
     streams: usize,
     durable_inputs: Vec<String>,
     outputs: HashMap<String, Output>,
@@ -134,7 +139,7 @@ impl Broker for NatsBroker {
             if let Some(group) = input.group {
                 args.extend(["--queue-group".into(), group.into()]);
             }
-            if input.durable {
+            if self.jetstream {
                 let stream = self.stream(input.topic);
                 self.durable_inputs.push(input.topic.to_string());
                 // A delivery in flight when the server goes down comes again after 3 s.
@@ -152,17 +157,13 @@ impl Broker for NatsBroker {
     }
 
     fn wasmtime_args(&mut self, _receiving: bool) -> Vec<String> {
-        vec!["run".into(), "-S".into(), "inherit-network".into()]
+        run_with_network()
     }
 
     fn run_env(&self, credentials: Credentials) -> Vec<(String, String)> {
-        let password = match credentials {
-            Credentials::Right => "p",
-            Credentials::Wrong => "wrong",
-        };
         vec![
             ("NATS_USER".into(), "u".into()),
-            ("NATS_PASSWORD".into(), password.into()),
+            ("NATS_PASSWORD".into(), credentials.password().into()),
         ]
     }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fake::{FakeServiceBus, Stored};
+use msgplug::adapters::Mode;
+
 use crate::{Backend, Broker, Credentials, Input, Msg};
 
 /// The Service Bus backend.
@@ -23,7 +25,7 @@ impl Backend for ServiceBus {
         "backend-servicebus"
     }
 
-    fn start(&self) -> Box<dyn Broker> {
+    fn start(&self, _mode: &Mode) -> Box<dyn Broker> {
         Box::new(Fake {
             fake: Some(FakeServiceBus::start()),
             read: HashMap::new(),

@@ -13,6 +13,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::support::moto::{Moto, REGION};
+use msgplug::adapters::Mode;
+
 use crate::{Backend, Broker, Credentials, Input, Msg, LIMIT};
 
 /// The SQS backend.
@@ -23,7 +25,7 @@ impl Backend for Sqs {
         "backend-sqs"
     }
 
-    fn start(&self) -> Box<dyn Broker> {
+    fn start(&self, _mode: &Mode) -> Box<dyn Broker> {
         Box::new(MotoBroker {
             moto: Arc::new(Moto::start()),
             queues: HashMap::new(),

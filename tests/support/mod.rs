@@ -5,6 +5,7 @@
 
 pub mod moto;
 pub mod nats;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -612,7 +612,9 @@ impl Backend for Redis {
         let pubsub = self.config.streams.is_none();
         let receivers = self.call(cmd, Some(Instant::now() + FLUSH_TIMEOUT))?;
         if pubsub && receivers.int() == Some(0) {
-            return Err(Error::other(format!("no subscribers on channel `{topic}`")));
+            return Err(Error::other(format!(
+                "no responders: no subscribers on channel `{topic}`"
+            )));
         }
         self.await_replies(&key, options)
     }
