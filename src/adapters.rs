@@ -122,6 +122,37 @@ pub const ADAPTERS: &[Adapter] = &[
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
     },
     Adapter {
+        name: "backend-amqp",
+        kind: AdapterKind::Backend,
+        schemes: &["amqp"],
+        summary: "AMQP 0-9-1 (RabbitMQ): topic exchange, publisher confirms, ack after Ok, nack with requeue after Err, direct reply-to",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Patterns,
+        queue_group_ignored: None,
+        run_env: &["AMQP_USERNAME", "AMQP_PASSWORD"],
+        options: &[
+            BackendOption {
+                key: "exchange",
+                help: "the exchange sends publish to and --subscribe binding keys bind to (default amq.topic)",
+            },
+            BackendOption {
+                key: "prefetch",
+                help: "how many unacknowledged deliveries the broker sends ahead (basic.qos; default 10)",
+            },
+            BackendOption {
+                key: "queue",
+                help: "consume this existing queue as it is, declaring and binding nothing",
+            },
+            BackendOption {
+                key: "connection_name",
+                help: "the connection name the broker shows (default msgplug)",
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
+    },
+    Adapter {
         name: "backend-http",
         kind: AdapterKind::Backend,
         schemes: &["http", "https"],
@@ -214,7 +245,7 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka", "redis"];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "kafka", "redis"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(

@@ -64,6 +64,12 @@ const NATS_CREDENTIALS: FromEnv = FromEnv {
     required: false,
     credentials: true,
 };
+const AMQP_CREDENTIALS: FromEnv = FromEnv {
+    what: "credentials (the URL has none, and there are no default ones)",
+    vars: &["AMQP_USERNAME", "AMQP_PASSWORD"],
+    required: true,
+    credentials: true,
+};
 const AWS_CREDENTIALS: FromEnv = FromEnv {
     what: "AWS credentials (a session token only with temporary ones)",
     vars: &[
@@ -107,6 +113,7 @@ pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, Br
     Some(match family {
         "local" => local(url),
         "nats" => nats(url),
+        "amqp" => amqp(url),
         "http" => http(url),
         "sqs" => sqs(url),
         "servicebus" => servicebus(url),
@@ -162,6 +169,51 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     if userinfo.is_some_and(|u| !percent_decodes_to_utf8(u)) {
         return Err(invalid("credentials are not UTF-8 after percent-decoding"));
     }
+    check_host_port(host_port, &invalid)?;
+    Ok(match userinfo {
+        Some(_) => Vec::new(),
+        None => vec![NATS_CREDENTIALS],
+    })
+}
+
+/// `backend-amqp` (`config.rs`, `parse_url`): `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`.
+fn amqp(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "amqp",
+        url,
+        "expected `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`",
+    );
+    let rest = url
+        .strip_prefix("amqp://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    if rest.contains(['?', '#']) {
+        return Err(invalid("query parameters are not supported"));
+    }
+    let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    if vhost.contains('/') {
+        return Err(invalid(
+            "the path is the virtual host; write a `/` in its name as `%2F`",
+        ));
+    }
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, authority),
+    };
+    if !percent_decodes_to_utf8(vhost) || userinfo.is_some_and(|u| !percent_decodes_to_utf8(u)) {
+        return Err(invalid("it is not UTF-8 after percent-decoding"));
+    }
+    check_host_port(host_port, &invalid)?;
+    Ok(match userinfo.is_some_and(|u| u.contains(':')) {
+        true => Vec::new(),
+        false => vec![AMQP_CREDENTIALS],
+    })
+}
+
+/// Checks `HOST[:PORT]` (a port, when given, from 1 to 65535; brackets around IPv6).
+fn check_host_port(
+    host_port: &str,
+    invalid: &impl Fn(&str) -> BrokerUrlError,
+) -> Result<(), BrokerUrlError> {
     let host = match host_port.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
             if !port.parse::<u16>().is_ok_and(|p| p > 0) {
@@ -171,13 +223,10 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
         }
         _ => host_port,
     };
-    if host.is_empty() {
-        return Err(invalid("no host"));
+    match host.is_empty() {
+        true => Err(invalid("no host")),
+        false => Ok(()),
     }
-    Ok(match userinfo {
-        Some(_) => Vec::new(),
-        None => vec![NATS_CREDENTIALS],
-    })
 }
 
 /// Whether the `%XX` escapes in `text` decode to UTF-8 (as `percent_decode_str` reads them).
@@ -396,7 +445,7 @@ mod tests {
     /// adapter tests supply those; compose names them).
     #[test]
     fn compose_accepts_what_the_backends_accept() {
-        for family in ["local", "nats", "http", "sqs", "servicebus"] {
+        for family in ["local", "nats", "amqp", "http", "sqs", "servicebus"] {
             assert_agrees_with_broker_url_cases(family, &[], |url, env| {
                 let broker = parse_broker(url).map_err(|e| e.to_string())?;
                 assert_eq!(
