@@ -59,6 +59,8 @@ pub struct Adapter {
 pub enum Subscriptions {
     /// Topic patterns, NATS-style: `*` matches one `.`-separated token, `>` the rest.
     Patterns,
+    /// AMQP topic-exchange binding keys: `*` matches one `.`-separated word, `#` zero or more.
+    BindingKeys,
     /// Names of what to receive from, without wildcards; the text says what they name.
     Names(&'static str),
     /// Nothing: the text says where the backend receives from instead.
@@ -129,7 +131,7 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S inherit-network` (TCP to the broker)",
         uses_stdin: false,
         pulls: true,
-        subscriptions: Subscriptions::Patterns,
+        subscriptions: Subscriptions::BindingKeys,
         queue_group_ignored: None,
         run_env: &["AMQP_USERNAME", "AMQP_PASSWORD"],
         options: &[

@@ -142,7 +142,7 @@ pub fn check_subscriptions(
 ) -> Result<Vec<Warning>, CheckError> {
     let mut warnings = Vec::new();
     match backend.subscriptions {
-        Subscriptions::Patterns => {}
+        Subscriptions::Patterns | Subscriptions::BindingKeys => {}
         Subscriptions::Names(names) => {
             if let Some(topic) = options.subscribe.iter().find(|t| t.contains(['*', '>'])) {
                 return Err(CheckError::WildcardSubscription {
