@@ -143,7 +143,13 @@ impl Amqp {
     /// Files what the broker sent: confirms, returns, deliveries, replies.
     fn dispatch(&mut self, incoming: Incoming) -> Result<(), Error> {
         match incoming {
-            Incoming::Method(_, Method::BasicAck { delivery_tag, multiple }) => {
+            Incoming::Method(
+                _,
+                Method::BasicAck {
+                    delivery_tag,
+                    multiple,
+                },
+            ) => {
                 self.confirmed(delivery_tag, multiple);
             }
             Incoming::Method(
@@ -324,9 +330,7 @@ impl Amqp {
         self.ensure_connected()?;
         self.wait_unblocked()?;
         let mandatory = !exchange.is_empty();
-        self.io(|c| {
-            c.publish(exchange, routing_key, mandatory, &properties, &message.data)
-        })?;
+        self.io(|c| c.publish(exchange, routing_key, mandatory, &properties, &message.data))?;
         self.unconfirmed.push_back(self.next_seq);
         self.next_seq += 1;
         Ok(())
@@ -414,7 +418,9 @@ impl Amqp {
             }
             if self.refused.len() > refused_before {
                 let why = self.refused.split_off(refused_before).join("; ");
-                return Err(Error::other(format!("nobody receives requests on `{topic}`: {why}")));
+                return Err(Error::other(format!(
+                    "nobody receives requests on `{topic}`: {why}"
+                )));
             }
             if !self.pump(deadline)? {
                 return match got {

@@ -289,9 +289,16 @@ mod tests {
         assert_eq!(c.user, "guest", "the environment wins");
         let e = Config::from_settings(&settings("amqp://h"), |_| None).unwrap_err();
         assert!(matches!(e, Error::PermissionDenied(_)));
-        assert!(e.to_string().contains("set AMQP_USERNAME and AMQP_PASSWORD"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("set AMQP_USERNAME and AMQP_PASSWORD"),
+            "{e}"
+        );
         let e = Config::from_settings(&settings("amqp://alice@h"), |_| None).unwrap_err();
-        assert!(matches!(e, Error::PermissionDenied(_)), "a user without a password");
+        assert!(
+            matches!(e, Error::PermissionDenied(_)),
+            "a user without a password"
+        );
     }
 
     #[test]
@@ -312,7 +319,10 @@ mod tests {
             assert!(e.contains(why), "{url}: {e}");
         }
         let e = config("amqp://u:secret@h:0").unwrap_err().to_string();
-        assert!(e.contains("amqp://u:****@h:0") && !e.contains("secret"), "{e}");
+        assert!(
+            e.contains("amqp://u:****@h:0") && !e.contains("secret"),
+            "{e}"
+        );
     }
 
     #[test]

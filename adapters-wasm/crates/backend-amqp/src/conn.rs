@@ -117,16 +117,15 @@ impl Conn {
             response,
             locale: "en_US".into(),
         })?;
-        let (channel_max, frame_max, heartbeat) =
-            match conn.expect(deadline)?.ok_or_else(late)? {
-                Method::ConnectionTune {
-                    channel_max,
-                    frame_max,
-                    heartbeat,
-                    ..
-                } => (channel_max, frame_max, heartbeat),
-                other => return Err(unexpected(config, &other)),
-            };
+        let (channel_max, frame_max, heartbeat) = match conn.expect(deadline)?.ok_or_else(late)? {
+            Method::ConnectionTune {
+                channel_max,
+                frame_max,
+                heartbeat,
+                ..
+            } => (channel_max, frame_max, heartbeat),
+            other => return Err(unexpected(config, &other)),
+        };
         conn.frame_max = match frame_max {
             0 => FRAME_MAX,
             n => n.clamp(protocol::MIN_FRAME_MAX, FRAME_MAX),
@@ -198,11 +197,12 @@ impl Conn {
             routing_key: routing_key.to_string(),
             mandatory,
         })?;
-        protocol::encode_content(&mut self.out, CHANNEL, properties, body, self.frame_max)
-            .map_err(|e| {
+        protocol::encode_content(&mut self.out, CHANNEL, properties, body, self.frame_max).map_err(
+            |e| {
                 self.out.truncate(at);
                 Error::other(e.to_string())
-            })
+            },
+        )
     }
 
     /// How many bytes are queued.
@@ -338,7 +338,10 @@ fn client_properties(name: &str) -> Vec<(String, FieldValue)> {
     .collect();
     vec![
         ("product".into(), FieldValue::text("msgplug")),
-        ("version".into(), FieldValue::text(env!("CARGO_PKG_VERSION"))),
+        (
+            "version".into(),
+            FieldValue::text(env!("CARGO_PKG_VERSION")),
+        ),
         ("platform".into(), FieldValue::text("wasm32-wasip2")),
         ("connection_name".into(), FieldValue::text(name)),
         ("capabilities".into(), FieldValue::Table(capabilities)),

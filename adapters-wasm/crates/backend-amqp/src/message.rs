@@ -48,11 +48,11 @@ pub fn properties(
             MESSAGE_ID => p.message_id = Some(value.to_string()),
             CORRELATION_ID => p.correlation_id = Some(value.to_string()),
             APP_ID => p.app_id = Some(value.to_string()),
-            TIMESTAMP => {
-                p.timestamp = Some(value.parse().map_err(|_| {
-                    format!("metadata `{TIMESTAMP}` must be seconds since the Unix epoch, not `{value}`")
-                })?)
-            }
+            TIMESTAMP => p.timestamp = Some(value.parse().map_err(|_| {
+                format!(
+                    "metadata `{TIMESTAMP}` must be seconds since the Unix epoch, not `{value}`"
+                )
+            })?),
             REDELIVERED => {}
             _ => headers.push((key.to_string(), FieldValue::text(value))),
         }
@@ -105,7 +105,11 @@ pub fn received(
 /// The reply address the app's `reply` gets back: the `reply-to` queue and the
 /// correlation id, as `<length of queue>:<queue><correlation id>`.
 pub fn reply_address(queue: &str, correlation_id: Option<&str>) -> String {
-    format!("{}:{queue}{}", queue.len(), correlation_id.unwrap_or_default())
+    format!(
+        "{}:{queue}{}",
+        queue.len(),
+        correlation_id.unwrap_or_default()
+    )
 }
 
 /// Splits a [`reply_address`] into the queue and the correlation id (`None` if empty);
@@ -147,7 +151,10 @@ mod tests {
         let p = properties(&sent, None, None).unwrap();
         assert_eq!(p.delivery_mode, Some(2));
         assert_eq!(p.content_type.as_deref(), Some("application/json"));
-        assert_eq!(p.headers, Some(vec![("tenant".into(), FieldValue::text("acme"))]));
+        assert_eq!(
+            p.headers,
+            Some(vec![("tenant".into(), FieldValue::text("acme"))])
+        );
         assert_eq!(p.message_id.as_deref(), Some("m-1"));
         assert_eq!(p.timestamp, Some(1_700_000_000));
         let got = received("orders.new".into(), p, b"{}".to_vec(), false);

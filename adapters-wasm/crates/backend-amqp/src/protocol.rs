@@ -147,7 +147,11 @@ fn float_text(value: f64) -> String {
     if value.is_nan() {
         return "NaN".into();
     }
-    let sign = if value.is_sign_negative() && value != 0.0 { "-" } else { "" };
+    let sign = if value.is_sign_negative() && value != 0.0 {
+        "-"
+    } else {
+        ""
+    };
     let magnitude = value.abs();
     if magnitude >= 1e18 {
         return format!("{sign}inf");
@@ -1200,7 +1204,11 @@ fn frame(
 
 /// Appends a method frame; fails (appending nothing) when a name is longer than 255
 /// bytes.
-pub fn encode_method(out: &mut Vec<u8>, channel: u16, method: &Method) -> Result<(), ProtocolError> {
+pub fn encode_method(
+    out: &mut Vec<u8>,
+    channel: u16,
+    method: &Method,
+) -> Result<(), ProtocolError> {
     frame(out, FRAME_METHOD, channel, |w| {
         let (class_id, method_id) = method.ids();
         w.u16(class_id);
@@ -1515,7 +1523,9 @@ mod tests {
                     let len = self.below(20);
                     FieldValue::Bytes(self.bytes(len))
                 }
-                15 => FieldValue::Array((0..self.below(3)).map(|_| self.value(depth + 1)).collect()),
+                15 => {
+                    FieldValue::Array((0..self.below(3)).map(|_| self.value(depth + 1)).collect())
+                }
                 _ => FieldValue::Table(self.table(depth + 1)),
             }
         }
@@ -1847,10 +1857,16 @@ mod tests {
         assert_eq!(FieldValue::Decimal(2, 12345).to_text(), "123.45");
         assert_eq!(FieldValue::Decimal(3, 5).to_text(), "0.005");
         assert_eq!(FieldValue::F64(1.5f64.to_bits()).to_text(), "1.5");
-        assert_eq!(FieldValue::F64((-1.0f64 / 3.0).to_bits()).to_text(), "-0.333333");
+        assert_eq!(
+            FieldValue::F64((-1.0f64 / 3.0).to_bits()).to_text(),
+            "-0.333333"
+        );
         assert_eq!(FieldValue::F32(2.0f32.to_bits()).to_text(), "2");
         assert_eq!(FieldValue::F64(f64::NAN.to_bits()).to_text(), "NaN");
-        assert_eq!(FieldValue::F64(f64::NEG_INFINITY.to_bits()).to_text(), "-inf");
+        assert_eq!(
+            FieldValue::F64(f64::NEG_INFINITY.to_bits()).to_text(),
+            "-inf"
+        );
         assert_eq!(FieldValue::F64(0.0f64.to_bits()).to_text(), "0");
         assert_eq!(
             FieldValue::Array(vec![FieldValue::U8(1), FieldValue::text("a")]).to_text(),
