@@ -17,11 +17,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -31,10 +27,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
+use support::app::{app_lines, run, unique, within, App, LIMIT};
 use support::compose;
 
 /// The machine's broker.
@@ -42,27 +36,6 @@ const BROKER: &str = "amqp://127.0.0.1:5672";
 
 /// RabbitMQ's default user, passed explicitly (the adapter assumes no credentials).
 const GUEST: [(&str, &str); 2] = [("AMQP_USERNAME", "guest"), ("AMQP_PASSWORD", "guest")];
-
-/// How long any single wait may take before the test fails.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// Awaits `future`, failing the test with `what` if it takes longer than [`LIMIT`].
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within {LIMIT:?}"))
-}
-
-/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
-}
 
 /// GUEST plus `extra` environment pairs.
 fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -179,105 +152,6 @@ fn headers(pairs: &[(&str, &str)]) -> FieldTable {
 /// The payload as text.
 fn data(delivery: &Delivery) -> &str {
     std::str::from_utf8(&delivery.data).expect("UTF-8 payload")
-}
-
-/// A composed component running on `wasmtime run -S inherit-network`, killed when dropped.
-struct App {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Vec<String>,
-}
-
-impl App {
-    /// Starts `component` with `--env` pairs, stdin closed and stderr read line by line.
-    fn start(component: &Path, env: &[(&str, &str)]) -> App {
-        let mut command = support::wasmtime();
-        command.arg("run").args(["-S", "inherit-network"]);
-        for (key, value) in env {
-            command.arg("--env").arg(format!("{key}={value}"));
-        }
-        command
-            .arg(component)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn wasmtime");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        App {
-            child,
-            lines,
-            stderr: Vec::new(),
-        }
-    }
-
-    /// Starts `component` and waits until it logs `subscribed to`.
-    async fn subscribed(component: &Path, env: &[(&str, &str)]) -> App {
-        let mut app = App::start(component, env);
-        app.wait_for("subscribed to", 1).await;
-        app
-    }
-
-    /// Waits until `count` stderr lines (counted since the start) contain `needle`.
-    async fn wait_for(&mut self, needle: &str, count: usize) {
-        let seen = |stderr: &[String]| stderr.iter().filter(|l| l.contains(needle)).count();
-        let found = tokio::time::timeout(LIMIT, async {
-            while seen(&self.stderr) < count {
-                match self.lines.recv().await {
-                    Some(line) => self.stderr.push(line),
-                    None => return false,
-                }
-            }
-            true
-        })
-        .await;
-        match found {
-            Ok(true) => {}
-            Ok(false) => panic!(
-                "the app exited before logging `{needle}` {count} time(s); stderr:\n{}",
-                self.stderr.join("\n")
-            ),
-            Err(_) => panic!(
-                "the app did not log `{needle}` {count} time(s) within {LIMIT:?}; stderr:\n{}",
-                self.stderr.join("\n")
-            ),
-        }
-    }
-
-    /// Waits (at most [`LIMIT`]) for the app to exit; returns its status and whole stderr.
-    async fn finish(mut self) -> (ExitStatus, String) {
-        let status = within("exit of the app", self.child.wait())
-            .await
-            .expect("wait for wasmtime");
-        while let Some(line) = within("end of stderr", self.lines.recv()).await {
-            self.stderr.push(line);
-        }
-        (status, self.stderr.join("\n"))
-    }
-}
-
-/// Runs `component` to its end; returns its status and stderr.
-async fn run(component: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
-    App::start(component, env).finish().await
-}
-
-/// The lines of `stderr` that the example app wrote, leaving out what the adapter logs.
-fn app_lines(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| !l.starts_with("msgplug"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
