@@ -22,104 +22,18 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Consumer};
 
 use support::app::{app_lines, run, unique, within, App, LIMIT};
 use support::compose;
+use support::rabbitmq::{env, listen, native, publish};
 
 /// The machine's broker.
 const BROKER: &str = "amqp://127.0.0.1:5672";
-
-/// RabbitMQ's default user, passed explicitly (the adapter assumes no credentials).
-const GUEST: [(&str, &str); 2] = [("AMQP_USERNAME", "guest"), ("AMQP_PASSWORD", "guest")];
-
-/// GUEST plus `extra` environment pairs.
-fn env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    GUEST.iter().copied().chain(extra.iter().copied()).collect()
-}
-
-/// A native connection and a channel in confirm mode.
-async fn native() -> (Connection, Channel) {
-    let connection = within(
-        "connection to RabbitMQ",
-        Connection::connect(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            ConnectionProperties::default(),
-        ),
-    )
-    .await
-    .unwrap_or_else(|e| {
-        panic!("cannot connect to RabbitMQ on 127.0.0.1:5672: {e}; start rabbitmq-server (.ci/services does)")
-    });
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm mode");
-    (connection, channel)
-}
-
-/// An exclusive queue bound to `amq.topic` with `key`, consumed with manual acks.
-async fn listen(channel: &Channel, key: &str) -> Consumer {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            "amq.topic".into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume")
-}
-
-/// Publishes `data` to `exchange` with `routing_key` and waits for the broker's confirm.
-async fn publish(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    data: &[u8],
-    properties: BasicProperties,
-) {
-    let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            data,
-            properties,
-        )
-        .await
-        .expect("publish");
-    within("publisher confirm", confirm)
-        .await
-        .expect("confirmed");
-}
 
 /// The next delivery of `consumer`, acked.
 async fn next(consumer: &mut Consumer) -> Delivery {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod app;
+pub mod rabbitmq;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
