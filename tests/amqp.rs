@@ -248,6 +248,43 @@ async fn handler_errors_are_nacked_and_redelivered_while_good_messages_are_handl
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_unroutable_send_in_a_handler_fails_its_flush_and_the_input_is_delivered_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("retry");
+    let transform = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", BROKER, "--subscribe", &base],
+    );
+    let (_connection, channel) = native().await;
+    let mut app = App::subscribed(&transform, &env(&[])).await;
+    publish(
+        &channel,
+        "amq.topic",
+        &base,
+        b"again",
+        BasicProperties::default(),
+    )
+    .await;
+
+    // Nothing is bound for the output yet: the driver's flush fails, the input is nacked
+    // and delivered again, until a queue is bound.
+    app.wait_for(
+        &format!("message on `{base}` failed: flushing: no queue is bound for `{base}.upper`"),
+        1,
+    )
+    .await;
+    let mut upper = listen(&channel, &format!("{base}.upper")).await;
+    let output = next(&mut upper).await;
+    assert_eq!(data(&output), "AGAIN");
+    assert_eq!(
+        header(&output, "amqp-redelivered"),
+        None,
+        "the redelivered flag is metadata of received messages only, never sent as a header"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_instance_without_a_group_sees_every_message() {
     const TOTAL: usize = 50;
     let tmp = tempfile::tempdir().unwrap();
