@@ -48,11 +48,13 @@ pub fn properties(
             MESSAGE_ID => p.message_id = Some(value.to_string()),
             CORRELATION_ID => p.correlation_id = Some(value.to_string()),
             APP_ID => p.app_id = Some(value.to_string()),
-            TIMESTAMP => p.timestamp = Some(value.parse().map_err(|_| {
-                format!(
+            TIMESTAMP => {
+                p.timestamp = Some(value.parse().map_err(|_| {
+                    format!(
                     "metadata `{TIMESTAMP}` must be seconds since the Unix epoch, not `{value}`"
                 )
-            })?),
+                })?)
+            }
             REDELIVERED => {}
             _ => headers.push((key.to_string(), FieldValue::text(value))),
         }
