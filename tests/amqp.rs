@@ -444,6 +444,40 @@ async fn an_existing_queue_is_consumed_as_it_is_with_option_queue() {
     assert_eq!(data(&message), "QUEUED");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_queue_or_exchange_is_an_error_with_the_brokers_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = unique("missing");
+    let transform = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", BROKER, "--option", &format!("queue={missing}")],
+    );
+    let (status, stderr) = run(&transform, &env(&[])).await;
+    assert!(!status.success(), "a missing queue ends the run:\n{stderr}");
+    assert!(
+        stderr.contains("NOT_FOUND") && stderr.contains(&missing),
+        "the broker's reply text names the queue:\n{stderr}"
+    );
+
+    let publisher = compose(
+        tmp.path(),
+        "publisher",
+        &[
+            "--broker",
+            BROKER,
+            "--option",
+            &format!("exchange={missing}"),
+        ],
+    );
+    let (status, stderr) = run(&publisher, &env(&[("COUNT", "1")])).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("NOT_FOUND") && stderr.contains(&format!("exchange '{missing}'")),
+        "{stderr}"
+    );
+}
+
 /// The native responder: answers the first request on `key` with `replies` replies to its
 /// `reply-to`, through the default exchange, with its correlation id.
 async fn native_responder(
