@@ -700,3 +700,79 @@ async fn after_a_lost_connection_the_handler_reconnects_declares_again_and_goes_
         .await
         .expect("delete the group's durable queue");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_lost_mid_stream_loses_nothing_accepted() {
+    const TOTAL: usize = 6000;
+    let tmp = tempfile::tempdir().unwrap();
+    let subject = unique("midstream");
+    let group = unique("midstream_workers");
+    let name = unique("msgplug-test-midstream");
+    let transform = compose(
+        tmp.path(),
+        "transform",
+        &[
+            "--broker",
+            BROKER,
+            "--subscribe",
+            &subject,
+            "--queue-group",
+            &group,
+            "--option",
+            &format!("connection_name={name}"),
+        ],
+    );
+    let (_connection, channel) = native().await;
+    let mut outputs = listen(&channel, &format!("{subject}.upper")).await;
+    let mut app = App::subscribed(&transform, &env(&[])).await;
+    let mut confirms = Vec::new();
+    for i in 0..TOTAL {
+        let confirm = channel
+            .basic_publish(
+                "amq.topic".into(),
+                subject.as_str().into(),
+                BasicPublishOptions::default(),
+                format!("m{i}").as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        within("publisher confirm", confirm)
+            .await
+            .expect("confirmed");
+    }
+    // Close the app's connection while it works through the queue: deliveries it holds
+    // unacked go back to the queue, and acking them on the new connection would be an
+    // error or (same tag, other message) a loss.
+    let mut seen = BTreeSet::from([data(&next(&mut outputs).await).to_string()]);
+    let closer = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || close_connections_named(&name)
+    });
+    let collected = tokio::time::timeout(LIMIT * 4, async {
+        while seen.len() < TOTAL {
+            let message = next(&mut outputs).await;
+            seen.insert(data(&message).to_string());
+        }
+    })
+    .await;
+    assert_eq!(
+        closer.await.unwrap(),
+        1,
+        "the app's connection, by its name"
+    );
+    assert!(
+        collected.is_ok(),
+        "{} of {TOTAL} messages handled after the connection was lost",
+        seen.len()
+    );
+    app.wait_for("reconnected to", 1).await;
+    drop(app);
+    channel
+        .queue_delete(group.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete the group's durable queue");
+}
