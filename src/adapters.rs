@@ -48,6 +48,9 @@ pub struct Adapter {
     pub queue_group_ignored: Option<&'static str>,
     /// For backends, the `--option` keys it understands (each documented in `--help`).
     pub options: &'static [BackendOption],
+    /// For backends, what it promises (drivers: `None`); `tests/conformance/` checks each
+    /// promise against a real broker, and the README's capability table is checked against it.
+    pub capabilities: Option<Capabilities>,
     /// The component itself.
     #[serde(skip)]
     pub bytes: &'static [u8],
@@ -59,12 +62,228 @@ pub struct Adapter {
 pub enum Subscriptions {
     /// Topic patterns, NATS-style: `*` matches one `.`-separated token, `>` the rest.
     Patterns,
-    /// AMQP topic-exchange binding keys: `*` matches one `.`-separated word, `#` zero or more.
-    BindingKeys,
+    /// The backend's own patterns (wildcards passed through unchanged); the text says which.
+    Native(&'static str),
     /// Names of what to receive from, without wildcards; the text says what they name.
     Names(&'static str),
     /// Nothing: the text says where the backend receives from instead.
     Unused(&'static str),
+}
+
+/// What a backend promises: the one declaration that `msgplug adapters`, the README's
+/// capability table and the conformance suite (`tests/conformance/`) all read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Capabilities {
+    /// How a handler receives messages without extra flags.
+    pub receive: Receive,
+    /// A second, durable way to receive, chosen with flags (NATS JetStream), if any.
+    pub durable: Option<DurableReceive>,
+    /// Whether `request-reply.request` works, and how many replies it collects.
+    pub request_reply: RequestReply,
+    /// How several instances of one composed component share the work.
+    pub scale_out: ScaleOut,
+    /// Whether a message's metadata (key/value pairs) reaches the other side.
+    pub metadata: bool,
+    /// Whether a message's content type reaches the other side.
+    pub content_type: bool,
+    /// Whether data that is not UTF-8 text reaches the other side unchanged.
+    pub binary: bool,
+    /// The largest message `send` accepts.
+    pub max_payload: MaxPayload,
+    /// Whether a request to a topic nobody listens on fails at once (the broker can tell),
+    /// instead of waiting for its timeout.
+    pub no_responders: bool,
+    /// Whether wrong credentials are refused with a `permission-denied` error.
+    pub credentials: bool,
+}
+
+/// How a backend delivers messages to the handler, and what happens when the handler fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Receive {
+    /// At-most-once or at-least-once.
+    pub delivery: Delivery,
+    /// What happens to a message whose handler returned `Err`.
+    pub on_error: OnError,
+    /// Whether every message the broker accepted is still handled (at least once) when the
+    /// broker restarts while the app runs.
+    pub survives_broker_restart: bool,
+}
+
+/// A durable way to receive, chosen with extra `compose` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DurableReceive {
+    /// The `compose` flags that choose it.
+    pub flags: &'static str,
+    /// How it delivers.
+    pub receive: Receive,
+}
+
+/// A delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Each message is handed to a handler at most once; one that arrives while the app is
+    /// down, or whose handler fails, is not seen again.
+    AtMostOnce,
+    /// A message is settled only after its handler returned `Ok`; until then the broker
+    /// delivers it again.
+    AtLeastOnce,
+}
+
+/// What happens to a message whose handler returned `Err`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The broker delivers it again, and a later `Ok` settles it.
+    Redelivered,
+    /// The failure is reported (the run driver logs it and exits 1 at the end; the http
+    /// trigger answers 500) and the message is dropped.
+    Reported,
+}
+
+/// What `request-reply.request` does on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "note")]
+pub enum RequestReply {
+    /// Returns the first reply only.
+    OneReply,
+    /// Collects replies until `expected-replies` came or `timeout-ms` ran out.
+    SeveralReplies,
+    /// Fails with a clear `other` error; the text says why.
+    Unsupported(&'static str),
+}
+
+/// How instances of one composed component share the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleOut {
+    /// Instances composed (or run) with the same `--queue-group` share the messages.
+    QueueGroup,
+    /// Receivers of one queue always compete for its messages; no flag needed.
+    Competing,
+    /// Each instance has its own input: nothing is shared.
+    None,
+}
+
+/// The largest message a backend's `send` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum MaxPayload {
+    /// At most `bytes` bytes of data in a message without metadata or content type; a
+    /// larger one fails with a clear error and nothing is sent.
+    Bytes {
+        /// The limit.
+        bytes: u64,
+        /// Where it comes from and what else counts against it.
+        note: &'static str,
+    },
+    /// msgplug sets no limit; the note says who does.
+    NotLimited {
+        /// Who limits the size instead.
+        note: &'static str,
+    },
+}
+
+impl Capabilities {
+    /// Each capability as a (label, value) pair, in the order `msgplug adapters` prints them
+    /// and the README's capability table has its columns.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let durable = self.durable.map_or_else(String::new, |d| {
+            format!("; with `{}`: {}", d.flags, d.receive.describe_delivery())
+        });
+        vec![
+            ("delivery", self.receive.describe_delivery() + &durable),
+            ("broker restart", {
+                let mut text = if self.receive.survives_broker_restart {
+                    "nothing accepted is lost".to_string()
+                } else {
+                    "messages may be lost".to_string()
+                };
+                if let Some(d) = self.durable.filter(|d| d.receive.survives_broker_restart) {
+                    text += &format!(" (with `{}`: nothing accepted is lost)", d.flags);
+                }
+                text
+            }),
+            ("request-reply", self.request_reply.to_string()),
+            ("scale-out", self.scale_out.to_string()),
+            ("metadata", yes_no(self.metadata)),
+            ("content type", yes_no(self.content_type)),
+            ("binary data", yes_no(self.binary)),
+            ("max payload", self.max_payload.to_string()),
+            ("no responders", yes_no(self.no_responders)),
+            (
+                "wrong credentials",
+                if self.credentials {
+                    "`permission-denied`".to_string()
+                } else {
+                    "not checked".to_string()
+                },
+            ),
+        ]
+    }
+}
+
+impl Receive {
+    /// At-most-once: a failed message is reported and dropped, and a broker restart may
+    /// lose messages.
+    pub const AT_MOST_ONCE: Receive = Receive {
+        delivery: Delivery::AtMostOnce,
+        on_error: OnError::Reported,
+        survives_broker_restart: false,
+    };
+
+    /// At-least-once: a failed message is redelivered, and a broker restart loses nothing
+    /// the broker accepted.
+    pub const AT_LEAST_ONCE: Receive = Receive {
+        delivery: Delivery::AtLeastOnce,
+        on_error: OnError::Redelivered,
+        survives_broker_restart: true,
+    };
+
+    fn describe_delivery(&self) -> String {
+        let delivery = match self.delivery {
+            Delivery::AtMostOnce => "at-most-once",
+            Delivery::AtLeastOnce => "at-least-once",
+        };
+        let on_error = match self.on_error {
+            OnError::Redelivered => "redelivered",
+            OnError::Reported => "reported and dropped",
+        };
+        format!("{delivery}, handler `Err`: {on_error}")
+    }
+}
+
+impl std::fmt::Display for RequestReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestReply::OneReply => f.write_str("one reply"),
+            RequestReply::SeveralReplies => f.write_str("several replies"),
+            RequestReply::Unsupported(why) => write!(f, "no: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ScaleOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScaleOut::QueueGroup => "`--queue-group`",
+            ScaleOut::Competing => "competing consumers",
+            ScaleOut::None => "no",
+        })
+    }
+}
+
+impl std::fmt::Display for MaxPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxPayload::Bytes { bytes, note } => write!(f, "{bytes} bytes ({note})"),
+            MaxPayload::NotLimited { note } => write!(f, "not limited by msgplug ({note})"),
+        }
+    }
 }
 
 /// A backend-specific setting, given as `--option KEY=VALUE` (or a dedicated flag).
@@ -90,6 +309,20 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("one process reads standard input"),
         run_env: &[],
         options: &[],
+        capabilities: Some(Capabilities {
+            receive: Receive::AT_MOST_ONCE,
+            durable: None,
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::None,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "one line of standard output"
+            },
+            no_responders: false,
+            credentials: false,
+        }),
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
     },
     Adapter {
@@ -121,6 +354,24 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
             },
         ],
+        capabilities: Some(Capabilities {
+            receive: Receive::AT_MOST_ONCE,
+            durable: Some(DurableReceive {
+                flags: "--jetstream STREAM --durable NAME",
+                receive: Receive::AT_LEAST_ONCE,
+            }),
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::QueueGroup,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::Bytes {
+                bytes: 1 << 20,
+                note: "the server's `max_payload`, headers included; this is its default",
+            },
+            no_responders: true,
+            credentials: true,
+        }),
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
     },
     Adapter {
@@ -131,7 +382,9 @@ pub const ADAPTERS: &[Adapter] = &[
         host_needs: "`-S inherit-network` (TCP to the broker)",
         uses_stdin: false,
         pulls: true,
-        subscriptions: Subscriptions::BindingKeys,
+        subscriptions: Subscriptions::Native(
+            "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
+        ),
         queue_group_ignored: None,
         run_env: &["AMQP_USERNAME", "AMQP_PASSWORD"],
         options: &[
@@ -152,7 +405,84 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "the connection name the broker shows (default msgplug)",
             },
         ],
+        capabilities: Some(Capabilities {
+            // Without a group each instance has an exclusive queue of its own: what is
+            // published while it is disconnected, or across a broker restart, is not seen.
+            receive: Receive {
+                delivery: Delivery::AtLeastOnce,
+                on_error: OnError::Redelivered,
+                survives_broker_restart: false,
+            },
+            durable: Some(DurableReceive {
+                flags: "--queue-group GROUP",
+                receive: Receive::AT_LEAST_ONCE,
+            }),
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::QueueGroup,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the broker's `max_message_size`, 16 MiB by default in RabbitMQ 4",
+            },
+            no_responders: true,
+            credentials: true,
+        }),
         bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
+    },
+    Adapter {
+        name: "backend-redis",
+        kind: AdapterKind::Backend,
+        schemes: &["redis"],
+        summary: "Redis: pub/sub (at-most-once; no headers unless `envelope=json`) or, with `?mode=streams`, Streams consumer groups (at-least-once: XACK after Ok, XAUTOCLAIM, dead-letter); request-reply",
+        host_needs: "`-S inherit-network` (TCP to the server)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native(
+            "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
+        ),
+        queue_group_ignored: None,
+        run_env: &["REDIS_USERNAME", "REDIS_PASSWORD"],
+        options: &[
+            BackendOption {
+                key: "mode",
+                help: "`pubsub` (default) or `streams` (also `?mode=` in the URL); streams needs --queue-group",
+            },
+            BackendOption {
+                key: "envelope",
+                help: "pub/sub: `json` wraps data, content type and metadata in a JSON envelope (default: bare payloads)",
+            },
+            BackendOption {
+                key: "maxlen",
+                help: "streams: trim each stream to about N entries on XADD (default: no trimming)",
+            },
+            BackendOption {
+                key: "claim_after_ms",
+                help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
+            },
+            BackendOption {
+                key: "max_deliveries",
+                help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
+            },
+        ],
+        capabilities: Some(Capabilities {
+            receive: Receive::AT_MOST_ONCE,
+            durable: Some(DurableReceive {
+                flags: "?mode=streams --queue-group GROUP",
+                receive: Receive::AT_LEAST_ONCE,
+            }),
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::QueueGroup,
+            metadata: false,
+            content_type: false,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the server's `proto-max-bulk-len`, 512 MB by default",
+            },
+            no_responders: true,
+            credentials: true,
+        }),
+        bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
     },
     Adapter {
         name: "backend-http",
@@ -166,6 +496,20 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("every instance behind the same URL gets its own requests"),
         run_env: &[],
         options: &[],
+        capabilities: Some(Capabilities {
+            receive: Receive::AT_MOST_ONCE,
+            durable: None,
+            request_reply: RequestReply::OneReply,
+            scale_out: ScaleOut::None,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the endpoint's limit; the http trigger takes up to `max_body_bytes`",
+            },
+            no_responders: false,
+            credentials: true,
+        }),
         bytes: include_bytes!("../adapters-wasm/backend-http.wasm"),
     },
     Adapter {
@@ -187,6 +531,21 @@ pub const ADAPTERS: &[Adapter] = &[
             "AWS_ENDPOINT_URL",
         ],
         options: &[],
+        capabilities: Some(Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            durable: None,
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::Competing,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::Bytes {
+                bytes: 1 << 20,
+                note: "the queue's `MaximumMessageSize`: SQS's default and limit, 1 MiB since 2025; binary data goes as base64",
+            },
+            no_responders: false,
+            credentials: true,
+        }),
         bytes: include_bytes!("../adapters-wasm/backend-sqs.wasm"),
     },
     Adapter {
@@ -201,6 +560,22 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("receivers of one queue or subscription always compete for its messages"),
         run_env: &["SERVICEBUS_SAS_KEY_NAME", "SERVICEBUS_SAS_KEY"],
         options: &[],
+        capabilities: Some(Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            durable: None,
+            request_reply: RequestReply::Unsupported(
+                "the REST protocol cannot receive from sessions or temporary queues; replying to `ReplyTo` works"
+            ),
+            scale_out: ScaleOut::Competing,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the namespace's tier: 256 KB Standard, 100 MB Premium",
+            },
+            no_responders: false,
+            credentials: true,
+        }),
         bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
     },
     Adapter {
@@ -216,6 +591,7 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: None,
         run_env: &[],
         options: &[],
+        capabilities: None,
         bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
     },
     Adapter {
@@ -233,6 +609,7 @@ pub const ADAPTERS: &[Adapter] = &[
             key: "max_body_bytes",
             help: "the largest request body accepted, in bytes (default 1048576)",
         }],
+        capabilities: None,
         bytes: include_bytes!("../adapters-wasm/driver-http.wasm"),
     },
 ];
@@ -247,14 +624,21 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "kafka", "redis"];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "kafka"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
-const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
-    "tls",
-    "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
-     URL (for example to a TLS-terminating proxy on the same host)",
-)];
+const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
+    (
+        "tls",
+        "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
+         URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+    (
+        "rediss",
+        "Redis over TLS needs TLS inside the component, and wasi:sockets has none; use a \
+         `redis://` URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+];
 
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +763,64 @@ mod tests {
                 assert!(
                     import.starts_with("wasi:") || import.starts_with(names::ADAPTER_PREFIX),
                     "{} imports non-standard `{import}`",
+                    adapter.name
+                );
+            }
+        }
+    }
+
+    /// The README's capability table as [`Capabilities::describe`] renders it.
+    fn capability_table() -> String {
+        let mut header = vec!["backend"];
+        let mut rows = String::new();
+        for backend in backends() {
+            let capabilities = backend
+                .capabilities
+                .unwrap_or_else(|| panic!("backend {} declares no capabilities", backend.name));
+            let cells = capabilities.describe();
+            if header.len() == 1 {
+                header.extend(cells.iter().map(|(label, _)| *label));
+            }
+            let values: Vec<String> = cells.into_iter().map(|(_, value)| value).collect();
+            rows += &format!("| `{}` | {} |\n", backend.name, values.join(" | "));
+        }
+        format!(
+            "| {} |\n|{}\n{rows}",
+            header.join(" | "),
+            "---|".repeat(header.len())
+        )
+    }
+
+    #[test]
+    fn the_readme_capability_table_is_what_the_backends_declare() {
+        let readme = include_str!("../README.md");
+        let table = capability_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's capability table (under `## Backends`) differs from the declared \
+             capabilities in src/adapters.rs; replace it with:\n\n{table}"
+        );
+    }
+
+    #[test]
+    fn backends_and_only_backends_declare_capabilities() {
+        for adapter in ADAPTERS {
+            assert_eq!(
+                adapter.capabilities.is_some(),
+                adapter.kind == AdapterKind::Backend,
+                "{}",
+                adapter.name
+            );
+            let Some(capabilities) = adapter.capabilities else {
+                continue;
+            };
+            for receive in
+                std::iter::once(capabilities.receive).chain(capabilities.durable.map(|d| d.receive))
+            {
+                assert_eq!(
+                    receive.delivery == Delivery::AtLeastOnce,
+                    receive.on_error == OnError::Redelivered,
+                    "{}: at-least-once is exactly redelivery on `Err`",
                     adapter.name
                 );
             }

@@ -28,9 +28,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Consumer};
 
-use support::app::{app_lines, run, unique, within, App, LIMIT};
-use support::compose;
+use support::app::{app_lines, run, App};
+use support::nats::{within, LIMIT};
 use support::rabbitmq::{env, listen, native, publish};
+use support::{compose, unique};
 
 /// The machine's broker.
 const BROKER: &str = "amqp://127.0.0.1:5672";

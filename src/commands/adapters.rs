@@ -9,7 +9,10 @@ use super::{write_atomically, Terminal};
 /// List the adapter components built into msgplug.
 ///
 /// A backend is chosen by the broker URL's scheme; a driver by `--trigger`. Each is a
-/// component built from `adapters-wasm/crates/` and embedded in this binary.
+/// component built from `adapters-wasm/crates/` and embedded in this binary. Each backend's
+/// capabilities follow it: delivery guarantee and what a handler `Err` causes, broker
+/// restarts, request-reply, scale-out, metadata, content type, binary data, the largest
+/// payload, no-responders and credential errors.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   msgplug adapters
@@ -75,15 +78,18 @@ impl AdaptersCommand {
                         Subscriptions::Patterns => {
                             "topic patterns (`*` one token, `>` the rest)".to_string()
                         }
-                        Subscriptions::BindingKeys => {
-                            "binding keys (`*` one word, `#` zero or more)".to_string()
-                        }
+                        Subscriptions::Native(patterns) => patterns.to_string(),
                         Subscriptions::Names(names) => format!("names of {names}"),
                         Subscriptions::Unused(why) => format!("not used: {why}"),
                     };
                     out.push_str(&format!("{indent:<18} --subscribe: {subscribe}\n"));
                     if let Some(why) = a.queue_group_ignored {
                         out.push_str(&format!("{indent:<18} --queue-group: not used: {why}\n"));
+                    }
+                }
+                if let Some(capabilities) = &a.capabilities {
+                    for (label, value) in capabilities.describe() {
+                        out.push_str(&format!("{indent:<18} {label}: {value}\n"));
                     }
                 }
                 if !a.run_env.is_empty() {

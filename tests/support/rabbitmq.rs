@@ -8,7 +8,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
-use super::app::within;
+use super::nats::within;
 
 /// RabbitMQ's default user, passed explicitly (the adapter assumes no credentials).
 pub const GUEST: [(&str, &str); 2] = [("AMQP_USERNAME", "guest"), ("AMQP_PASSWORD", "guest")];

@@ -13,10 +13,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::io_error::{connect_error, failed};
 use common::Error;
 
 use crate::config::Config;
-use crate::io_error;
 use crate::protocol::{
     self, Close, FieldValue, Incoming, Method, Properties, Reader, HEARTBEAT, PROTOCOL_HEADER,
 };
@@ -69,7 +69,8 @@ impl Conn {
     /// Connects, authenticates and opens the channel; `name` is the connection name the
     /// broker shows (`rabbitmqctl list_connections client_properties`).
     pub fn open(config: &Config, name: &str) -> Result<Self, Error> {
-        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(config, &e))?;
+        let stream =
+            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
@@ -370,28 +371,5 @@ fn unexpected(config: &Config, method: &Method) -> Error {
         "{} answered the AMQP handshake with method {}",
         config.url,
         method.name()
-    ))
-}
-
-/// A connection error: `doing` failed with `e`.
-fn failed(doing: &str, e: &std::io::Error) -> Error {
-    Error::connection(format!("{doing} failed: {}", io_error::text(e)))
-}
-
-/// Explains a failed `connect`, with the `wasmtime` flag that is usually missing.
-fn connect_error(config: &Config, e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        ErrorKind::PermissionDenied => {
-            "; run wasmtime with `-S inherit-network` so the component may open sockets"
-        }
-        _ if e.to_string().contains("Non-recoverable") => {
-            "; run wasmtime with `-S allow-ip-name-lookup` to resolve host names"
-        }
-        _ => "",
-    };
-    Error::connection(format!(
-        "cannot connect to {}: {}{hint}",
-        config.url,
-        io_error::text(e)
     ))
 }

@@ -50,8 +50,5 @@ mod amqp;
 mod config;
 #[cfg(not(test))]
 mod conn;
-#[cfg(not(test))]
-#[path = "../../backend-nats/src/io_error.rs"]
-mod io_error;
 mod message;
 mod protocol;
