@@ -22,6 +22,7 @@ mod support;
 #[path = "../fakes/servicebus.rs"]
 mod fake;
 
+mod amqp;
 mod cases;
 mod http;
 mod local;
@@ -45,6 +46,7 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 const BACKENDS: &[&dyn Backend] = &[
     &local::Local,
     &nats::Nats,
+    &amqp::Amqp,
     &sqs::Sqs,
     &servicebus::ServiceBus,
     &http::Http,

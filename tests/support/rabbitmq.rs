@@ -41,6 +41,11 @@ pub async fn native() -> (Connection, Channel) {
 
 /// An exclusive queue bound to `amq.topic` with `key`, consumed with manual acks.
 pub async fn listen(channel: &Channel, key: &str) -> Consumer {
+    bind(channel, "amq.topic", key).await
+}
+
+/// An exclusive queue bound to `exchange` with `key`, consumed with manual acks.
+pub async fn bind(channel: &Channel, exchange: &str, key: &str) -> Consumer {
     let queue = channel
         .queue_declare(
             "".into(),
@@ -56,7 +61,7 @@ pub async fn listen(channel: &Channel, key: &str) -> Consumer {
     channel
         .queue_bind(
             queue.name().clone(),
-            "amq.topic".into(),
+            exchange.into(),
             key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),

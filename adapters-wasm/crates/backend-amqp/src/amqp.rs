@@ -418,9 +418,7 @@ impl Amqp {
             }
             if self.refused.len() > refused_before {
                 let why = self.refused.split_off(refused_before).join("; ");
-                return Err(Error::other(format!(
-                    "nobody receives requests on `{topic}`: {why}"
-                )));
+                return Err(Error::other(format!("no responders on `{topic}`: {why}")));
             }
             if !self.pump(deadline)? {
                 return match got {
