@@ -323,37 +323,64 @@ async fn every_instance_without_a_group_sees_every_message() {
     assert_eq!(seen.get("b"), Some(&expected));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_handled_twice() {
-    const TOTAL: usize = 3000;
-    let tmp = tempfile::tempdir().unwrap();
-    let subject = unique("work");
-    let group = unique("workers");
-    let transform = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            BROKER,
-            "--subscribe",
-            &subject,
-            "--queue-group",
-            &group,
-        ],
-    );
-    let (_connection, channel) = native().await;
-    let mut outputs = listen(&channel, &format!("{subject}.upper")).await;
-    let mut apps = Vec::new();
-    for name in ["w1", "w2", "w3"] {
-        apps.push(App::subscribed(&transform, &env(&[("TRANSFORMED_BY", name)])).await);
+/// `transform` composed to consume `subject` through the durable group queue `group`, with
+/// the connection name `name` (to find its connection with `rabbitmqctl`).
+struct Group {
+    _tmp: tempfile::TempDir,
+    subject: String,
+    group: String,
+    name: String,
+    transform: std::path::PathBuf,
+}
+
+impl Group {
+    /// Composes it with names made unique from `prefix`.
+    fn compose(prefix: &str) -> Group {
+        let tmp = tempfile::tempdir().unwrap();
+        let subject = unique(prefix);
+        let group = unique(&format!("{prefix}_workers"));
+        let name = unique(&format!("msgplug-test-{prefix}"));
+        let transform = compose(
+            tmp.path(),
+            "transform",
+            &[
+                "--broker",
+                BROKER,
+                "--subscribe",
+                &subject,
+                "--queue-group",
+                &group,
+                "--option",
+                &format!("connection_name={name}"),
+            ],
+        );
+        Group {
+            _tmp: tmp,
+            subject,
+            group,
+            name,
+            transform,
+        }
     }
 
+    /// Deletes the durable group queue (once its consumers are gone).
+    async fn delete_queue(&self, channel: &Channel) {
+        channel
+            .queue_delete(self.group.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete the group's durable queue");
+    }
+}
+
+/// Publishes `m0` ... `m<n-1>` to `key`, persistent and pipelined, and waits for every
+/// confirm.
+async fn publish_numbered(channel: &Channel, key: &str, n: usize) {
     let mut confirms = Vec::new();
-    for i in 0..TOTAL {
+    for i in 0..n {
         let confirm = channel
             .basic_publish(
                 "amq.topic".into(),
-                subject.as_str().into(),
+                key.into(),
                 BasicPublishOptions::default(),
                 format!("m{i}").as_bytes(),
                 BasicProperties::default().with_delivery_mode(2),
@@ -367,6 +394,20 @@ async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_han
             .await
             .expect("confirmed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_handled_twice() {
+    const TOTAL: usize = 3000;
+    let work = Group::compose("work");
+    let (subject, transform) = (&work.subject, &work.transform);
+    let (_connection, channel) = native().await;
+    let mut outputs = listen(&channel, &format!("{subject}.upper")).await;
+    let mut apps = Vec::new();
+    for name in ["w1", "w2", "w3"] {
+        apps.push(App::subscribed(transform, &env(&[("TRANSFORMED_BY", name)])).await);
+    }
+    publish_numbered(&channel, subject, TOTAL).await;
 
     let mut handled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut unique_inputs = BTreeSet::new();
@@ -408,10 +449,7 @@ async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_han
         "every instance takes a share: {shares:?}"
     );
     drop(apps);
-    channel
-        .queue_delete(group.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete the group's durable queue");
+    work.delete_queue(&channel).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -639,31 +677,15 @@ fn close_connections_named(name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_lost_connection_the_handler_reconnects_declares_again_and_goes_on() {
-    let tmp = tempfile::tempdir().unwrap();
-    let subject = unique("resume");
-    let group = unique("resumers");
-    let name = unique("msgplug-test-conn");
-    let transform = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            BROKER,
-            "--subscribe",
-            &subject,
-            "--queue-group",
-            &group,
-            "--option",
-            &format!("connection_name={name}"),
-        ],
-    );
+    let resume = Group::compose("resume");
+    let (subject, name, transform) = (&resume.subject, &resume.name, &resume.transform);
     let (_connection, channel) = native().await;
     let mut outputs = listen(&channel, &format!("{subject}.upper")).await;
-    let mut app = App::subscribed(&transform, &env(&[])).await;
+    let mut app = App::subscribed(transform, &env(&[])).await;
     publish(
         &channel,
         "amq.topic",
-        &subject,
+        subject,
         b"before",
         BasicProperties::default(),
     )
@@ -682,7 +704,7 @@ async fn after_a_lost_connection_the_handler_reconnects_declares_again_and_goes_
     publish(
         &channel,
         "amq.topic",
-        &subject,
+        subject,
         b"after",
         BasicProperties::default(),
     )
@@ -696,55 +718,18 @@ async fn after_a_lost_connection_the_handler_reconnects_declares_again_and_goes_
         app.stderr.join("\n")
     );
     drop(app);
-    channel
-        .queue_delete(group.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete the group's durable queue");
+    resume.delete_queue(&channel).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_lost_mid_stream_loses_nothing_accepted() {
     const TOTAL: usize = 6000;
-    let tmp = tempfile::tempdir().unwrap();
-    let subject = unique("midstream");
-    let group = unique("midstream_workers");
-    let name = unique("msgplug-test-midstream");
-    let transform = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            BROKER,
-            "--subscribe",
-            &subject,
-            "--queue-group",
-            &group,
-            "--option",
-            &format!("connection_name={name}"),
-        ],
-    );
+    let midstream = Group::compose("midstream");
+    let (subject, name, transform) = (&midstream.subject, &midstream.name, &midstream.transform);
     let (_connection, channel) = native().await;
     let mut outputs = listen(&channel, &format!("{subject}.upper")).await;
-    let mut app = App::subscribed(&transform, &env(&[])).await;
-    let mut confirms = Vec::new();
-    for i in 0..TOTAL {
-        let confirm = channel
-            .basic_publish(
-                "amq.topic".into(),
-                subject.as_str().into(),
-                BasicPublishOptions::default(),
-                format!("m{i}").as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish");
-        confirms.push(confirm);
-    }
-    for confirm in confirms {
-        within("publisher confirm", confirm)
-            .await
-            .expect("confirmed");
-    }
+    let mut app = App::subscribed(transform, &env(&[])).await;
+    publish_numbered(&channel, subject, TOTAL).await;
     // Close the app's connection while it works through the queue: deliveries it holds
     // unacked go back to the queue, and acking them on the new connection would be an
     // error or (same tag, other message) a loss.
@@ -772,8 +757,5 @@ async fn a_connection_lost_mid_stream_loses_nothing_accepted() {
     );
     app.wait_for("reconnected to", 1).await;
     drop(app);
-    channel
-        .queue_delete(group.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete the group's durable queue");
+    midstream.delete_queue(&channel).await;
 }
