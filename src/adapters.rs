@@ -327,6 +327,28 @@ const NATS_CORE: Capabilities = Capabilities {
     credentials: true,
 };
 
+/// AMQP with an exclusive queue per instance: what its group mode shares with it.
+const AMQP_OWN_QUEUE: Capabilities = Capabilities {
+    // The queue is exclusive and auto-delete: what is published while the instance is
+    // disconnected, or across a broker restart, is not seen.
+    receive: Receive {
+        delivery: Delivery::AtLeastOnce,
+        on_error: OnError::Redelivered,
+        survives_broker_restart: false,
+    },
+    request_reply: RequestReply::SeveralReplies,
+    // Every instance has its own queue and sees every message.
+    scale_out: ScaleOut::None,
+    metadata: true,
+    content_type: true,
+    binary: true,
+    max_payload: MaxPayload::NotLimited {
+        note: "the broker's `max_message_size`: 128 MiB by default in RabbitMQ 3.8 to 3.13, 16 MiB in 4",
+    },
+    no_responders: true,
+    credentials: true,
+};
+
 /// Redis pub/sub with bare payloads: what its other modes share with it.
 const REDIS_PUBSUB: Capabilities = Capabilities {
     receive: Receive::AT_MOST_ONCE,
@@ -419,6 +441,56 @@ pub const ADAPTERS: &[Adapter] = &[
             },
         ],
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+    },
+    Adapter {
+        name: "backend-amqp",
+        kind: AdapterKind::Backend,
+        schemes: &["amqp"],
+        summary: "AMQP 0-9-1 (RabbitMQ): topic exchange, publisher confirms, ack after Ok, nack with requeue after Err, direct reply-to",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native(
+            "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
+        ),
+        queue_group_ignored: None,
+        run_env: &["AMQP_USERNAME", "AMQP_PASSWORD"],
+        options: &[
+            BackendOption {
+                key: "exchange",
+                help: "the exchange sends publish to and --subscribe binding keys bind to (default amq.topic)",
+            },
+            BackendOption {
+                key: "prefetch",
+                help: "how many unacknowledged deliveries the broker sends ahead (basic.qos; default 10)",
+            },
+            BackendOption {
+                key: "queue",
+                help: "consume this existing queue as it is, declaring and binding nothing",
+            },
+            BackendOption {
+                key: "connection_name",
+                help: "the connection name the broker shows (default msgplug)",
+            },
+        ],
+        modes: &[
+            Mode {
+                name: "own-queue",
+                flags: "",
+                capabilities: AMQP_OWN_QUEUE,
+            },
+            Mode {
+                name: "group",
+                flags: "--queue-group GROUP",
+                capabilities: Capabilities {
+                    // The group's queue is durable: it keeps what the broker accepted.
+                    receive: Receive::AT_LEAST_ONCE,
+                    scale_out: ScaleOut::QueueGroup,
+                    ..AMQP_OWN_QUEUE
+                },
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
     },
     Adapter {
         name: "backend-redis",
@@ -623,7 +695,7 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka"];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "kafka"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[

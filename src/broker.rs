@@ -64,6 +64,12 @@ const NATS_CREDENTIALS: FromEnv = FromEnv {
     required: false,
     credentials: true,
 };
+const AMQP_CREDENTIALS: FromEnv = FromEnv {
+    what: "credentials (the URL has none, and there are no default ones)",
+    vars: &["AMQP_USERNAME", "AMQP_PASSWORD"],
+    required: true,
+    credentials: true,
+};
 const REDIS_CREDENTIALS: FromEnv = FromEnv {
     what: "credentials, if the server needs them,",
     vars: &["REDIS_USERNAME", "REDIS_PASSWORD"],
@@ -113,6 +119,7 @@ pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, Br
     Some(match family {
         "local" => local(url),
         "nats" => nats(url),
+        "amqp" => amqp(url),
         "redis" => redis(url),
         "http" => http(url),
         "sqs" => sqs(url),
@@ -168,7 +175,7 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     })
 }
 
-/// Checks `[USER[:PASSWORD]@]HOST[:PORT]` as the TCP backends (NATS, Redis) parse it;
+/// Checks `[USER[:PASSWORD]@]HOST[:PORT]` as the TCP backends (NATS, AMQP, Redis) parse it;
 /// returns whether it carries credentials.
 fn check_authority(
     authority: &str,
@@ -194,6 +201,41 @@ fn check_authority(
         return Err(invalid("no host"));
     }
     Ok(userinfo.is_some())
+}
+
+/// `backend-amqp` (`config.rs`, `parse_url`): `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`;
+/// the backend needs a user and a password, from the URL or the environment.
+fn amqp(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "amqp",
+        url,
+        "expected `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`",
+    );
+    let rest = url
+        .strip_prefix("amqp://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    if rest.contains(['?', '#']) {
+        return Err(invalid("query parameters are not supported"));
+    }
+    let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    if vhost.contains('/') {
+        return Err(invalid(
+            "the path is the virtual host; write a `/` in its name as `%2F`",
+        ));
+    }
+    if !percent_decodes_to_utf8(vhost) {
+        return Err(invalid(
+            "the virtual host is not UTF-8 after percent-decoding",
+        ));
+    }
+    check_authority(authority, &invalid)?;
+    let user_and_password = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    Ok(match user_and_password {
+        true => Vec::new(),
+        false => vec![AMQP_CREDENTIALS],
+    })
 }
 
 /// `backend-redis` (`config.rs`, `parse_url`):
@@ -491,7 +533,15 @@ mod tests {
     /// adapter tests supply those; compose names them).
     #[test]
     fn compose_accepts_what_the_backends_accept() {
-        for family in ["local", "nats", "redis", "http", "sqs", "servicebus"] {
+        for family in [
+            "local",
+            "nats",
+            "amqp",
+            "redis",
+            "http",
+            "sqs",
+            "servicebus",
+        ] {
             assert_agrees_with_broker_url_cases(family, &[], |url, env| {
                 let broker = parse_broker(url).map_err(|e| e.to_string())?;
                 assert_eq!(

@@ -22,16 +22,13 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
+use support::app::{app_lines, run, App};
 use support::nats::{connect_with, round_trip, within, Server, LIMIT};
 use support::{compose, unique};
 
@@ -68,123 +65,6 @@ fn content_type(message: &Message) -> Option<&str> {
 /// The payload as text.
 fn data(message: &Message) -> &str {
     std::str::from_utf8(&message.payload).expect("UTF-8 payload")
-}
-
-/// A composed component running on `wasmtime run -S inherit-network`, killed when dropped.
-struct App {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Vec<String>,
-}
-
-impl App {
-    /// Starts `component` with `--env` pairs, stdin closed and stderr read line by line.
-    fn start(component: &Path, env: &[(&str, &str)]) -> App {
-        App::start_with(&["-S", "inherit-network"], component, env)
-    }
-
-    /// Like [`App::start`], with `flags` (such as `-S inherit-network`) after `wasmtime run`.
-    fn start_with(flags: &[&str], component: &Path, env: &[(&str, &str)]) -> App {
-        let mut command = support::wasmtime();
-        command.arg("run").args(flags);
-        for (key, value) in env {
-            command.arg("--env").arg(format!("{key}={value}"));
-        }
-        command
-            .arg(component)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn wasmtime");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        App {
-            child,
-            lines,
-            stderr: Vec::new(),
-        }
-    }
-
-    /// Starts `component` and waits until it logs `subscribed to`.
-    async fn subscribed(component: &Path, env: &[(&str, &str)]) -> App {
-        let mut app = App::start(component, env);
-        app.wait_for("subscribed to", 1).await;
-        app
-    }
-
-    /// Waits until `count` stderr lines (counted since the start) contain `needle`.
-    async fn wait_for(&mut self, needle: &str, count: usize) {
-        let seen = |stderr: &[String]| stderr.iter().filter(|l| l.contains(needle)).count();
-        let found = tokio::time::timeout(LIMIT, async {
-            while seen(&self.stderr) < count {
-                match self.lines.recv().await {
-                    Some(line) => self.stderr.push(line),
-                    None => return false,
-                }
-            }
-            true
-        })
-        .await;
-        match found {
-            Ok(true) => {}
-            Ok(false) => panic!(
-                "the app exited before logging `{needle}` {count} time(s); stderr:\n{}",
-                self.stderr.join("\n")
-            ),
-            Err(_) => panic!(
-                "the app did not log `{needle}` {count} time(s) within {LIMIT:?}; stderr:\n{}",
-                self.stderr_so_far()
-            ),
-        }
-    }
-
-    /// Every stderr line read so far, for failure messages.
-    fn stderr_so_far(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.stderr.push(line);
-        }
-        self.stderr.join("\n")
-    }
-
-    /// Waits (at most `limit`) for the app to exit; returns its status and whole stderr.
-    async fn finish_within(mut self, limit: Duration) -> (ExitStatus, String) {
-        let status = match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.expect("wait for wasmtime"),
-            Err(_) => panic!(
-                "the app ran longer than {limit:?}; stderr:\n{}",
-                self.stderr_so_far()
-            ),
-        };
-        while let Some(line) = within("end of stderr", self.lines.recv()).await {
-            self.stderr.push(line);
-        }
-        (status, self.stderr.join("\n"))
-    }
-}
-
-/// Runs `component` to its end (at most [`LIMIT`]); returns its status and stderr.
-async fn run(component: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
-    App::start(component, env).finish_within(LIMIT).await
-}
-
-/// The lines of `stderr` that the example app wrote (`reply: ...`, `requester: ...`),
-/// leaving out what the adapter logs.
-fn app_lines(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| !l.starts_with("msgplug"))
-        .collect()
 }
 
 /// Composes example `name` with `args` like [`compose`], and returns the `-S` flags of the

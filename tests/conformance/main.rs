@@ -26,6 +26,7 @@ mod support;
 #[path = "../fakes/servicebus.rs"]
 mod fake;
 
+mod amqp;
 mod cases;
 mod http;
 mod local;
@@ -51,6 +52,7 @@ const BACKENDS: &[&dyn Backend] = &[
     &local::Local,
     &nats::Nats,
     &redis::Redis,
+    &amqp::Amqp,
     &sqs::Sqs,
     &servicebus::ServiceBus,
     &http::Http,

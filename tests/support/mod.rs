@@ -3,8 +3,10 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod app;
 pub mod moto;
 pub mod nats;
+pub mod rabbitmq;
 pub mod redis;
 
 use std::path::{Path, PathBuf};
