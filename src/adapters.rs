@@ -649,41 +649,50 @@ pub const ADAPTERS: &[Adapter] = &[
         })],
         bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
     },
-    Adapter {
-        name: "driver-run",
-        kind: AdapterKind::Driver,
-        schemes: &[],
-        summary:
-            "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
-        host_needs: "`wasmtime run` (exports wasi:cli/run)",
-        uses_stdin: false,
-        pulls: false,
-        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-        queue_group_ignored: None,
-        run_env: &[],
-        options: &[],
-        modes: &[],
-        bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
-    },
-    Adapter {
-        name: "driver-http",
-        kind: AdapterKind::Driver,
-        schemes: &[],
-        summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
-        host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
-        uses_stdin: false,
-        pulls: false,
-        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-        queue_group_ignored: None,
-        run_env: &[],
-        options: &[BackendOption {
-            key: "max_body_bytes",
-            help: "the largest request body accepted, in bytes (default 1048576)",
-        }],
-        modes: &[],
-        bytes: include_bytes!("../adapters-wasm/driver-http.wasm"),
-    },
+    DRIVER_RUN,
+    DRIVER_HTTP,
 ];
+
+/// The driver components, in statics so that the constants below share one copy.
+static DRIVER_RUN_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-run.wasm");
+static DRIVER_HTTP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-http.wasm");
+
+/// The `run` trigger's driver (chosen through `compose::Driver`, never by name).
+pub const DRIVER_RUN: Adapter = Adapter {
+    name: "driver-run",
+    kind: AdapterKind::Driver,
+    schemes: &[],
+    summary: "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
+    host_needs: "`wasmtime run` (exports wasi:cli/run)",
+    uses_stdin: false,
+    pulls: false,
+    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+    queue_group_ignored: None,
+    run_env: &[],
+    options: &[],
+    modes: &[],
+    bytes: DRIVER_RUN_BYTES,
+};
+
+/// The `http` trigger's driver (chosen through `compose::Driver`, never by name).
+pub const DRIVER_HTTP: Adapter = Adapter {
+    name: "driver-http",
+    kind: AdapterKind::Driver,
+    schemes: &[],
+    summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
+    host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
+    uses_stdin: false,
+    pulls: false,
+    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+    queue_group_ignored: None,
+    run_env: &[],
+    options: &[BackendOption {
+        key: "max_body_bytes",
+        help: "the largest request body accepted, in bytes (default 1048576)",
+    }],
+    modes: &[],
+    bytes: DRIVER_HTTP_BYTES,
+};
 
 impl Adapter {
     /// The name without its `backend-`/`driver-` prefix: the backend family (`nats`) or
