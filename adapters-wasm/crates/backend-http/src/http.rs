@@ -5,7 +5,7 @@ use std::time::Duration;
 use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
 use http_client::{parse_url, send, status_error, Method, Request};
 
-use crate::cloudevent;
+use crate::protocol;
 
 /// The http backend's component type.
 type Component = common::Adapter<Http>;
@@ -30,11 +30,11 @@ impl Http {
         message: &MessageData,
         timeout: Duration,
     ) -> Result<http_client::Response, Error> {
-        let event = cloudevent::headers(topic, message, &common::random_id());
+        let event = protocol::headers(topic, message, &common::random_id());
         for reason in &event.skipped {
             log(Self::NAME, &format!("{what}: metadata {reason}; not sent"));
         }
-        let mut request = Request::new(Method::Post, cloudevent::url(&self.template, topic))
+        let mut request = Request::new(Method::Post, protocol::url(&self.template, topic))
             .body(message.data.clone())
             .timeout(timeout);
         request.headers = event.headers;
@@ -75,11 +75,13 @@ impl Backend for Http {
             .map_or(TIMEOUT, |ms| Duration::from_millis(ms.into()));
         let what = format!("requesting on `{topic}`");
         let response = self.post(&what, topic, message, timeout)?;
-        Ok(
-            cloudevent::reply(response.status, &response.headers, response.body)
-                .into_iter()
-                .collect(),
-        )
+        let reply =
+            protocol::reply(response.status, &response.headers, response.body).map_err(|e| {
+                Error::other(format!(
+                    "{what}: the response is an unreadable CloudEvent: {e}"
+                ))
+            })?;
+        Ok(reply.into_iter().collect())
     }
 
     fn next(&mut self) -> Result<Event, Error> {

@@ -4,10 +4,11 @@ use std::collections::VecDeque;
 use std::io::Write;
 
 use common::{
-    log, matches_any, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings,
+    log, matches_any, Backend, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
+    Settings,
 };
 
-use crate::ndjson;
+use crate::protocol;
 use crate::stdin::{Lines, Read};
 
 /// The local backend's component type.
@@ -30,8 +31,8 @@ pub struct Local {
     /// The reply addresses of the most recent finished requests (late replies to them
     /// are dropped), at most [`REMEMBERED_INBOXES`].
     inboxes: VecDeque<String>,
-    /// The last delivery id handed out.
-    last_id: DeliveryId,
+    /// The deliveries not settled yet (there is nothing to settle them with).
+    deliveries: Deliveries<()>,
 }
 
 impl Local {
@@ -42,7 +43,7 @@ impl Local {
         message: &MessageData,
         reply_to: Option<&str>,
     ) -> Result<(), Error> {
-        let mut line = ndjson::encode(topic, message, reply_to);
+        let mut line = protocol::encode(topic, message, reply_to);
         line.push('\n');
         let mut stdout = std::io::stdout().lock();
         stdout
@@ -55,7 +56,7 @@ impl Local {
     fn read(&mut self, deadline: Option<u64>) -> Result<Input, Error> {
         loop {
             return Ok(match self.input.read(deadline)? {
-                Read::Line(number, bytes) => match ndjson::decode(&bytes) {
+                Read::Line(number, bytes) => match protocol::decode(&bytes) {
                     Ok(None) => continue,
                     Ok(Some(message)) => Input::Line(number, Ok(message)),
                     Err(reason) => Input::Line(number, Err(reason)),
@@ -95,7 +96,7 @@ impl Backend for Local {
             input: Lines::stdin(),
             pending: VecDeque::new(),
             inboxes: VecDeque::new(),
-            last_id: 0,
+            deliveries: Deliveries::new(),
         })
     }
 
@@ -179,17 +180,17 @@ impl Backend for Local {
                 );
                 continue;
             }
-            self.last_id += 1;
-            return Ok(Event::Delivery(self.last_id, message));
+            return Ok(Event::Delivery(self.deliveries.deliver(()), message));
         }
     }
 
-    fn ack(&mut self, _id: DeliveryId) -> Result<(), Error> {
-        Ok(())
+    fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
+        self.deliveries.settle(id)
     }
 
-    fn nack(&mut self, _id: DeliveryId) -> Result<(), Error> {
-        Ok(())
+    /// Like `ack`: stdin cannot give a line again.
+    fn nack(&mut self, id: DeliveryId) -> Result<(), Error> {
+        self.deliveries.settle(id)
     }
 
     fn flush(&mut self) -> Result<(), Error> {

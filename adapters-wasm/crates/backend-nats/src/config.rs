@@ -3,7 +3,7 @@
 use common::{Error, Settings};
 use percent_encoding::percent_decode_str;
 
-use crate::proto::{check_name, check_subject};
+use crate::protocol::{check_name, check_subject};
 
 /// The port a `nats://` URL without one means.
 const DEFAULT_PORT: u16 = 4222;

@@ -1,4 +1,4 @@
-//! One NATS connection: the blocking driver of [`crate::proto`] over `std::net::TcpStream`.
+//! One NATS connection: the blocking driver of [`crate::protocol`] over `std::net::TcpStream`.
 //!
 //! Timed reads use `TcpStream::set_read_timeout`, which works on wasm32-wasip2 (wasi-libc
 //! polls the socket's pollable together with a clock; checked on wasmtime 49: a read
@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::config::{Auth, Config};
 use crate::io_error;
-use crate::proto::{self, Msg, Parser, ServerOp};
+use crate::protocol::{self, Msg, Parser, ServerOp};
 
 /// How long the `INFO` / `CONNECT` / `PONG` handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,7 +133,7 @@ impl Conn {
                 config.url
             )));
         }
-        proto::encode_connect(&mut conn.out, &connect_json(&config.auth));
+        protocol::encode_connect(&mut conn.out, &connect_json(&config.auth));
         let target = conn.ping()?;
         conn.await_pong(target, deadline).map_err(|e| match e {
             Error::Timeout => Error::connection(format!(
@@ -169,7 +169,7 @@ impl Conn {
     /// Queues a `PING` and sends everything queued; returns the number of the `PONG`
     /// that answers it (see [`Conn::await_pong`]).
     pub fn ping(&mut self) -> Result<u64, Error> {
-        self.out.extend_from_slice(proto::PING);
+        self.out.extend_from_slice(protocol::PING);
         self.pings_sent += 1;
         self.write_out()?;
         Ok(self.pings_sent)
@@ -209,7 +209,7 @@ impl Conn {
                     return Ok(Some(Incoming::Pong));
                 }
                 ServerOp::Ping => {
-                    self.out.extend_from_slice(proto::PONG);
+                    self.out.extend_from_slice(protocol::PONG);
                     self.write_out()?;
                 }
                 ServerOp::Ok | ServerOp::Info(_) => {}

@@ -106,7 +106,7 @@ pub fn decode(block: &[u8]) -> Result<Headers, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::tests::Rng;
+    use crate::protocol::tests::Rng;
 
     fn message(content_type: Option<&str>, pairs: &[(&str, &str)]) -> MessageData {
         MessageData {

@@ -1,6 +1,12 @@
-//! The JetStream API requests the backend makes, and their answers (JSON over core
-//! NATS request-reply on `$JS.API.*` subjects; checked against nats-server 2.9).
+//! The JetStream API requests the backend makes, their answers (JSON over core NATS
+//! request-reply on `$JS.API.*` subjects; checked against nats-server 2.9), and the
+//! decisions the backend takes on them: setting up the stream and the durable consumer,
+//! keeping a pull outstanding, and reading a publish's acknowledgement. All sans-IO:
+//! `nats.rs` only sends, receives and logs.
 
+use std::time::{Duration, Instant};
+
+use common::Error;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -8,6 +14,9 @@ use crate::config::JetStream;
 
 /// How long one pull request waits on the server for messages.
 pub const PULL_EXPIRES_MS: u64 = 5_000;
+
+/// How long past its `expires` a pull is given before it counts as lost.
+const PULL_GRACE: Duration = Duration::from_secs(2);
 
 /// How many messages one pull request asks for.
 pub const PULL_BATCH: u32 = 16;
@@ -133,6 +142,155 @@ pub fn parse_response(body: &[u8]) -> Result<ApiResponse, String> {
     })
 }
 
+/// What to do after asking for the stream's info.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamCheck {
+    /// The stream exists: go on with the consumer.
+    Exists,
+    /// The stream does not exist and `--create-stream` asks to create it.
+    Create,
+}
+
+/// Decides on the answer to `STREAM.INFO` for the stream of `js` on the server at
+/// `url`, where the consumer reads the subjects `subscribe`.
+pub fn check_stream(
+    info: &ApiResponse,
+    js: &JetStream,
+    subscribe: &[String],
+    url: &str,
+) -> Result<StreamCheck, Error> {
+    match &info.error {
+        None => Ok(StreamCheck::Exists),
+        Some(e) if e.stream_not_found() && js.create_stream => {
+            if subscribe == [">"] {
+                return Err(Error::other(format!(
+                    "cannot create JetStream stream `{}` without subjects: pass the stream's subjects with --subscribe",
+                    js.stream
+                )));
+            }
+            Ok(StreamCheck::Create)
+        }
+        Some(e) if e.stream_not_found() => Err(Error::other(format!(
+            "JetStream stream `{}` does not exist on {url}; create it (for example `nats stream add {}`) or pass --create-stream to create it with the --subscribe subjects",
+            js.stream, js.stream
+        ))),
+        Some(e) => Err(Error::other(format!(
+            "JetStream stream `{}`: {} (JetStream error {})",
+            js.stream, e.description, e.err_code
+        ))),
+    }
+}
+
+/// Decides on the answer to `STREAM.CREATE` for `stream`: `Ok(true)` when this request
+/// created it, `Ok(false)` when another instance created it first.
+pub fn stream_created(answer: &ApiResponse, stream: &str) -> Result<bool, Error> {
+    match &answer.error {
+        None => Ok(true),
+        Some(e) if e.stream_name_in_use() => Ok(false),
+        Some(e) => Err(Error::other(format!(
+            "cannot create JetStream stream `{stream}`: {} (JetStream error {})",
+            e.description, e.err_code
+        ))),
+    }
+}
+
+/// Decides on the answer to `CONSUMER.DURABLE.CREATE` for the consumer of `js`.
+pub fn consumer_created(answer: &ApiResponse, js: &JetStream) -> Result<(), Error> {
+    match &answer.error {
+        None => Ok(()),
+        Some(e) => Err(Error::other(format!(
+            "cannot create durable consumer `{}` on JetStream stream `{}`: {} (JetStream error {})",
+            js.durable, js.stream, e.description, e.err_code
+        ))),
+    }
+}
+
+/// Reads the answer to `STREAM.NAMES` for one subject (`None`: nothing answered):
+/// whether a stream captures the subject, or `None` when the server has no JetStream
+/// (for this account), so there is no point in asking again.
+pub fn captured(answer: Option<&ApiResponse>) -> Option<bool> {
+    match answer {
+        Some(answer) if answer.error.is_none() => {
+            Some(answer.streams.as_ref().is_some_and(|s| !s.is_empty()))
+        }
+        _ => None,
+    }
+}
+
+/// The outstanding pull request of the durable pull consumer, if any.
+#[derive(Debug, Default)]
+pub struct Pulls {
+    /// How many more messages the outstanding pull may bring, and when it counts as
+    /// finished even if the server did not say so.
+    current: Option<(u32, Instant)>,
+}
+
+/// What a message on the pull inbox means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pulled {
+    /// A message for the handler.
+    Delivery,
+    /// An idle heartbeat (status 100): nothing to do.
+    Heartbeat,
+    /// The pull is over: no messages (404) or it expired (408). The next one is due.
+    Ended,
+    /// JetStream ended the pull for another reason (409: consumer deleted, leadership
+    /// change, too many waiting pulls, ...): check the consumer again and pull anew.
+    Restart,
+    /// JetStream refused the pull (any other status): an error.
+    Refused,
+}
+
+impl Pulls {
+    /// True when a pull request is due at `now`: none is outstanding, or the last one
+    /// is past its deadline.
+    pub fn due(&self, now: Instant) -> bool {
+        self.current.is_none_or(|(_, deadline)| now >= deadline)
+    }
+
+    /// Records a pull request for [`PULL_BATCH`] messages made at `now`.
+    pub fn requested(&mut self, now: Instant) {
+        let deadline = now + Duration::from_millis(PULL_EXPIRES_MS) + PULL_GRACE;
+        self.current = Some((PULL_BATCH, deadline));
+    }
+
+    /// When the outstanding pull counts as finished, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.current.map(|(_, deadline)| deadline)
+    }
+
+    /// Forgets the outstanding pull (the connection it was made on is gone).
+    pub fn clear(&mut self) {
+        self.current = None;
+    }
+
+    /// Files a message on the pull inbox: a delivery (no status header) or a status
+    /// from JetStream.
+    pub fn pulled(&mut self, status: Option<u16>) -> Pulled {
+        match status {
+            None => {
+                if let Some((remaining, _)) = &mut self.current {
+                    *remaining = remaining.saturating_sub(1);
+                    if *remaining == 0 {
+                        self.current = None;
+                    }
+                }
+                Pulled::Delivery
+            }
+            Some(100) => Pulled::Heartbeat,
+            Some(404 | 408) => {
+                self.current = None;
+                Pulled::Ended
+            }
+            Some(409) => {
+                self.current = None;
+                Pulled::Restart
+            }
+            Some(_) => Pulled::Refused,
+        }
+    }
+}
+
 /// What came back to the reply address of a message published to a stream's subject.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PubAck {
@@ -140,13 +298,19 @@ pub enum PubAck {
     Stored,
     /// JetStream refused to store it (stream full, wrong expected sequence, ...): why.
     Refused(String),
-    /// Not a JetStream answer: a core subscriber replied to the reply address.
+    /// No stream took it after all (status 503: it was deleted): as in core NATS.
+    NoStream,
+    /// Not a JetStream answer: a core subscriber replied to the reply address;
+    /// JetStream's answer is still due.
     Other,
 }
 
-/// Reads the answer to a publish that JetStream captures (`{"stream":"S","seq":1}`, or
-/// `{"error":{...}}`).
-pub fn parse_pub_ack(body: &[u8]) -> PubAck {
+/// Reads the answer (with status header `status`, if any) to a publish that JetStream
+/// captures (`{"stream":"S","seq":1}`, or `{"error":{...}}`).
+pub fn pub_ack(status: Option<u16>, body: &[u8]) -> PubAck {
+    if status == Some(503) {
+        return PubAck::NoStream;
+    }
     #[derive(Deserialize)]
     struct Answer {
         #[serde(default)]
@@ -259,16 +423,153 @@ mod tests {
     #[test]
     fn parses_pub_acks() {
         assert_eq!(
-            parse_pub_ack(br#"{"stream":"DONE", "seq":1}"#),
+            pub_ack(None, br#"{"stream":"DONE", "seq":1}"#),
             PubAck::Stored
         );
         assert_eq!(
-            parse_pub_ack(
+            pub_ack(
+                None,
                 br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"DONE","seq":0}"#
             ),
             PubAck::Refused("maximum messages exceeded (JetStream error 10077)".into())
         );
-        assert_eq!(parse_pub_ack(b"hello, world"), PubAck::Other);
-        assert_eq!(parse_pub_ack(br#"{"seq":1}"#), PubAck::Other);
+        assert_eq!(pub_ack(None, b"hello, world"), PubAck::Other);
+        assert_eq!(pub_ack(None, br#"{"seq":1}"#), PubAck::Other);
+        assert_eq!(
+            pub_ack(Some(503), b""),
+            PubAck::NoStream,
+            "no stream took it after all"
+        );
+    }
+
+    fn answer(json: &str) -> ApiResponse {
+        parse_response(json.as_bytes()).unwrap()
+    }
+
+    const NOT_FOUND: &str =
+        r#"{"error":{"code":404,"err_code":10059,"description":"stream not found"}}"#;
+    const IN_USE: &str =
+        r#"{"error":{"code":400,"err_code":10058,"description":"stream name already in use"}}"#;
+    const OTHER: &str = r#"{"error":{"code":500,"err_code":10999,"description":"boom"}}"#;
+
+    #[test]
+    fn checks_the_stream() {
+        let url = "nats://127.0.0.1:4222";
+        let subjects = ["orders.>".to_string()];
+        let info = answer(r#"{"config":{"name":"ORDERS"}}"#);
+        assert_eq!(
+            check_stream(&info, &js(), &subjects, url),
+            Ok(StreamCheck::Exists)
+        );
+        let missing = answer(NOT_FOUND);
+        assert_eq!(
+            check_stream(&missing, &js(), &subjects, url),
+            Err(Error::other(
+                "JetStream stream `ORDERS` does not exist on nats://127.0.0.1:4222; create it (for example `nats stream add ORDERS`) or pass --create-stream to create it with the --subscribe subjects"
+            ))
+        );
+        let create = JetStream {
+            create_stream: true,
+            ..js()
+        };
+        assert_eq!(
+            check_stream(&missing, &create, &subjects, url),
+            Ok(StreamCheck::Create)
+        );
+        assert_eq!(
+            check_stream(&missing, &create, &[">".into()], url),
+            Err(Error::other(
+                "cannot create JetStream stream `ORDERS` without subjects: pass the stream's subjects with --subscribe"
+            ))
+        );
+        assert_eq!(
+            check_stream(&answer(OTHER), &create, &subjects, url),
+            Err(Error::other(
+                "JetStream stream `ORDERS`: boom (JetStream error 10999)"
+            ))
+        );
+    }
+
+    #[test]
+    fn creates_the_stream_and_the_consumer() {
+        assert_eq!(stream_created(&answer("{}"), "ORDERS"), Ok(true));
+        assert_eq!(
+            stream_created(&answer(IN_USE), "ORDERS"),
+            Ok(false),
+            "another instance created it first"
+        );
+        assert_eq!(
+            stream_created(&answer(OTHER), "ORDERS"),
+            Err(Error::other(
+                "cannot create JetStream stream `ORDERS`: boom (JetStream error 10999)"
+            ))
+        );
+        assert_eq!(consumer_created(&answer("{}"), &js()), Ok(()));
+        assert_eq!(
+            consumer_created(&answer(OTHER), &js()),
+            Err(Error::other(
+                "cannot create durable consumer `workers` on JetStream stream `ORDERS`: boom (JetStream error 10999)"
+            ))
+        );
+    }
+
+    #[test]
+    fn asks_which_streams_capture_a_subject() {
+        assert_eq!(
+            captured(Some(&answer(r#"{"streams":["DONE"]}"#))),
+            Some(true)
+        );
+        assert_eq!(captured(Some(&answer(r#"{"streams":null}"#))), Some(false));
+        assert_eq!(captured(Some(&answer(r#"{"streams":[]}"#))), Some(false));
+        assert_eq!(captured(Some(&answer(OTHER))), None, "no JetStream here");
+        assert_eq!(captured(None), None, "nothing answered");
+    }
+
+    #[test]
+    fn a_pull_is_due_until_one_is_outstanding() {
+        let now = Instant::now();
+        let mut pulls = Pulls::default();
+        assert!(pulls.due(now));
+        assert_eq!(pulls.deadline(), None);
+        pulls.requested(now);
+        let deadline = now + Duration::from_millis(PULL_EXPIRES_MS) + PULL_GRACE;
+        assert_eq!(pulls.deadline(), Some(deadline));
+        assert!(!pulls.due(now));
+        assert!(
+            pulls.due(deadline),
+            "a pull past its deadline counts as lost"
+        );
+        pulls.clear();
+        assert!(pulls.due(now));
+    }
+
+    #[test]
+    fn a_pull_ends_with_its_batch_or_a_status() {
+        let now = Instant::now();
+        let mut pulls = Pulls::default();
+        pulls.requested(now);
+        for _ in 1..PULL_BATCH {
+            assert_eq!(pulls.pulled(None), Pulled::Delivery);
+            assert_eq!(pulls.pulled(Some(100)), Pulled::Heartbeat);
+            assert!(!pulls.due(now));
+        }
+        assert_eq!(pulls.pulled(None), Pulled::Delivery);
+        assert!(pulls.due(now), "the whole batch came");
+        assert_eq!(
+            pulls.pulled(None),
+            Pulled::Delivery,
+            "a late delivery is still one"
+        );
+        for (status, outcome) in [
+            (404, Pulled::Ended),
+            (408, Pulled::Ended),
+            (409, Pulled::Restart),
+        ] {
+            pulls.requested(now);
+            assert_eq!(pulls.pulled(Some(status)), outcome);
+            assert!(pulls.due(now), "{status} ends the pull");
+        }
+        pulls.requested(now);
+        assert_eq!(pulls.pulled(Some(400)), Pulled::Refused);
     }
 }

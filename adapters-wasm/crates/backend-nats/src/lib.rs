@@ -1,11 +1,13 @@
 //! msgplug's `nats` backend adapter: core NATS and JetStream over `wasi:sockets`.
 //!
 //! No NATS client crate builds for wasm32-wasip2, so this crate speaks the protocol
-//! itself: [`proto`] is a sans-IO codec of the client protocol, [`headers`] carries a
+//! itself: [`protocol`] is a sans-IO codec of the client protocol, [`headers`] carries a
 //! message's content type and metadata as NATS headers, [`config`] reads the settings,
-//! [`jetstream`] the JetStream API bodies and [`io_error`] words I/O errors — all plain
-//! Rust, unit-tested with `cargo test`. The thin I/O layer (`conn`: a blocking driver over
-//! `std::net::TcpStream`; `nats`: the [`common::Backend`]) is left out of test builds.
+//! [`jetstream`] makes the JetStream API bodies and takes the decisions on the answers
+//! (stream and consumer set-up, pulls, publish acknowledgements), and [`io_error`] words
+//! I/O errors — all plain Rust, unit-tested with `cargo test`. The thin I/O layer
+//! (`conn`: a blocking driver over `std::net::TcpStream`; `nats`: the
+//! [`common::Backend`]) is left out of test builds.
 //!
 //! Core mode subscribes to the `--subscribe` subjects (in a queue group if given) on
 //! the first `next`; with `--jetstream STREAM --durable NAME` the backend reads from a
@@ -19,4 +21,4 @@ mod io_error;
 mod jetstream;
 #[cfg(not(test))]
 mod nats;
-mod proto;
+mod protocol;

@@ -3,13 +3,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+use common::{
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
+    Settings,
+};
 
 use crate::config::{Config, JetStream};
 use crate::conn::{Conn, Incoming};
 use crate::headers;
-use crate::jetstream::{self, PubAck, PULL_BATCH, PULL_EXPIRES_MS};
-use crate::proto::{self, Msg};
+use crate::jetstream::{self, PubAck, Pulled, Pulls, StreamCheck};
+use crate::protocol::{self, Msg};
 
 /// The NATS backend's component type.
 type Component = common::Adapter<Nats>;
@@ -30,11 +33,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a JetStream API request waits for its answer.
 const API_TIMEOUT_MS: u32 = 5_000;
 
-/// How long past its `expires` a pull is given before it counts as lost.
-const PULL_GRACE: Duration = Duration::from_secs(2);
-
-/// The first and the longest wait between reconnect attempts.
-const RECONNECT_DELAY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// The waits between reconnect attempts: 100 ms, doubling up to 5 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// How long the answer to "does a stream capture this subject?" is trusted.
 const CAPTURE_TTL: Duration = Duration::from_secs(60);
@@ -52,14 +52,6 @@ enum Pending {
     Message(MessageData, Option<String>),
     /// A message that could not be decoded: why.
     Rejected(String),
-}
-
-/// An outstanding JetStream pull request.
-struct Pull {
-    /// How many more messages it may bring.
-    remaining: u32,
-    /// When it counts as finished even if the server did not say so.
-    deadline: Instant,
 }
 
 /// The state of the NATS backend.
@@ -81,14 +73,12 @@ pub struct Nats {
     /// JetStream: true once the stream and the durable consumer were checked on this
     /// connection.
     consumer_ready: bool,
-    /// JetStream: the outstanding pull request, if any.
-    pull: Option<Pull>,
+    /// JetStream: the outstanding pull request.
+    pulls: Pulls,
     /// Messages received but not yet returned by `next`.
     pending: VecDeque<Pending>,
-    /// JetStream ack subjects of unsettled deliveries.
-    acks: HashMap<DeliveryId, String>,
-    /// The last delivery id handed out.
-    last_id: DeliveryId,
+    /// Unsettled deliveries, with the JetStream ack subject of those from a pull.
+    deliveries: Deliveries<Option<String>>,
     /// True between a delivery and its settlement or `flush`: sends are batched.
     in_handler: bool,
     /// Messages sent since the server last confirmed everything (by a `PONG`).
@@ -112,7 +102,7 @@ impl Nats {
     /// (a `PING` / `PONG` round trip) before this returns once they were announced.
     fn establish(&mut self) -> Result<(), Error> {
         let mut conn = Conn::open(&self.config)?;
-        proto::encode_subscribe(
+        protocol::encode_subscribe(
             conn.queue(),
             &format!("{}.*", self.inbox_prefix),
             None,
@@ -120,7 +110,7 @@ impl Nats {
         );
         self.conn = Some(conn);
         self.consumer_ready = false;
-        self.pull = None;
+        self.pulls.clear();
         self.ask_streams = true;
         self.captured.clear();
         if self.subscribed {
@@ -154,7 +144,7 @@ impl Nats {
             .as_mut()
             .ok_or_else(|| Error::connection(format!("not connected to {}", self.config.url)))?;
         let result = f(conn);
-        if let Err(Error::Connection(_) | Error::Timeout) = &result {
+        if result.as_ref().is_err_and(Error::is_transient) {
             self.drop_conn();
         }
         result
@@ -166,7 +156,7 @@ impl Nats {
         self.lost += std::mem::take(&mut self.unconfirmed);
         self.pub_acks.clear();
         self.consumer_ready = false;
-        self.pull = None;
+        self.pulls.clear();
     }
 
     /// Queues the `SUB`s of the subscriptions: the `--subscribe` subjects, or the pull
@@ -177,12 +167,12 @@ impl Nats {
         };
         if self.config.jetstream.is_some() {
             let inbox = pull_inbox(&self.inbox_prefix);
-            proto::encode_subscribe(conn.queue(), &inbox, None, PULL_SID);
+            protocol::encode_subscribe(conn.queue(), &inbox, None, PULL_SID);
             return;
         }
         let group = self.config.queue_group.as_deref();
         for (sid, subject) in (FIRST_SID..).zip(&self.config.subscribe) {
-            proto::encode_subscribe(conn.queue(), subject, group, sid);
+            protocol::encode_subscribe(conn.queue(), subject, group, sid);
         }
     }
 
@@ -238,15 +228,11 @@ impl Nats {
             .as_deref()
             .and_then(|block| headers::decode(block).ok())
             .and_then(|h| h.status);
-        if status == Some(503) {
-            return; // no stream took it after all (it was deleted): as in core NATS
-        }
-        match jetstream::parse_pub_ack(&msg.payload) {
-            PubAck::Stored => {}
+        match jetstream::pub_ack(status, &msg.payload) {
+            PubAck::Stored | PubAck::NoStream => {}
             PubAck::Refused(why) => self.refused.push(format!(
                 "JetStream did not store the message sent to `{subject}`: {why}"
             )),
-            // A core subscriber answered the reply address: JetStream's answer is still due.
             PubAck::Other => {
                 self.pub_acks.insert(msg.subject, subject);
             }
@@ -279,14 +265,14 @@ impl Nats {
         }
         let body = jetstream::stream_names_body(subject);
         let captured = match self.api(jetstream::stream_names_subject(), body) {
-            Ok(Some(answer)) if answer.error.is_none() => {
-                answer.streams.is_some_and(|streams| !streams.is_empty())
-            }
-            // No JetStream on the server or for this account.
-            Ok(_) => {
-                self.ask_streams = false;
-                return Ok(false);
-            }
+            Ok(answer) => match jetstream::captured(answer.as_ref()) {
+                Some(captured) => captured,
+                // No JetStream on the server or for this account.
+                None => {
+                    self.ask_streams = false;
+                    return Ok(false);
+                }
+            },
             Err(Error::PermissionDenied(why)) => {
                 log(
                     Self::NAME,
@@ -399,44 +385,34 @@ impl Nats {
 
     /// Handles a message on the pull inbox: a delivery or a status from JetStream.
     fn pulled(&mut self, msg: Msg) -> Result<(), Error> {
-        let status = match &msg.headers {
-            Some(block) => headers::decode(block)
-                .ok()
-                .and_then(|h| h.status.map(|s| (s, h.description))),
-            None => None,
+        let (status, description) = match msg.headers.as_deref().map(headers::decode) {
+            Some(Ok(h)) => (h.status, h.description),
+            _ => (None, String::new()),
         };
-        let Some((status, description)) = status else {
-            if let Some(pull) = &mut self.pull {
-                pull.remaining = pull.remaining.saturating_sub(1);
-                if pull.remaining == 0 {
-                    self.pull = None;
-                }
+        let shown = || format!("{} {description}", status.unwrap_or_default());
+        match self.pulls.pulled(status) {
+            Pulled::Delivery => {
+                let ack = msg.reply.clone();
+                self.pending.push_back(match message_from(msg, None) {
+                    Ok(message) => Pending::Message(message, ack),
+                    Err(reason) => Pending::Rejected(reason),
+                });
             }
-            let ack = msg.reply.clone();
-            self.pending.push_back(match message_from(msg, None) {
-                Ok(message) => Pending::Message(message, ack),
-                Err(reason) => Pending::Rejected(reason),
-            });
-            return Ok(());
-        };
-        match status {
-            100 => {}                      // idle heartbeat
-            404 | 408 => self.pull = None, // no messages / the pull expired
-            409 => {
-                // Consumer deleted, leadership change, too many waiting pulls, ...:
-                // check the consumer again and pull anew.
+            Pulled::Heartbeat | Pulled::Ended => {}
+            Pulled::Restart => {
                 log(
                     Self::NAME,
-                    &format!("JetStream ended a pull: {status} {description}; pulling again"),
+                    &format!("JetStream ended a pull: {}; pulling again", shown()),
                 );
-                self.pull = None;
                 self.consumer_ready = false;
             }
-            _ => {
+            Pulled::Refused => {
                 let js = self.jetstream();
                 return Err(Error::other(format!(
-                    "JetStream refused a pull from durable consumer `{}` of stream `{}`: {status} {description}",
-                    js.durable, js.stream
+                    "JetStream refused a pull from durable consumer `{}` of stream `{}`: {}",
+                    js.durable,
+                    js.stream,
+                    shown()
                 )));
             }
         }
@@ -472,7 +448,7 @@ impl Nats {
                 conn.info.max_payload
             )));
         }
-        proto::encode_publish(
+        protocol::encode_publish(
             conn.queue(),
             subject,
             reply,
@@ -493,11 +469,7 @@ impl Nats {
             if !self.consumer_ready {
                 self.setup_consumer()?;
             }
-            if self
-                .pull
-                .as_ref()
-                .is_none_or(|p| Instant::now() >= p.deadline)
-            {
+            if self.pulls.due(Instant::now()) {
                 self.request_pull()?;
             }
         } else if !self.announced {
@@ -511,7 +483,7 @@ impl Nats {
             }
             self.announced = true;
         }
-        let deadline = self.pull.as_ref().map(|p| p.deadline);
+        let deadline = self.pulls.deadline();
         match self.io(|c| c.read(deadline))? {
             Some(Incoming::Msg(msg)) => self.dispatch(msg),
             Some(Incoming::Pong) | None => Ok(()),
@@ -523,55 +495,25 @@ impl Nats {
     fn setup_consumer(&mut self) -> Result<(), Error> {
         let js = self.jetstream().clone();
         let info = self.js_api(&jetstream::stream_info_subject(&js.stream), Vec::new())?;
-        match info.error {
-            None => {}
-            Some(e) if e.stream_not_found() && js.create_stream => {
-                if self.config.subscribe == [">"] {
-                    return Err(Error::other(format!(
-                        "cannot create JetStream stream `{}` without subjects: pass the stream's subjects with --subscribe",
-                        js.stream
-                    )));
-                }
-                let body = jetstream::stream_create_body(&js.stream, &self.config.subscribe);
-                let created = self.js_api(&jetstream::stream_create_subject(&js.stream), body)?;
-                match created.error {
-                    None => log(
-                        Self::NAME,
-                        &format!(
-                            "created JetStream stream `{}` for `{}`",
-                            js.stream,
-                            self.config.subscribe.join("`, `")
-                        ),
+        let check = jetstream::check_stream(&info, &js, &self.config.subscribe, &self.config.url)?;
+        if check == StreamCheck::Create {
+            let body = jetstream::stream_create_body(&js.stream, &self.config.subscribe);
+            let created = self.js_api(&jetstream::stream_create_subject(&js.stream), body)?;
+            // `false`: another instance created it first.
+            if jetstream::stream_created(&created, &js.stream)? {
+                log(
+                    Self::NAME,
+                    &format!(
+                        "created JetStream stream `{}` for `{}`",
+                        js.stream,
+                        self.config.subscribe.join("`, `")
                     ),
-                    // Another instance created it first.
-                    Some(e) if e.stream_name_in_use() => {}
-                    Some(e) => return Err(Error::other(format!(
-                        "cannot create JetStream stream `{}`: {} (JetStream error {})",
-                        js.stream, e.description, e.err_code
-                    ))),
-                }
-            }
-            Some(e) if e.stream_not_found() => {
-                return Err(Error::other(format!(
-                    "JetStream stream `{}` does not exist on {}; create it (for example `nats stream add {}`) or pass --create-stream to create it with the --subscribe subjects",
-                    js.stream, self.config.url, js.stream
-                )))
-            }
-            Some(e) => {
-                return Err(Error::other(format!(
-                    "JetStream stream `{}`: {} (JetStream error {})",
-                    js.stream, e.description, e.err_code
-                )))
+                );
             }
         }
         let body = jetstream::consumer_create_body(&js, &self.config.subscribe);
         let created = self.js_api(&jetstream::consumer_create_subject(&js), body)?;
-        if let Some(e) = created.error {
-            return Err(Error::other(format!(
-                "cannot create durable consumer `{}` on JetStream stream `{}`: {} (JetStream error {})",
-                js.durable, js.stream, e.description, e.err_code
-            )));
-        }
+        jetstream::consumer_created(&created, &js)?;
         self.consumer_ready = true;
         if !self.announced {
             for subject in &self.config.subscribe {
@@ -624,17 +566,14 @@ impl Nats {
         let subject = jetstream::pull_subject(js);
         let inbox = pull_inbox(&self.inbox_prefix);
         let conn = self.ensure_connected()?;
-        proto::encode_publish(
+        protocol::encode_publish(
             conn.queue(),
             &subject,
             Some(&inbox),
             None,
             &jetstream::pull_body(),
         );
-        self.pull = Some(Pull {
-            remaining: PULL_BATCH,
-            deadline: Instant::now() + Duration::from_millis(PULL_EXPIRES_MS) + PULL_GRACE,
-        });
+        self.pulls.requested(Instant::now());
         Ok(())
     }
 
@@ -647,11 +586,11 @@ impl Nats {
     /// queued ack is written).
     fn settle(&mut self, id: DeliveryId, body: &[u8]) -> Result<(), Error> {
         self.in_handler = false;
-        let Some(subject) = self.acks.remove(&id) else {
+        let Some(subject) = self.deliveries.settle(id)? else {
             return Ok(()); // core NATS: nothing to settle
         };
         match self.ensure_connected() {
-            Ok(conn) => proto::encode_publish(conn.queue(), &subject, None, None, body),
+            Ok(conn) => protocol::encode_publish(conn.queue(), &subject, None, None, body),
             Err(e) => log(
                 Self::NAME,
                 &format!(
@@ -698,10 +637,9 @@ impl Backend for Nats {
             subscribed: false,
             announced: false,
             consumer_ready: false,
-            pull: None,
+            pulls: Pulls::default(),
             pending: VecDeque::new(),
-            acks: HashMap::new(),
-            last_id: 0,
+            deliveries: Deliveries::new(),
             in_handler: false,
             unconfirmed: 0,
             lost: 0,
@@ -741,18 +679,14 @@ impl Backend for Nats {
     /// capped exponential backoff; the subscriptions (or the JetStream pull) are
     /// restored on the new connection.
     fn next(&mut self) -> Result<Event, Error> {
-        let mut delay = RECONNECT_DELAY.0;
+        let mut backoff = RECONNECT;
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Ok(match item {
                     Pending::Message(message, ack) => {
-                        self.last_id += 1;
-                        if let Some(ack) = ack {
-                            self.acks.insert(self.last_id, ack);
-                        }
                         self.in_handler = true;
                         self.lost = 0;
-                        Event::Delivery(self.last_id, message)
+                        Event::Delivery(self.deliveries.deliver(ack), message)
                     }
                     Pending::Rejected(reason) => Event::Rejected(reason),
                 });
@@ -764,8 +698,11 @@ impl Backend for Nats {
             };
             match step {
                 Ok(()) => {}
-                Err(e @ (Error::Connection(_) | Error::Timeout)) => {
+                Err(e) if e.is_transient() => {
                     self.drop_conn();
+                    let Some(delay) = backoff.failed() else {
+                        return Err(e);
+                    };
                     let why = match e {
                         Error::Connection(text) => text,
                         e => e.to_string(),
@@ -782,7 +719,6 @@ impl Backend for Nats {
                         },
                     );
                     std::thread::sleep(delay);
-                    delay = (delay * 2).min(RECONNECT_DELAY.1);
                 }
                 Err(e) => return Err(e),
             }
@@ -827,5 +763,6 @@ impl Backend for Nats {
 
 /// Checks that `subject` can be published to.
 fn check_publish_subject(subject: &str) -> Result<(), Error> {
-    proto::check_subject(subject, false).map_err(|e| Error::other(format!("cannot publish: {e}")))
+    protocol::check_subject(subject, false)
+        .map_err(|e| Error::other(format!("cannot publish: {e}")))
 }

@@ -3,7 +3,7 @@
 //!
 //! * Broker: an Azure connection string (`Endpoint=sb://...;SharedAccessKeyName=...;
 //!   SharedAccessKey=...[;EntityPath=...]`) or `servicebus://HOST/ENTITY` with the SAS
-//!   policy in `SERVICEBUS_SAS_KEY_NAME` / `SERVICEBUS_SAS_KEY` ([`connection`]).
+//!   policy in `SERVICEBUS_SAS_KEY_NAME` / `SERVICEBUS_SAS_KEY` ([`config`]).
 //!   `UseDevelopmentEmulator=true` means plain http. Requests carry SAS tokens ([`sas`]).
 //! * `send(topic)` posts to the queue or topic named `topic`, with content type,
 //!   metadata as custom properties and a fresh `MessageId` ([`protocol`]).
@@ -15,7 +15,7 @@
 //!   its `MessageId`; `request` is not supported (the REST protocol has no sessions or
 //!   temporary reply queues).
 
-mod connection;
+mod config;
 mod protocol;
 mod sas;
 #[cfg(not(test))]

@@ -304,6 +304,20 @@ impl Failure {
             Failure::Fatal(e) | Failure::Transient(e) => e,
         }
     }
+
+    /// True when retrying later may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Failure::Transient(_))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    /// Writes the error.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Fatal(e) | Failure::Transient(e) => e.fmt(f),
+        }
+    }
 }
 
 /// Classifies a non-2xx `response` to an operation on `entity`; `what` names the
@@ -596,5 +610,9 @@ mod tests {
                 .to_string(),
             "sending to `q`: HTTP 500: boom"
         );
+        let busy = failure(what, "q", &response(503, &[], "busy"));
+        assert!(busy.is_transient());
+        assert_eq!(busy.to_string(), "sending to `q`: HTTP 503: busy");
+        assert!(!failure(what, "q", &response(400, &[], "")).is_transient());
     }
 }

@@ -1,11 +1,13 @@
 //! The [`Backend`] over the Service Bus REST protocol: the only part that does I/O.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+use common::{
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
+    Settings,
+};
 
-use crate::connection::{self, Namespace};
+use crate::config::{self, Namespace};
 use crate::protocol::{self, BrokerProperties, Failure, Settle, Source};
 use crate::sas::Signer;
 
@@ -21,10 +23,8 @@ const SHORT_POLL_SECS: u32 = 1;
 const EXCHANGE_MARGIN: Duration = Duration::from_secs(15);
 /// The bound on one send, complete or unlock exchange.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The first pause after a transient failure; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-/// The longest pause between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The pauses after a transient failure: 250 ms, doubling up to 30 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 /// How many times completing or unlocking is tried when the service is failing.
 const SETTLE_ATTEMPTS: u32 = 5;
 
@@ -46,16 +46,14 @@ pub struct ServiceBus {
     sources: Vec<Source>,
     /// The source `next` polls next.
     turn: usize,
-    /// Unsettled deliveries by id.
-    locks: HashMap<DeliveryId, Lock>,
-    /// The last delivery id handed out.
-    last_id: DeliveryId,
+    /// Unsettled deliveries.
+    locks: Deliveries<Lock>,
     /// The `ReplyTo` and `MessageId` of the latest delivery, if it asked for replies: a
     /// reply to that address gets the id as its `CorrelationId` (the `run` driver handles
     /// one delivery at a time).
     replying: Option<(String, String)>,
-    /// The pause before the next retry of a failed receive.
-    backoff: Duration,
+    /// The pauses between retries of a failing receive.
+    backoff: Backoff,
 }
 
 impl ServiceBus {
@@ -114,22 +112,17 @@ impl ServiceBus {
 
     /// Completes or unlocks delivery `id`, retrying a few times while the service fails.
     fn settle(&mut self, id: DeliveryId, settle: Settle) -> Result<(), Error> {
-        let lock = self
-            .locks
-            .remove(&id)
-            .ok_or_else(|| Error::other(format!("unknown delivery id {id}")))?;
+        let lock = self.locks.settle(id)?;
         let what = match settle {
             Settle::Complete => format!("completing a message from `{}`", lock.source),
             Settle::Unlock => format!("unlocking a message from `{}`", lock.source),
         };
-        let mut backoff = MIN_BACKOFF;
-        let mut attempt = 1;
-        loop {
+        let attempt = || {
             let authorization = self.authorization(&lock.source);
             let request = protocol::settle_request(&lock.uri, settle, &authorization)
                 .timeout(REQUEST_TIMEOUT);
-            let failure = match http_client::send(&request) {
-                Ok(response) if response.is_success() => return Ok(()),
+            match http_client::send(&request) {
+                Ok(response) if response.is_success() => Ok(()),
                 Ok(response) if response.status == 404 => {
                     // The reference: no message holds that lock. It expired (or the message
                     // was settled already); the service redelivers what was not completed.
@@ -137,21 +130,18 @@ impl ServiceBus {
                         Self::NAME,
                         &format!("{what}: its lock was lost (HTTP 404; did it expire?); the service will deliver it again"),
                     );
-                    return Ok(());
+                    Ok(())
                 }
-                Ok(response) => protocol::failure(&what, &lock.source, &response),
-                Err(e) => transport_failure(&what, e),
-            };
-            match failure {
-                Failure::Transient(e) if attempt < SETTLE_ATTEMPTS => {
-                    log(Self::NAME, &format!("{e}; retrying in {backoff:?}"));
-                    sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
-                failure => return Err(failure.into_error()),
+                Ok(response) => Err(protocol::failure(&what, &lock.source, &response)),
+                Err(e) => Err(transport_failure(&what, e)),
             }
-        }
+        };
+        BACKOFF
+            .tries(SETTLE_ATTEMPTS)
+            .retry(attempt, Failure::is_transient, |failure, pause| {
+                log(Self::NAME, &format!("{failure}; retrying in {pause:?}"))
+            })
+            .map_err(Failure::into_error)
     }
 }
 
@@ -165,17 +155,11 @@ fn transport_failure(what: &str, error: Error) -> Failure {
     }
 }
 
-/// Blocks for `duration`.
-fn sleep(duration: Duration) {
-    let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-    wasip2::clocks::monotonic_clock::subscribe_duration(nanos).block();
-}
-
 impl Backend for ServiceBus {
     const NAME: &'static str = "servicebus";
 
     fn open(settings: Settings) -> Result<Self, Error> {
-        if !connection::is_servicebus(&settings.broker) {
+        if !config::is_servicebus(&settings.broker) {
             return Err(settings.wrong_backend(Self::NAME));
         }
         let namespace = Namespace::parse(&settings.broker, |name| std::env::var(name).ok())?;
@@ -200,10 +184,9 @@ impl Backend for ServiceBus {
             signer,
             sources,
             turn: 0,
-            locks: HashMap::new(),
-            last_id: 0,
+            locks: Deliveries::new(),
             replying: None,
-            backoff: MIN_BACKOFF,
+            backoff: BACKOFF,
         })
     }
 
@@ -254,26 +237,26 @@ impl Backend for ServiceBus {
             self.turn = (self.turn + 1) % self.sources.len();
             match self.receive(&source, wait) {
                 Ok(Some(locked)) => {
-                    self.backoff = MIN_BACKOFF;
+                    self.backoff.reset();
                     self.replying = locked
                         .message
                         .reply_to
                         .clone()
                         .zip(locked.properties.message_id.clone());
-                    self.last_id += 1;
                     let lock = Lock {
                         source: source.path,
                         uri: locked.lock_uri,
                     };
-                    self.locks.insert(self.last_id, lock);
-                    return Ok(Event::Delivery(self.last_id, locked.message));
+                    return Ok(Event::Delivery(self.locks.deliver(lock), locked.message));
                 }
-                Ok(None) => self.backoff = MIN_BACKOFF,
+                Ok(None) => self.backoff.reset(),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient(e)) => {
-                    log(Self::NAME, &format!("{e}; retrying in {:?}", self.backoff));
-                    sleep(self.backoff);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    let Some(pause) = self.backoff.failed() else {
+                        return Err(e);
+                    };
+                    log(Self::NAME, &format!("{e}; retrying in {pause:?}"));
+                    std::thread::sleep(pause);
                 }
             }
         }

@@ -3,7 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{log, Backend, DeliveryId, Error, Event, MessageData, RequestOptions, Settings};
+use common::{
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
+    Settings,
+};
 use http_client::{Method, Request};
 
 use crate::config::Config;
@@ -18,11 +21,8 @@ common::export!(Component);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much longer than its `WaitTimeSeconds` a long poll may take.
 const POLL_GRACE: Duration = Duration::from_secs(30);
-/// The first pause before retrying a transient failure; it doubles up to
-/// [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// The longest pause between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The pauses before retrying a transient failure: 1 s, doubling up to 30 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// How often `ack` and `nack` try before giving up.
 const SETTLE_ATTEMPTS: u32 = 3;
 
@@ -35,9 +35,7 @@ pub struct Sqs {
     /// Received messages not yet handed to the driver.
     buffer: VecDeque<Received>,
     /// The receipt handle of each delivery not yet settled.
-    receipts: HashMap<DeliveryId, String>,
-    /// The last delivery id handed out.
-    last_id: DeliveryId,
+    receipts: Deliveries<String>,
 }
 
 impl Sqs {
@@ -126,34 +124,25 @@ impl Sqs {
         protocol::received(&body, name)
     }
 
-    /// Runs `f` until it succeeds or fails with a non-transient error, pausing with
-    /// capped exponential backoff after each [`Error::Connection`] or
-    /// [`Error::Timeout`]; gives up after `attempts` tries if given. `what` names
-    /// the operation in the log line of each retry.
+    /// Runs `f` until it succeeds or fails with a non-transient error, pausing as
+    /// `backoff` says after each transient one ([`Error::is_transient`]). `what`
+    /// names the operation in the log line of each retry.
     fn retrying<T>(
         &mut self,
         what: &str,
-        attempts: Option<u32>,
+        backoff: Backoff,
         mut f: impl FnMut(&mut Self) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut pause = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match f(self) {
-                Err(e @ (Error::Connection(_) | Error::Timeout))
-                    if attempts.is_none_or(|n| attempt < n) =>
-                {
-                    log(
-                        Self::NAME,
-                        &format!("{what} failed: {e}; retrying in {}s", pause.as_secs()),
-                    );
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
-                outcome => return outcome,
-            }
-        }
+        backoff.retry(
+            || f(self),
+            Error::is_transient,
+            |e, pause| {
+                log(
+                    Self::NAME,
+                    &format!("{what} failed: {e}; retrying in {}s", pause.as_secs()),
+                )
+            },
+        )
     }
 
     /// Settles delivery `id` with `action` (`DeleteMessage` or
@@ -165,16 +154,12 @@ impl Sqs {
         action: &str,
         body: fn(&str, &str) -> Vec<u8>,
     ) -> Result<(), Error> {
-        let Some(receipt) = self.receipts.remove(&id) else {
-            return Err(Error::other(format!(
-                "delivery {id} is unknown or already settled"
-            )));
-        };
+        let receipt = self.receipts.settle(id)?;
         let queue = self.consumed_queue()?.to_string();
         let url = self.queue_url(&queue)?;
         self.retrying(
             &format!("{action} on `{queue}`"),
-            Some(SETTLE_ATTEMPTS),
+            BACKOFF.tries(SETTLE_ATTEMPTS),
             |sqs| {
                 sqs.call(action, &queue, body(&url, &receipt), CALL_TIMEOUT)
                     .map(drop)
@@ -265,8 +250,7 @@ impl Backend for Sqs {
             config,
             urls: HashMap::new(),
             buffer: VecDeque::new(),
-            receipts: HashMap::new(),
-            last_id: 0,
+            receipts: Deliveries::new(),
         })
     }
 
@@ -320,15 +304,13 @@ impl Backend for Sqs {
             if let Some(received) = self.buffer.pop_front() {
                 return Ok(match received.message {
                     Ok(message) => {
-                        self.last_id += 1;
-                        self.receipts.insert(self.last_id, received.receipt_handle);
-                        Event::Delivery(self.last_id, message)
+                        Event::Delivery(self.receipts.deliver(received.receipt_handle), message)
                     }
                     Err(reason) => Event::Rejected(reason),
                 });
             }
             let queue = self.consumed_queue()?.to_string();
-            let batch = self.retrying(&format!("receiving from `{queue}`"), None, |sqs| {
+            let batch = self.retrying(&format!("receiving from `{queue}`"), BACKOFF, |sqs| {
                 let url = sqs.queue_url(&queue)?;
                 sqs.receive(&url, MAX_MESSAGES, MAX_WAIT_SECONDS)
             })?;

@@ -56,16 +56,7 @@ fn with_open_backend<B: Backend>(f: impl FnOnce(&mut B) -> Result<(), Error>) ->
     })
 }
 
-impl From<Error> for types::Error {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Timeout => Self::Timeout,
-            Error::Connection(text) => Self::Connection(text),
-            Error::PermissionDenied(text) => Self::PermissionDenied(text),
-            Error::Other(text) => Self::Other(text),
-        }
-    }
-}
+messaging_error::conversions!(types::Error);
 
 /// The `client` resource: a handle on the shared backend.
 pub struct ClientState<B>(PhantomData<B>);

@@ -19,7 +19,8 @@
 //! carry the exports of world `backend`).
 
 mod backend;
-mod error;
+mod backoff;
+mod deliveries;
 mod message;
 mod settings;
 mod subject;
@@ -32,11 +33,13 @@ pub mod bindings;
 #[cfg(not(test))]
 pub use adapter::{load_settings, Adapter};
 pub use backend::{Backend, DeliveryId, Event, RequestOptions};
+pub use backoff::Backoff;
 /// Exports a backend: `type Component = common::Adapter<MyBackend>; common::export!(Component);`.
 #[cfg(not(test))]
 pub use bindings::export;
-pub use error::Error;
+pub use deliveries::Deliveries;
 pub use message::{MessageData, Metadata};
+pub use messaging_error::Error;
 pub use settings::{Settings, SETTINGS_FORMAT};
 pub use subject::{matches_any, subject_matches};
 

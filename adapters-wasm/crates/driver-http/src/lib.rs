@@ -20,9 +20,9 @@
 //!   push systems retry; a malformed request gives 4xx with the reason.
 //!
 //! Everything but the `wasi:http` glue (`serve`) is plain Rust, unit-tested with
-//! `cargo test -p driver-http`.
+//! `cargo test -p driver-http`; the CloudEvents codec is the `cloudevents` crate,
+//! which the `http` backend shares.
 
-mod cloudevents;
 mod limit;
 mod push;
 mod response;

@@ -1,6 +1,7 @@
 //! One HTTP request to one message: topic, data, content type and metadata.
 
-use crate::cloudevents::{self, Mode};
+use cloudevents::Decoded;
+
 use crate::response::Rejection;
 
 /// The message a request becomes (`msgplug:adapter/pusher.inbound` as plain data).
@@ -30,9 +31,9 @@ pub fn inbound(
 ) -> Result<Inbound, Rejection> {
     let path_topic = topic_from_path(path_with_query.unwrap_or("/"))?;
     let content_type = header(headers, "content-type")?;
-    let essence = content_type.as_deref().map(cloudevents::essence);
-    let event = match cloudevents::mode(essence.as_deref(), headers)? {
-        Mode::Plain => {
+    let event = match cloudevents::decode(headers, content_type, body)? {
+        Decoded::Event(event) => event,
+        Decoded::Plain { data, content_type } => {
             let topic = path_topic.ok_or_else(|| {
                 Rejection::bad_request(
                     "no topic: POST to /TOPIC (the path is the topic), or send a CloudEvent (its `type` is the topic)",
@@ -40,13 +41,11 @@ pub fn inbound(
             })?;
             return Ok(Inbound {
                 topic,
-                data: body,
+                data,
                 content_type,
                 metadata: Vec::new(),
             });
         }
-        Mode::Binary => cloudevents::from_binary(headers, content_type, body)?,
-        Mode::Structured => cloudevents::from_structured(&body)?,
     };
     Ok(Inbound {
         topic: path_topic.unwrap_or_else(|| event.event_type().to_string()),

@@ -1,5 +1,7 @@
 //! The HTTP responses the driver gives, as plain data (the glue writes them).
 
+use cloudevents::is_header_value;
+
 /// Why a request was refused before it reached the app: a 4xx status and a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -113,19 +115,20 @@ impl Response {
     }
 }
 
+impl From<cloudevents::Error> for Rejection {
+    /// A CloudEvent the codec does not read is 415, a malformed one 400.
+    fn from(error: cloudevents::Error) -> Self {
+        match error {
+            cloudevents::Error::Unsupported(reason) => Self::unsupported(reason),
+            cloudevents::Error::Malformed(reason) => Self::bad_request(reason),
+        }
+    }
+}
+
 impl From<Rejection> for Response {
     fn from(rejection: Rejection) -> Self {
         Self::text(rejection.status, &rejection.reason)
     }
-}
-
-/// Returns true when `value` may be sent as an HTTP header value: visible ASCII,
-/// spaces and tabs, with no whitespace at either end.
-fn is_header_value(value: &str) -> bool {
-    value.trim() == value
-        && value
-            .bytes()
-            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]
@@ -140,6 +143,13 @@ mod tests {
         assert_eq!(r.headers, [("content-type", TEXT.to_string())]);
         assert_eq!(Response::from(Rejection::too_large("x")).status, 413);
         assert_eq!(Response::from(Rejection::unsupported("x")).status, 415);
+        let unsupported = cloudevents::Error::Unsupported("batch".into());
+        assert_eq!(
+            Rejection::from(unsupported),
+            Rejection::unsupported("batch")
+        );
+        let malformed = cloudevents::Error::Malformed("no id".into());
+        assert_eq!(Rejection::from(malformed), Rejection::bad_request("no id"));
     }
 
     #[test]
@@ -181,13 +191,5 @@ mod tests {
         );
         assert_eq!(Response::options(None).headers.len(), 1);
         assert_eq!(Response::options(Some("a\u{7f}")).headers.len(), 1);
-    }
-
-    #[test]
-    fn header_values() {
-        assert!(is_header_value("application/json; charset=utf-8"));
-        assert!(!is_header_value(" x"));
-        assert!(!is_header_value("x\n"));
-        assert!(!is_header_value("é"));
     }
 }

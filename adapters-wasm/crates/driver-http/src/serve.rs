@@ -16,6 +16,7 @@ use std::io::Write;
 use bindings::msgplug::adapter::{config, outbox, pusher};
 use bindings::wasi::messaging::incoming_handler;
 use bindings::wasi::messaging::types::Error;
+use messaging_error::Error as Rendered;
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -87,12 +88,12 @@ fn respond(request: &IncomingRequest) -> Response {
         metadata: message.metadata,
     });
     if let Err(e) = incoming_handler::handle(message) {
-        let text = render(&e);
+        let text = Rendered::from(e).to_string();
         eprintln!("msgplug: message on `{topic}` failed: {text}");
         return Response::text(500, &format!("the handler failed: {text}"));
     }
     if let Err(e) = outbox::flush() {
-        let text = render(&e);
+        let text = Rendered::from(e).to_string();
         eprintln!("msgplug: flushing the messages sent for `{topic}` failed: {text}");
         return Response::text(
             502,
@@ -194,12 +195,6 @@ fn method_name(method: &Method) -> String {
     .to_string()
 }
 
-/// Renders a WIT error: `timeout`, `connection: TEXT`, `permission denied: TEXT` or `TEXT`.
-fn render(error: &Error) -> String {
-    match error {
-        Error::Timeout => "timeout".to_string(),
-        Error::Connection(text) => format!("connection: {text}"),
-        Error::PermissionDenied(text) => format!("permission denied: {text}"),
-        Error::Other(text) => text.clone(),
-    }
-}
+// A WIT error renders as `timeout`, `connection: TEXT`, `permission denied: TEXT` or
+// `TEXT` once it is a `Rendered`.
+messaging_error::conversions!(Error);

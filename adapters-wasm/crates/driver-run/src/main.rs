@@ -23,21 +23,15 @@ use std::process::ExitCode;
 use bindings::msgplug::adapter::{consumer, outbox};
 use bindings::wasi::messaging::incoming_handler;
 use bindings::wasi::messaging::types::Error;
+use messaging_error::Error as Rendered;
 
-/// Renders a WIT error: `timeout`, `connection: TEXT`, `permission denied: TEXT`
-/// or `TEXT`.
-fn render(error: &Error) -> String {
-    match error {
-        Error::Timeout => "timeout".to_string(),
-        Error::Connection(text) => format!("connection: {text}"),
-        Error::PermissionDenied(text) => format!("permission denied: {text}"),
-        Error::Other(text) => text.clone(),
-    }
-}
+// A WIT error renders as `timeout`, `connection: TEXT`, `permission denied: TEXT` or
+// `TEXT` once it is a `Rendered`.
+messaging_error::conversions!(Error);
 
 /// Reports a fatal backend error (`what` is e.g. `receiving`) and gives the exit status.
-fn fatal(what: &str, error: &Error) -> ExitCode {
-    eprintln!("msgplug: {what} failed: {}", render(error));
+fn fatal(what: &str, error: Error) -> ExitCode {
+    eprintln!("msgplug: {what} failed: {}", Rendered::from(error));
     ExitCode::FAILURE
 }
 
@@ -47,7 +41,7 @@ fn main() -> ExitCode {
     loop {
         let event = match consumer::next() {
             Ok(event) => event,
-            Err(e) => return fatal("receiving", &e),
+            Err(e) => return fatal("receiving", e),
         };
         match event {
             consumer::Event::Delivery(delivery) => {
@@ -56,9 +50,9 @@ fn main() -> ExitCode {
                 // The handler's outputs must be accepted before its input is acked, so a
                 // crash in between can only cause a redelivery, never a lost output.
                 let outcome = incoming_handler::handle(delivery.message)
-                    .map_err(|e| render(&e))
+                    .map_err(|e| Rendered::from(e).to_string())
                     .and_then(|()| {
-                        outbox::flush().map_err(|e| format!("flushing: {}", render(&e)))
+                        outbox::flush().map_err(|e| format!("flushing: {}", Rendered::from(e)))
                     });
                 let settled = match outcome {
                     Ok(()) => consumer::ack(delivery.id),
@@ -73,7 +67,7 @@ fn main() -> ExitCode {
                 if let Err(e) = settled {
                     eprintln!(
                         "msgplug: settling the message on `{topic}` failed: {}",
-                        render(&e)
+                        Rendered::from(e)
                     );
                 }
             }

@@ -1,11 +1,9 @@
-//! A message as a binary-mode CloudEvent 1.0 over HTTP, and a response as a reply.
+//! A message as a binary-mode CloudEvent 1.0 over HTTP, and a response as a reply; the
+//! CloudEvents codec itself is the `cloudevents` crate (shared with the http driver).
 
+use cloudevents::{is_attribute_name, is_header_value, Decoded, SPECVERSION};
 use common::{MessageData, Metadata};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
-
-/// What the HTTP binding percent-encodes in a `ce-*` header value: space, `"`, `%`
-/// and everything outside printable ASCII (non-ASCII is always encoded).
-const CE_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// What is percent-encoded in a topic put into the URL: whatever is not safe in a
 /// path segment or a query value. `/` is kept, so `a/b` becomes the path `a/b`.
@@ -66,22 +64,19 @@ pub struct Headers {
 /// `id`, `type` and `datacontenttype` are not sent (the message's content type is the
 /// `Content-Type` header). Any other key is sent as a plain header `KEY: value` when it
 /// is a valid header name that is not reserved (`content-*`, `ce-*`, `host`, hop-by-hop)
-/// and its value is a valid header value; else it is skipped.
+/// and its value is a valid header value; else it is skipped. The `ce-*` headers come
+/// first, then the plain ones, then `Content-Type`.
 pub fn headers(topic: &str, message: &MessageData, id: &str) -> Headers {
-    let encode = |value: &str| utf8_percent_encode(value, CE_VALUE).to_string();
-    let mut headers = vec![
-        ("ce-specversion".to_string(), "1.0".to_string()),
-        ("ce-id".to_string(), encode(id)),
-        ("ce-type".to_string(), encode(topic)),
-    ];
+    let mut attributes = vec![("specversion", SPECVERSION), ("id", id), ("type", topic)];
     if !message.metadata.iter().any(|(key, _)| key == "source") {
-        headers.push(("ce-source".to_string(), DEFAULT_SOURCE.to_string()));
+        attributes.push(("source", DEFAULT_SOURCE));
     }
+    let mut plain = Vec::new();
     let mut skipped = Vec::new();
     for (key, value) in message.metadata.iter() {
         if is_attribute_name(key) {
             if !matches!(key, "specversion" | "id" | "type" | "datacontenttype") {
-                headers.push((format!("ce-{key}"), encode(value)));
+                attributes.push((key, value));
             }
         } else if is_reserved(key) || !is_token(key) {
             skipped.push(format!(
@@ -92,9 +87,11 @@ pub fn headers(topic: &str, message: &MessageData, id: &str) -> Headers {
                 "`{key}` has a value that is not a valid header value"
             ));
         } else {
-            headers.push((key.to_string(), value.to_string()));
+            plain.push((key.to_string(), value.to_string()));
         }
     }
+    let mut headers = cloudevents::binary_headers(&attributes);
+    headers.extend(plain);
     if let Some(content_type) = &message.content_type {
         headers.push(("content-type".to_string(), content_type.clone()));
     }
@@ -103,39 +100,37 @@ pub fn headers(topic: &str, message: &MessageData, id: &str) -> Headers {
 
 /// Makes the reply a response carries, or `None` for 204 No Content.
 ///
-/// The reply's data is the body, its content type the `Content-Type` header, and its
-/// metadata the response's `ce-*` headers (as in binary mode: name without the prefix,
-/// value percent-decoded).
-pub fn reply(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Option<MessageData> {
+/// The response is read as the `cloudevents` crate says, as strictly as the http
+/// driver reads requests: a CloudEvent's data, content type and attributes (as
+/// metadata, under their CloudEvents names) make the reply, and a malformed one is an
+/// error; any other response's body and `Content-Type` make it, with no metadata.
+pub fn reply(
+    status: u16,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<Option<MessageData>, cloudevents::Error> {
     if status == 204 {
-        return None;
+        return Ok(None);
     }
-    let mut metadata = Metadata::default();
-    let mut content_type = None;
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        if name == "content-type" {
-            content_type = Some(value.clone());
-        } else if let Some(attribute) = name.strip_prefix("ce-") {
-            let value = percent_decode_str(value).decode_utf8_lossy().into_owned();
-            metadata.insert(attribute.to_string(), value);
-        }
-    }
-    Some(MessageData {
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.clone());
+    let (data, content_type, metadata) = match cloudevents::decode(headers, content_type, body)? {
+        Decoded::Event(event) => (
+            event.data,
+            event.content_type,
+            Metadata::from_pairs(event.attributes),
+        ),
+        Decoded::Plain { data, content_type } => (data, content_type, Metadata::default()),
+    };
+    Ok(Some(MessageData {
         topic: None,
-        data: body,
+        data,
         content_type,
         metadata,
         reply_to: None,
-    })
-}
-
-/// Returns true for a CloudEvents attribute name: 1 to 20 of `a-z` and `0-9`.
-fn is_attribute_name(key: &str) -> bool {
-    (1..=20).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    }))
 }
 
 /// Returns true for a header name the backend sets itself or the host refuses.
@@ -163,15 +158,6 @@ fn is_token(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Returns true when `value` may be sent as a header value as is: visible ASCII,
-/// spaces and tabs, with no whitespace at either end.
-fn is_header_value(value: &str) -> bool {
-    value.trim() == value
-        && value
-            .bytes()
-            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]
@@ -270,9 +256,10 @@ mod tests {
         assert_eq!(
             pairs(&h)[4..],
             [
-                ("averyveryverylongattributename", "ok"),
                 ("ce-note", "line%0Abreak"),
-            ]
+                ("averyveryverylongattributename", "ok"),
+            ],
+            "the ce-* headers first, then the plain ones"
         );
         let neither = "is neither a CloudEvents attribute name (a-z, 0-9, at most 20 characters) nor a header name that may be set";
         assert_eq!(
@@ -287,20 +274,90 @@ mod tests {
         );
     }
 
+    fn strings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
-    fn replies() {
-        assert_eq!(reply(204, &[], Vec::new()), None);
-        let headers = vec![
-            ("Content-Type".to_string(), "text/plain".to_string()),
-            ("ce-subject".to_string(), "caf%C3%A9".to_string()),
-            ("server".to_string(), "x".to_string()),
-        ];
-        let r = reply(200, &headers, b"hello".to_vec()).unwrap();
+    fn plain_replies() {
+        assert_eq!(reply(204, &[], Vec::new()), Ok(None));
+        let headers = strings(&[
+            ("Content-Type", "text/plain"),
+            ("ce-subject", "caf%C3%A9"),
+            ("server", "x"),
+        ]);
+        let r = reply(200, &headers, b"hello".to_vec()).unwrap().unwrap();
         assert_eq!(r.data, b"hello");
         assert_eq!(r.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(r.metadata.iter().collect::<Vec<_>>(), [("subject", "café")]);
+        assert!(
+            r.metadata.is_empty(),
+            "without ce-specversion the response is no CloudEvent: {:?}",
+            r.metadata
+        );
         assert_eq!((r.topic, r.reply_to), (None, None));
-        let r = reply(200, &[], Vec::new()).unwrap();
+        let r = reply(200, &[], Vec::new()).unwrap().unwrap();
         assert!(r.data.is_empty() && r.content_type.is_none());
+    }
+
+    #[test]
+    fn cloudevent_replies() {
+        let event = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "r1"),
+            ("ce-source", "/answers"),
+            ("ce-type", "greeting"),
+            ("ce-subject", "caf%C3%A9"),
+            ("Content-Type", "text/plain"),
+        ];
+        let r = reply(200, &strings(&event), b"hello".to_vec())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.data, b"hello");
+        assert_eq!(r.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            r.metadata.iter().collect::<Vec<_>>(),
+            [
+                ("specversion", "1.0"),
+                ("id", "r1"),
+                ("source", "/answers"),
+                ("type", "greeting"),
+                ("subject", "café"),
+            ]
+        );
+        let structured = strings(&[("content-type", "application/cloudevents+json")]);
+        let body =
+            br#"{"specversion":"1.0","id":"r2","source":"s","type":"t","data_base64":"AP8="}"#;
+        let r = reply(200, &structured, body.to_vec()).unwrap().unwrap();
+        assert_eq!((r.data, r.metadata.iter().count()), (vec![0, 255], 4));
+        let incomplete = strings(&event[..3]);
+        assert_eq!(
+            reply(200, &incomplete, Vec::new()),
+            Err(cloudevents::Error::Malformed(
+                "the CloudEvent has no `ce-type` header".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn sent_headers_read_back_as_the_same_event() {
+        let mut m = message(&[("subject", "café"), ("X-Trace", "t1")]);
+        m.content_type = Some("text/plain".into());
+        let h = headers("orders", &m, "e1");
+        let r = reply(200, &h.headers, m.data.clone()).unwrap().unwrap();
+        assert_eq!(r.data, m.data);
+        assert_eq!(r.content_type, m.content_type);
+        assert_eq!(
+            r.metadata.iter().collect::<Vec<_>>(),
+            [
+                ("specversion", "1.0"),
+                ("id", "e1"),
+                ("source", "msgplug"),
+                ("type", "orders"),
+                ("subject", "café"),
+            ]
+        );
     }
 }
