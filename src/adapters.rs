@@ -59,6 +59,8 @@ pub struct Adapter {
 pub enum Subscriptions {
     /// Topic patterns, NATS-style: `*` matches one `.`-separated token, `>` the rest.
     Patterns,
+    /// MQTT topic filters: `+` matches one `/`-separated level, `#` the rest.
+    MqttFilters,
     /// Names of what to receive from, without wildcards; the text says what they name.
     Names(&'static str),
     /// Nothing: the text says where the backend receives from instead.
@@ -120,6 +122,41 @@ pub const ADAPTERS: &[Adapter] = &[
             },
         ],
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+    },
+    Adapter {
+        name: "backend-mqtt",
+        kind: AdapterKind::Backend,
+        schemes: &["mqtt"],
+        summary: "MQTT 5.0 (or 3.1.1 with `?version=3.1.1`): QoS 0/1 publish, shared subscriptions, persistent sessions (--durable: at-least-once), request-response (5.0)",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::MqttFilters,
+        queue_group_ignored: None,
+        run_env: &["MQTT_USERNAME", "MQTT_PASSWORD", "MSGPLUG_CLIENT_ID"],
+        options: &[
+            BackendOption {
+                key: "durable",
+                help: "persistent session with this client id: acks after Ok, redelivery on Err (--durable)",
+            },
+            BackendOption {
+                key: "qos",
+                help: "QoS of sends: 0 or 1 (default 1: a send waits for the broker's PUBACK)",
+            },
+            BackendOption {
+                key: "version",
+                help: "MQTT version: 5 (default) or 3.1.1 (as `?version=` on the URL)",
+            },
+            BackendOption {
+                key: "session_expiry",
+                help: "--durable: seconds the broker keeps the session while disconnected (default 86400)",
+            },
+            BackendOption {
+                key: "keep_alive",
+                help: "keep-alive interval in seconds (default 30; 0 turns it off)",
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-mqtt.wasm"),
     },
     Adapter {
         name: "backend-http",
@@ -214,14 +251,21 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka", "redis"];
+pub const PLANNED_SCHEMES: &[&str] = &["amqp", "kafka", "redis"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
-const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
-    "tls",
-    "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
-     URL (for example to a TLS-terminating proxy on the same host)",
-)];
+const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
+    (
+        "tls",
+        "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
+         URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+    (
+        "mqtts",
+        "MQTT over TLS needs TLS inside the component, and wasi:sockets has none; use an \
+         `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+];
 
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +400,8 @@ mod tests {
     fn schemes_resolve_or_explain() {
         assert_eq!(backend_for_scheme("local").unwrap().name, "backend-local");
         assert_eq!(backend_for_scheme("https").unwrap().name, "backend-http");
-        let err = backend_for_scheme("mqtt").unwrap_err().to_string();
+        assert_eq!(backend_for_scheme("mqtt").unwrap().name, "backend-mqtt");
+        let err = backend_for_scheme("amqp").unwrap_err().to_string();
         assert!(err.contains("not available in this version"), "{err}");
         let err = backend_for_scheme("tls").unwrap_err().to_string();
         assert!(err.contains("wasi:sockets has none"), "{err}");

@@ -75,6 +75,9 @@ impl AdaptersCommand {
                         Subscriptions::Patterns => {
                             "topic patterns (`*` one token, `>` the rest)".to_string()
                         }
+                        Subscriptions::MqttFilters => {
+                            "MQTT topic filters (`+` one level, `#` the rest)".to_string()
+                        }
                         Subscriptions::Names(names) => format!("names of {names}"),
                         Subscriptions::Unused(why) => format!("not used: {why}"),
                     };
