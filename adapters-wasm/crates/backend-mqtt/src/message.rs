@@ -6,7 +6,7 @@ use common::{MessageData, Metadata};
 
 use crate::protocol::Publish;
 
-/// Metadata key: `true` on a retained message (received), or to publish one (sent).
+/// Metadata key: `true` on a retained message.
 pub const RETAIN: &str = "mqtt-retain";
 
 /// Metadata key: `true` on a redelivery (the DUP flag).
@@ -71,7 +71,6 @@ pub fn outgoing(
     };
     Publish {
         topic: topic.to_string(),
-        retain,
         payload: message.data.clone(),
         content_type: message.content_type.clone(),
         user_properties,
@@ -130,8 +129,8 @@ mod tests {
         assert_eq!(pairs, [("k", "v"), (RETAIN, "true"), (DUP, "true")]);
         assert_eq!(m.reply_to, None);
         let out = outgoing("c", &m, None);
-        assert!(out.retain);
-        assert_eq!(out.user_properties, [("k".to_string(), "v".to_string())]);
+        assert!(!out.retain);
+        assert_eq!(out.user_properties.len(), 3);
         assert_eq!(out.content_type.as_deref(), Some("text/plain"));
         let plain = received(Publish {
             topic: "t".into(),
