@@ -13,9 +13,9 @@
 //! by a round trip through the server. Every wait is bounded and fails the test when it
 //! runs out; every process is killed when its guard drops, so a failing test leaves none.
 
-mod support;
 #[path = "support/app.rs"]
 mod app;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture;

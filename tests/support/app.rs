@@ -153,4 +153,3 @@ pub fn app_lines(stderr: &str) -> Vec<&str> {
         .filter(|l| !l.starts_with("msgplug"))
         .collect()
 }
-

@@ -6,7 +6,8 @@ use common::{MessageData, Metadata};
 
 use crate::protocol::Publish;
 
-/// Metadata key: `true` on a retained message.
+/// Metadata key: `true` on a retained message (one the broker kept for new subscribers,
+/// or published with the retain flag: subscriptions keep the flag as published).
 pub const RETAIN: &str = "mqtt-retain";
 
 /// Metadata key: `true` on a redelivery (the DUP flag).
@@ -47,22 +48,17 @@ pub fn received(publish: Publish) -> MessageData {
 }
 
 /// Makes a message into a `PUBLISH` to `topic` (QoS and packet id are set when it is
-/// sent): metadata becomes user properties except the `mqtt-*` keys above, and
-/// [`RETAIN`] `true` sets the retain flag; `response` is the response topic and the
-/// correlation data.
+/// sent, the retain flag never is): all metadata becomes user properties, the keys above
+/// too (they are information about a received message, and a handler that copies them
+/// forwards them as such); `response` is the response topic and the correlation data.
 pub fn outgoing(
     topic: &str,
     message: &MessageData,
     response: Option<(String, Vec<u8>)>,
 ) -> Publish {
-    let retain = message
-        .metadata
-        .iter()
-        .any(|(k, v)| k == RETAIN && v == "true");
     let user_properties = message
         .metadata
         .iter()
-        .filter(|(k, _)| ![RETAIN, DUP, QOS].contains(k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let (response_topic, correlation_data) = match response {

@@ -73,8 +73,8 @@ pub enum ClientPacket {
     Publish(Publish),
     /// `PUBACK` for a received QoS 1 `PUBLISH`.
     PubAck(u16),
-    /// `SUBSCRIBE` to filters at QoS 1 (MQTT 5: retained messages only for new
-    /// subscriptions).
+    /// `SUBSCRIBE` to filters at QoS 1 (MQTT 5: Retain As Published, retained messages
+    /// only for new subscriptions).
     Subscribe {
         /// The packet identifier.
         pkid: u16,
@@ -251,8 +251,10 @@ pub fn encode(
             }
             for filter in filters {
                 put_str(&mut body, filter.as_bytes())?;
-                // QoS 1; MQTT 5: retained messages only for a new subscription.
-                body.push(if v5 { 0x11 } else { 0x01 });
+                // QoS 1; MQTT 5: Retain As Published (Mosquitto clears the flag of a
+                // retained message without it), retained messages only for a new
+                // subscription.
+                body.push(if v5 { 0x19 } else { 0x01 });
             }
             0x82
         }
@@ -706,6 +708,7 @@ mod tests {
                 for f in &s.filters {
                     assert_eq!(f.qos, QoS::AtLeastOnce);
                     assert_eq!(f.retain_forward_rule, v5::RetainForwardRule::OnNewSubscribe);
+                    assert!(f.preserve_retain && !f.nolocal);
                 }
                 ClientPacket::Subscribe {
                     pkid: s.pkid,

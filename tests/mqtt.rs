@@ -1,0 +1,692 @@
+//! End to end against Mosquitto: the example apps composed with `--broker mqtt://...` and
+//! run on the real `wasmtime` CLI, checked from the outside by an independent native client
+//! (rumqttc, not the adapter's own codec).
+//!
+//! Brokers: the ordinary tests use the shared Mosquitto on 127.0.0.1:1883. Tests that stop
+//! the broker start their own `mosquitto -c CONFIG` (a config written by the test: a free
+//! port, persistence in a temporary directory). Every topic and client id carries a unique
+//! part, so the tests run in parallel; persistent sessions on the shared broker expire a
+//! minute after the test (`--option session_expiry=60`).
+//!
+//! Synchronisation: a composed handler logs `subscribed to` on stderr once the broker
+//! acknowledged its subscriptions, and the tests publish only after that line; a native
+//! client waits for its `SUBACK`s and, where it matters, its `PUBACK`s. Every wait is bounded;
+//! every process is killed when its guard drops.
+
+#[path = "support/app.rs"]
+mod app;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use app::{app_lines, run, unique, within, App, LIMIT};
+use support::compose;
+
+/// The port of the shared broker.
+const SHARED_PORT: u16 = 1883;
+
+/// The broker URL for `port` on this host.
+fn url(port: u16) -> String {
+    format!("mqtt://127.0.0.1:{port}")
+}
+
+/// A native MQTT 5 client (rumqttc): every packet it receives arrives on `packets`.
+struct Native {
+    client: AsyncClient,
+    packets: mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Native {
+    /// Connects with a clean session and a fresh client id.
+    async fn connect(port: u16) -> Native {
+        Native::connect_as(port, &unique("native"), true).await
+    }
+
+    /// Connects as `id`; `clean` false resumes (or starts) a persistent session.
+    async fn connect_as(port: u16, id: &str, clean: bool) -> Native {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_start(clean);
+        if !clean {
+            options.set_session_expiry_interval(Some(60));
+        }
+        let (client, mut events) = AsyncClient::new(options, 1_000);
+        let (tx, packets) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        if tx.send(packet).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut native = Native { client, packets };
+        native
+            .expect("CONNACK (is mosquitto listening?)", |p| {
+                matches!(p, Packet::ConnAck(_))
+            })
+            .await;
+        native
+    }
+
+    /// Waits for a packet `wanted` accepts, dropping the others.
+    async fn expect(&mut self, what: &str, wanted: impl Fn(&Packet) -> bool) -> Packet {
+        within(what, async {
+            loop {
+                match self.packets.recv().await {
+                    Some(packet) if wanted(&packet) => return packet,
+                    Some(_) => {}
+                    None => panic!("the native client's connection ended waiting for {what}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Subscribes at QoS 1 and waits for the `SUBACK`.
+    async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.expect("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+            .await;
+    }
+
+    /// Publishes at QoS 1 (not waiting for the `PUBACK`).
+    async fn publish(&self, topic: &str, payload: impl Into<Bytes>, properties: PublishProperties) {
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), properties)
+            .await
+            .unwrap();
+    }
+
+    /// Waits for `n` `PUBACK`s: the broker stored the messages published before.
+    async fn confirmed(&mut self, n: usize) {
+        for _ in 0..n {
+            self.expect("PUBACK", |p| matches!(p, Packet::PubAck(..)))
+                .await;
+        }
+    }
+
+    /// The next message received.
+    async fn next(&mut self) -> Publish {
+        match self
+            .expect("message", |p| matches!(p, Packet::Publish(_)))
+            .await
+        {
+            Packet::Publish(publish) => publish,
+            _ => unreachable!("only a PUBLISH is expected"),
+        }
+    }
+}
+
+/// The topic of `p`.
+fn topic(p: &Publish) -> &str {
+    std::str::from_utf8(&p.topic).expect("UTF-8 topic")
+}
+
+/// The payload of `p` as text.
+fn text(p: &Publish) -> &str {
+    std::str::from_utf8(&p.payload).expect("UTF-8 payload")
+}
+
+/// The user property `key` of `p`.
+fn property<'a>(p: &'a Publish, key: &str) -> Option<&'a str> {
+    let properties = p.properties.as_ref()?;
+    properties
+        .user_properties
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The content type of `p`.
+fn content_type(p: &Publish) -> Option<&str> {
+    p.properties.as_ref()?.content_type.as_deref()
+}
+
+/// Properties with a content type and user properties.
+fn properties(content_type: Option<&str>, user: &[(&str, &str)]) -> PublishProperties {
+    PublishProperties {
+        content_type: content_type.map(String::from),
+        user_properties: user
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..PublishProperties::default()
+    }
+}
+
+/// Compose arguments of `transform` on the broker at `port` for `filter`, plus `extra`.
+fn transform(dir: &Path, port: u16, filter: &str, extra: &[&str]) -> std::path::PathBuf {
+    let url = url(port);
+    let mut args = vec!["--broker", url.as_str(), "--subscribe", filter];
+    args.extend_from_slice(extra);
+    compose(dir, "transform", &args)
+}
+
+// ---------------------------------------------------------------------------------------
+// Publish and subscribe, metadata, wildcards, retained messages.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_composed_publisher_sends_data_content_type_and_user_properties_at_qos_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &url(SHARED_PORT)]);
+    let topic_name = format!("{}/greetings", unique("pub"));
+    let mut native = Native::connect(SHARED_PORT).await;
+    native.subscribe(&topic_name).await;
+
+    let (status, stderr) = run(&publisher, &[("COUNT", "3"), ("TOPIC", &topic_name)]).await;
+    assert!(status.success(), "publisher failed:\n{stderr}");
+    for i in 1..=3 {
+        let message = native.next().await;
+        assert_eq!(topic(&message), topic_name);
+        assert_eq!(text(&message), format!("hello #{i}"));
+        assert_eq!(message.qos, QoS::AtLeastOnce);
+        assert_eq!(content_type(&message), Some("text/plain"));
+        assert_eq!(property(&message, "seq"), Some(i.to_string().as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_composed_handler_on_a_plus_filter_republishes_native_messages_with_their_properties() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("orders");
+    let app = transform(tmp.path(), SHARED_PORT, &format!("{base}/+/in"), &[]);
+    let mut native = Native::connect(SHARED_PORT).await;
+    native.subscribe(&format!("{base}/+/in.upper")).await;
+    let _app = App::subscribed(&app, &[]).await;
+
+    let props = properties(Some("text/plain"), &[("id", "7")]);
+    native
+        .publish(&format!("{base}/eu/in"), "hello", props)
+        .await;
+    native
+        .publish(
+            &format!("{base}/us/in"),
+            "hi there",
+            PublishProperties::default(),
+        )
+        .await;
+    native
+        .publish(
+            &format!("{base}/us/other"),
+            "not subscribed",
+            PublishProperties::default(),
+        )
+        .await;
+
+    let first = native.next().await;
+    assert_eq!(topic(&first), format!("{base}/eu/in.upper"));
+    assert_eq!(text(&first), "HELLO");
+    assert_eq!(content_type(&first), Some("text/plain"));
+    assert_eq!(property(&first, "id"), Some("7"));
+    assert_eq!(property(&first, "transformed-by"), Some("transform"));
+    assert_eq!(property(&first, "mqtt-retain"), None);
+    assert_eq!(property(&first, "mqtt-dup"), None);
+
+    let second = native.next().await;
+    assert_eq!(topic(&second), format!("{base}/us/in.upper"));
+    assert_eq!(text(&second), "HI THERE");
+    assert_eq!(content_type(&second), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retained_message_reaches_a_handler_that_subscribes_later_marked_as_retained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("status");
+    let retained = format!("{base}/door/in");
+    let mut native = Native::connect(SHARED_PORT).await;
+    native.subscribe(&format!("{base}/+/in.upper")).await;
+    native
+        .client
+        .publish(retained.as_str(), QoS::AtLeastOnce, true, "open")
+        .await
+        .unwrap();
+    native.confirmed(1).await;
+
+    let app = transform(tmp.path(), SHARED_PORT, &format!("{base}/+/in"), &[]);
+    let _app = App::subscribed(&app, &[]).await;
+    let output = native.next().await;
+    assert_eq!(text(&output), "OPEN");
+    assert_eq!(property(&output, "mqtt-retain"), Some("true"));
+    assert!(!output.retain, "a handler's send is never retained");
+
+    // Clear the retained message.
+    native
+        .client
+        .publish(retained.as_str(), QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
+    native.confirmed(1).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Request-reply in both directions (MQTT 5 response topic + correlation data).
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_composed_responder_on_a_hash_filter_answers_native_requests_with_their_correlation_data()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("greet");
+    let responder = compose(
+        tmp.path(),
+        "responder",
+        &[
+            "--broker",
+            &url(SHARED_PORT),
+            "--subscribe",
+            &format!("{base}/#"),
+        ],
+    );
+    let _app = App::subscribed(&responder, &[("REPLIES", "2")]).await;
+    let mut native = Native::connect(SHARED_PORT).await;
+    let reply_topic = format!("{}/replies", unique("inbox"));
+    native.subscribe(&reply_topic).await;
+
+    let request = PublishProperties {
+        response_topic: Some(reply_topic.clone()),
+        correlation_data: Some(Bytes::from_static(b"\x00req-1")),
+        ..PublishProperties::default()
+    };
+    native
+        .publish(&format!("{base}/eu/de"), "Ada", request)
+        .await;
+    for k in 1..=2 {
+        let reply = native.next().await;
+        assert_eq!(topic(&reply), reply_topic);
+        assert_eq!(text(&reply), format!("hello, Ada ({k}/2)"));
+        assert_eq!(content_type(&reply), Some("text/plain"));
+        let correlation = reply
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_data.clone());
+        assert_eq!(correlation.as_deref(), Some(&b"\x00req-1"[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_composed_requester_collects_the_expected_replies_from_a_native_responder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let requester = compose(tmp.path(), "requester", &["--broker", &url(SHARED_PORT)]);
+    let topic_name = format!("{}/greet", unique("rr"));
+    let mut native = Native::connect(SHARED_PORT).await;
+    native.subscribe(&topic_name).await;
+    let responder = tokio::spawn(async move {
+        let request = native.next().await;
+        let props = request.properties.clone().expect("request properties");
+        let response_topic = props.response_topic.clone().expect("a response topic");
+        assert!(
+            response_topic.starts_with("msgplug/reply/"),
+            "{response_topic}"
+        );
+        for k in 1..=2 {
+            let reply = PublishProperties {
+                correlation_data: props.correlation_data.clone(),
+                ..PublishProperties::default()
+            };
+            let text = format!("hi, {} ({k}/2)", text(&request));
+            native.publish(&response_topic, text, reply).await;
+        }
+        native.confirmed(2).await;
+        text(&request).to_string()
+    });
+
+    let env = [
+        ("TOPIC", topic_name.as_str()),
+        ("NAME", "Ada"),
+        ("EXPECT", "2"),
+        ("TIMEOUT_MS", "20000"),
+    ];
+    let (status, stderr) = run(&requester, &env).await;
+    assert!(status.success(), "requester failed:\n{stderr}");
+    assert_eq!(
+        app_lines(&stderr),
+        ["reply: hi, Ada (1/2)", "reply: hi, Ada (2/2)"]
+    );
+    assert_eq!(within("responder", responder).await.unwrap(), "Ada");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_nobody_answers_fails_with_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let requester = compose(tmp.path(), "requester", &["--broker", &url(SHARED_PORT)]);
+    let topic_name = format!("{}/nobody", unique("rr"));
+    let env = [("TOPIC", topic_name.as_str()), ("TIMEOUT_MS", "300")];
+    let (status, stderr) = run(&requester, &env).await;
+    assert!(!status.success());
+    assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Persistent sessions: at-least-once, redelivery on Err.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_session_keeps_the_messages_published_while_the_app_was_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("jobs");
+    let id = unique("worker");
+    let app = transform(
+        tmp.path(),
+        SHARED_PORT,
+        &format!("{base}/+/in"),
+        &["--durable", &id, "--option", "session_expiry=60"],
+    );
+    let mut native = Native::connect(SHARED_PORT).await;
+    native.subscribe(&format!("{base}/+/in.upper")).await;
+    let first = App::subscribed(&app, &[]).await;
+    drop(first); // killed: the session stays on the broker
+
+    for i in 0..3 {
+        let props = PublishProperties::default();
+        native
+            .publish(&format!("{base}/a/in"), format!("m{i}"), props)
+            .await;
+    }
+    native.confirmed(3).await;
+    let mut second = App::start(&app, &[]);
+    let outputs: Vec<String> = {
+        let mut outputs = Vec::new();
+        for _ in 0..3 {
+            outputs.push(text(&native.next().await).to_string());
+        }
+        outputs
+    };
+    assert_eq!(outputs, ["M0", "M1", "M2"], "in order, none lost");
+    second.wait_for("subscribed to", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_delivery_is_not_acknowledged_and_comes_again_before_the_ones_behind_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("jobs");
+    let id = unique("worker");
+    let filter = format!("{base}/+/in");
+    let app = transform(
+        tmp.path(),
+        SHARED_PORT,
+        &filter,
+        &["--durable", &id, "--option", "session_expiry=60"],
+    );
+    let native = Native::connect(SHARED_PORT).await;
+    let mut app = App::subscribed(&app, &[]).await;
+    native
+        .publish(
+            &format!("{base}/a/in"),
+            vec![0xff, 0xfe],
+            PublishProperties::default(),
+        )
+        .await;
+    native
+        .publish(
+            &format!("{base}/a/in"),
+            "fine",
+            PublishProperties::default(),
+        )
+        .await;
+
+    // One bad message was published; failing twice means the broker sent it again.
+    app.wait_for("failed: payload is not UTF-8 text", 2).await;
+    drop(app);
+
+    // The broker still holds both, unacknowledged, in the session: a native client that
+    // resumes it gets the failed one first, marked as a redelivery.
+    let mut resumed = Native::connect_as(SHARED_PORT, &id, false).await;
+    let bad = resumed.next().await;
+    assert_eq!(&bad.payload[..], [0xff, 0xfe]);
+    assert!(bad.dup, "a redelivery carries DUP");
+    let fine = resumed.next().await;
+    assert_eq!(text(&fine), "fine");
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale-out with a shared subscription.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_on_a_shared_subscription_share_3000_qos_1_messages_none_lost_or_doubled() {
+    const TOTAL: usize = 3000;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = unique("work");
+    let group = unique("workers");
+    let app = transform(
+        tmp.path(),
+        SHARED_PORT,
+        &format!("{base}/in"),
+        &[
+            "--queue-group",
+            &group,
+            "--durable",
+            "worker",
+            "--option",
+            "session_expiry=60",
+        ],
+    );
+    let mut outputs = Native::connect(SHARED_PORT).await;
+    outputs.subscribe(&format!("{base}/in.upper")).await;
+    let mut apps = Vec::new();
+    for name in ["w1", "w2", "w3"] {
+        let id = unique(name);
+        let env = [("TRANSFORMED_BY", name), ("MSGPLUG_CLIENT_ID", id.as_str())];
+        apps.push(App::subscribed(&app, &env).await);
+    }
+
+    let mut publisher = Native::connect(SHARED_PORT).await;
+    for i in 0..TOTAL {
+        publisher
+            .publish(
+                &format!("{base}/in"),
+                format!("m{i}"),
+                PublishProperties::default(),
+            )
+            .await;
+    }
+    publisher.confirmed(TOTAL).await;
+
+    let mut handled: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unique_inputs = BTreeSet::new();
+    let mut received = 0;
+    let collected = tokio::time::timeout(LIMIT * 2, async {
+        while unique_inputs.len() < TOTAL {
+            let message = outputs.next().await;
+            received += 1;
+            unique_inputs.insert(text(&message).to_string());
+            let by = property(&message, "transformed-by").unwrap_or("?");
+            *handled.entry(by.to_string()).or_default() += 1;
+        }
+    })
+    .await;
+    assert!(
+        collected.is_ok(),
+        "{} of {TOTAL} messages handled within {:?} (per instance: {handled:?})",
+        unique_inputs.len(),
+        LIMIT * 2
+    );
+    assert_eq!(
+        received, TOTAL,
+        "some messages were handled twice: {handled:?}"
+    );
+    let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("M{i}")).collect();
+    assert_eq!(unique_inputs, expected);
+    assert_eq!(
+        handled.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["w1", "w2", "w3"],
+        "every instance takes a share: {handled:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections: outages, restarts, MQTT 3.1.1.
+
+/// A `mosquitto` of the test's own on a free port, persistence in a temporary directory;
+/// killed when dropped.
+struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Writes the config and starts the broker.
+    async fn start() -> Mosquitto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nlog_dest stderr\nlog_type all\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+        let mut broker = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
+        broker.launch().await;
+        broker
+    }
+
+    /// Starts the process and waits until it logs that it is running.
+    async fn launch(&mut self) {
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run mosquitto (apt-get install mosquitto)");
+        let mut log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let ready = within("mosquitto start", async {
+            while let Ok(Some(line)) = log.next_line().await {
+                if line.contains("Opening ipv4 listen socket") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(ready, "mosquitto on port {} did not start", self.port);
+        // Keep reading its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// Stops the broker gracefully (SIGTERM: it saves its sessions) and waits for the exit.
+    async fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("a pid");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        within("mosquitto exit", child.wait()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_session_resumes_after_a_broker_restart() {
+    let mut broker = Mosquitto::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let app = transform(
+        tmp.path(),
+        broker.port,
+        "jobs/+/in",
+        &["--durable", "worker"],
+    );
+    let mut app = App::subscribed(&app, &[]).await;
+
+    broker.stop().await;
+    app.wait_for("lost the connection", 1).await;
+    broker.launch().await;
+    app.wait_for("reconnected to", 1).await;
+
+    let mut native = Native::connect(broker.port).await;
+    native.subscribe("jobs/+/in.upper").await;
+    native
+        .publish("jobs/a/in", "after", PublishProperties::default())
+        .await;
+    assert_eq!(text(&native.next().await), "AFTER");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_while_the_broker_is_down_fails_with_a_connection_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &url(port)]);
+    let (status, stderr) = run(&publisher, &[("COUNT", "1")]).await;
+    assert!(!status.success());
+    assert!(stderr.contains("connection"), "{stderr}");
+    assert!(stderr.contains("connection refused"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_3_1_1_carries_data_keeps_a_persistent_session_and_refuses_request_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = format!("{}?version=3.1.1", url(SHARED_PORT));
+    let base = unique("old");
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &broker]);
+    let mut native = Native::connect(SHARED_PORT).await;
+    native.subscribe(&format!("{base}/#")).await;
+    let greetings = format!("{base}/greetings");
+    let (status, stderr) = run(&publisher, &[("COUNT", "1"), ("TOPIC", &greetings)]).await;
+    assert!(status.success(), "publisher failed:\n{stderr}");
+    let message = native.next().await;
+    assert_eq!(text(&message), "hello #1");
+    assert_eq!(content_type(&message), None, "3.1.1 has no properties");
+
+    let id = unique("old-worker");
+    let app = transform(
+        tmp.path(),
+        SHARED_PORT,
+        &format!("{base}/+/in"),
+        &["--option", "version=3.1.1", "--durable", &id],
+    );
+    drop(App::subscribed(&app, &[]).await);
+    native
+        .publish(
+            &format!("{base}/a/in"),
+            "kept",
+            PublishProperties::default(),
+        )
+        .await;
+    let _again = App::start(&app, &[]);
+    let output = loop {
+        let message = native.next().await;
+        if topic(&message).ends_with(".upper") {
+            break message;
+        }
+    };
+    assert_eq!(text(&output), "KEPT");
+    // The session stays after the test: end it with a clean 3.1.1 session of the same id.
+    drop(_again);
+
+    let requester = compose(tmp.path(), "requester", &["--broker", &broker]);
+    let (status, stderr) = run(&requester, &[("TOPIC", &greetings)]).await;
+    assert!(!status.success());
+    assert!(stderr.contains("request-reply needs MQTT 5"), "{stderr}");
+}
