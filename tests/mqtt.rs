@@ -682,8 +682,9 @@ async fn mqtt_3_1_1_carries_data_keeps_a_persistent_session_and_refuses_request_
         }
     };
     assert_eq!(text(&output), "KEPT");
-    // The session stays after the test: end it with a clean 3.1.1 session of the same id.
+    // A 3.1.1 session never expires: a clean session of the same id ends it.
     drop(_again);
+    drop(Native::connect_as(SHARED_PORT, &id, true).await);
 
     let requester = compose(tmp.path(), "requester", &["--broker", &broker]);
     let (status, stderr) = run(&requester, &[("TOPIC", &greetings)]).await;
