@@ -21,8 +21,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many bytes one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// How many QoS 1 messages the broker may send before this client acknowledged them.
-const RECEIVE_MAXIMUM: u16 = 64;
+/// How many QoS 1 messages the broker may send before this client acknowledged them: one.
+/// The run driver handles one message at a time anyway, and with more in flight the broker
+/// streams the next messages while the client waits for the `PUBACK` of a handler's send:
+/// the client's TCP stack delays its ACK of those (it has nothing to send), and Mosquitto's
+/// Nagle algorithm (on by default) then holds the small `PUBACK` back until that ACK
+/// comes, some 40 ms per message. (wasi:sockets cannot change TCP options on either side.)
+const RECEIVE_MAXIMUM: u16 = 1;
 
 /// One connection to the broker, after a successful `CONNACK`.
 pub struct Conn {
@@ -32,6 +37,9 @@ pub struct Conn {
     parser: Parser,
     /// Bytes queued for the broker.
     out: Vec<u8>,
+    /// `PUBACK`s queued for the broker, written after `out`: the broker then acknowledges
+    /// a handler's sends before it sends the next message (see [`RECEIVE_MAXIMUM`]).
+    acks: Vec<u8>,
     /// The version spoken.
     version: protocol::Version,
     /// The broker resumed a stored session.
@@ -64,6 +72,7 @@ impl Conn {
             stream,
             parser: Parser::new(config.version),
             out: Vec::new(),
+            acks: Vec::new(),
             version: config.version,
             session_present: false,
             receive_maximum: usize::from(u16::MAX),
@@ -155,16 +164,23 @@ impl Conn {
         Ok(())
     }
 
-    /// How many bytes are queued.
-    pub fn queued(&self) -> usize {
-        self.out.len()
+    /// Queues the `PUBACK` of a received message (sent after the other packets queued).
+    pub fn queue_ack(&mut self, pkid: u16) -> Result<(), Error> {
+        protocol::encode(self.version, &ClientPacket::PubAck(pkid), &mut self.acks)
+            .map_err(|e| Error::other(format!("cannot encode a packet: {e}")))
     }
 
-    /// Sends everything queued.
+    /// How many bytes are queued.
+    pub fn queued(&self) -> usize {
+        self.out.len() + self.acks.len()
+    }
+
+    /// Sends everything queued, `PUBACK`s last.
     pub fn write_out(&mut self) -> Result<(), Error> {
-        if self.out.is_empty() {
+        if self.queued() == 0 {
             return Ok(());
         }
+        self.out.append(&mut self.acks);
         let result = self.stream.write_all(&self.out);
         self.out.clear();
         self.last_sent = Instant::now();

@@ -185,6 +185,15 @@ impl Mqtt {
         Ok(())
     }
 
+    /// Reads until the broker acknowledged every QoS 1 message sent but `room` (0 in
+    /// `flush`), or `deadline` passes; messages read meanwhile are kept for `next`.
+    fn await_pubacks(&mut self, room: usize, deadline: Instant) -> Result<(), Error> {
+        while self.awaiting.len() > room {
+            self.receive_one(Some(deadline))?.ok_or(Error::Timeout)?;
+        }
+        Ok(())
+    }
+
     /// Reads one packet (or nothing by `deadline`) and files it; `None` at the deadline.
     fn receive_one(&mut self, deadline: Option<Instant>) -> Result<Option<()>, Error> {
         let Some(packet) = self.io(|c| c.read(deadline))? else {
@@ -221,7 +230,7 @@ impl Mqtt {
             .is_some_and(|rest| rest.starts_with('/'));
         if is_reply {
             if publish.qos == 1 {
-                self.io(|c| c.queue(&ClientPacket::PubAck(publish.pkid)))?;
+                self.io(|c| c.queue_ack(publish.pkid))?;
             }
             self.replies.push(publish);
             return Ok(());
@@ -238,10 +247,8 @@ impl Mqtt {
         self.ensure_connected()?;
         publish.qos = self.config.qos;
         if publish.qos == 1 {
-            let deadline = Instant::now() + ACK_TIMEOUT;
-            while self.awaiting.len() >= self.io(|c| Ok(c.receive_maximum))? {
-                self.receive_one(Some(deadline))?.ok_or(Error::Timeout)?;
-            }
+            let room = self.io(|c| Ok(c.receive_maximum))? - 1;
+            self.await_pubacks(room, Instant::now() + ACK_TIMEOUT)?;
             publish.pkid = self.next_pkid();
         }
         let pkid = publish.pkid;
@@ -312,7 +319,7 @@ impl Mqtt {
         if generation != self.generation {
             return; // the broker resends it on the new connection
         }
-        if let Err(e) = self.io(|c| c.queue(&ClientPacket::PubAck(pkid))) {
+        if let Err(e) = self.io(|c| c.queue_ack(pkid)) {
             log(
                 Self::NAME,
                 &format!(
@@ -513,15 +520,13 @@ impl Backend for Mqtt {
         let result = match self.lost {
             0 if self.conn.is_some() => {
                 let deadline = Instant::now() + ACK_TIMEOUT;
-                self.io(Conn::write_out).and_then(|()| loop {
-                    if self.awaiting.is_empty() {
-                        break Ok(());
-                    }
-                    if self.receive_one(Some(deadline))?.is_none() {
-                        self.drop_conn();
-                        break Err(Error::Timeout);
-                    }
-                })
+                let result = self
+                    .io(Conn::write_out)
+                    .and_then(|()| self.await_pubacks(0, deadline));
+                if result == Err(Error::Timeout) {
+                    self.drop_conn();
+                }
+                result
             }
             0 => Ok(()),
             n => Err(Error::connection(format!(
