@@ -545,14 +545,22 @@ struct Mosquitto {
 impl Mosquitto {
     /// Writes the config and starts the broker.
     async fn start() -> Mosquitto {
+        Mosquitto::start_with(|_| String::new()).await
+    }
+
+    /// Like [`Mosquitto::start`], with config lines that `extra` makes (given the
+    /// broker's directory).
+    async fn start_with(extra: impl FnOnce(&Path) -> String) -> Mosquitto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
+        let extra = extra(dir.path());
+        let anonymous = !extra.contains("password_file");
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nlog_dest stderr\nlog_type all\n",
+            "listener {port} 127.0.0.1\nallow_anonymous {anonymous}\npersistence true\n\
+             persistence_location {}/\nlog_dest stderr\nlog_type all\n{extra}",
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
@@ -628,6 +636,41 @@ async fn a_persistent_session_resumes_after_a_broker_restart() {
         .publish("jobs/a/in", "after", PublishProperties::default())
         .await;
     assert_eq!(text(&native.next().await), "AFTER");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_come_from_the_environment_and_a_wrong_password_is_permission_denied() {
+    let broker = Mosquitto::start_with(|dir| {
+        let file = dir.join("passwords");
+        let status = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&file)
+            .args(["alice", "s3cret"])
+            .status()
+            .expect("run mosquitto_passwd");
+        assert!(status.success());
+        format!("password_file {}\n", file.display())
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &url(broker.port)]);
+    let env = [
+        ("COUNT", "1"),
+        ("MQTT_USERNAME", "alice"),
+        ("MQTT_PASSWORD", "s3cret"),
+    ];
+    let (status, stderr) = run(&publisher, &env).await;
+    assert!(status.success(), "publisher failed:\n{stderr}");
+
+    let env = [
+        ("COUNT", "1"),
+        ("MQTT_USERNAME", "alice"),
+        ("MQTT_PASSWORD", "wrong"),
+    ];
+    let (status, stderr) = run(&publisher, &env).await;
+    assert!(!status.success());
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(stderr.contains("refused the connection"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
