@@ -17,7 +17,6 @@
 mod app;
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,7 +29,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use app::{app_lines, run, unique, within, App, LIMIT};
+use app::{app_lines, assert_shared_by_three, run, unique, within, App};
 use support::compose;
 
 /// The port of the shared broker.
@@ -499,36 +498,12 @@ async fn three_instances_on_a_shared_subscription_share_3000_qos_1_messages_none
     }
     publisher.confirmed(TOTAL).await;
 
-    let mut handled: BTreeMap<String, usize> = BTreeMap::new();
-    let mut unique_inputs = BTreeSet::new();
-    let mut received = 0;
-    let collected = tokio::time::timeout(LIMIT * 2, async {
-        while unique_inputs.len() < TOTAL {
-            let message = outputs.next().await;
-            received += 1;
-            unique_inputs.insert(text(&message).to_string());
-            let by = property(&message, "transformed-by").unwrap_or("?");
-            *handled.entry(by.to_string()).or_default() += 1;
-        }
+    assert_shared_by_three(TOTAL, async || {
+        let message = outputs.next().await;
+        let by = property(&message, "transformed-by").unwrap_or("?");
+        (text(&message).to_string(), by.to_string())
     })
     .await;
-    assert!(
-        collected.is_ok(),
-        "{} of {TOTAL} messages handled within {:?} (per instance: {handled:?})",
-        unique_inputs.len(),
-        LIMIT * 2
-    );
-    assert_eq!(
-        received, TOTAL,
-        "some messages were handled twice: {handled:?}"
-    );
-    let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("M{i}")).collect();
-    assert_eq!(unique_inputs, expected);
-    assert_eq!(
-        handled.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["w1", "w2", "w3"],
-        "every instance takes a share: {handled:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use app::{app_lines, run, unique, within, App, LIMIT};
+use app::{app_lines, assert_shared_by_three, run, unique, within, App, LIMIT};
 use support::compose;
 
 /// The shared server of the ordinary tests.
@@ -541,42 +541,12 @@ async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_han
     }
     nats.flush().await.unwrap();
 
-    let mut handled: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut unique_inputs = BTreeSet::new();
-    let mut received = 0;
-    let collected = tokio::time::timeout(LIMIT * 2, async {
-        while unique_inputs.len() < TOTAL {
-            let message = outputs.next().await.expect("subscription ended");
-            received += 1;
-            unique_inputs.insert(data(&message).to_string());
-            let by = header(&message, "transformed-by")
-                .unwrap_or("?")
-                .to_string();
-            handled
-                .entry(by)
-                .or_default()
-                .push(data(&message).to_string());
-        }
+    assert_shared_by_three(TOTAL, async || {
+        let message = outputs.next().await.expect("subscription ended");
+        let by = header(&message, "transformed-by").unwrap_or("?");
+        (data(&message).to_string(), by.to_string())
     })
     .await;
-    let shares: BTreeMap<_, _> = handled.iter().map(|(k, v)| (k.clone(), v.len())).collect();
-    assert!(
-        collected.is_ok(),
-        "{} of {TOTAL} messages handled within {:?} (per instance: {shares:?})",
-        unique_inputs.len(),
-        LIMIT * 2
-    );
-    assert_eq!(
-        received, TOTAL,
-        "some messages were handled twice: {shares:?}"
-    );
-    let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("M{i}")).collect();
-    assert_eq!(unique_inputs, expected);
-    assert_eq!(
-        shares.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["w1", "w2", "w3"],
-        "every instance takes a share: {shares:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------

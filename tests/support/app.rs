@@ -3,6 +3,7 @@
 //! Included with `#[path = "support/app.rs"] mod app;` next to `mod support;` (it needs tokio,
 //! which not every test binary uses).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -152,4 +153,40 @@ pub fn app_lines(stderr: &str) -> Vec<&str> {
         .lines()
         .filter(|l| !l.starts_with("msgplug"))
         .collect()
+}
+
+/// Checks that the instances `w1`, `w2`, `w3` of a queue group (or shared subscription) of
+/// `transform` shared `total` messages `m0`..: reads outputs with `next` (its upper-cased
+/// text and `transformed-by` value) until every input was seen once, for at most twice
+/// [`LIMIT`]; fails if one is missing, one was handled twice, or an instance took none.
+pub async fn assert_shared_by_three(total: usize, mut next: impl AsyncFnMut() -> (String, String)) {
+    let mut shares: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unique_inputs = BTreeSet::new();
+    let mut received = 0;
+    let collected = tokio::time::timeout(LIMIT * 2, async {
+        while unique_inputs.len() < total {
+            let (text, by) = next().await;
+            received += 1;
+            unique_inputs.insert(text);
+            *shares.entry(by).or_default() += 1;
+        }
+    })
+    .await;
+    assert!(
+        collected.is_ok(),
+        "{} of {total} messages handled within {:?} (per instance: {shares:?})",
+        unique_inputs.len(),
+        LIMIT * 2
+    );
+    assert_eq!(
+        received, total,
+        "some messages were handled twice: {shares:?}"
+    );
+    let expected: BTreeSet<String> = (0..total).map(|i| format!("M{i}")).collect();
+    assert_eq!(unique_inputs, expected);
+    assert_eq!(
+        shares.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["w1", "w2", "w3"],
+        "every instance takes a share: {shares:?}"
+    );
 }
