@@ -13,8 +13,6 @@
 //! client waits for its `SUBACK`s and, where it matters, its `PUBACK`s. Every wait is bounded;
 //! every process is killed when its guard drops.
 
-#[path = "support/app.rs"]
-mod app;
 mod support;
 
 use std::path::Path;
@@ -29,8 +27,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use app::{app_lines, assert_shared_by_three, run, unique, within, App};
-use support::compose;
+use support::app::{app_lines, assert_shared_by_three, run, App};
+use support::nats::within;
+use support::{compose, unique};
 
 /// The port of the shared broker.
 const SHARED_PORT: u16 = 1883;

@@ -75,6 +75,7 @@ impl Setup {
             ));
         }
         warnings.extend(checks::app_warnings(app, driver, options));
+        warnings.extend(checks::metadata_warning(app, backend));
         let mut settings = Settings::new(
             backend.family(),
             &broker,

@@ -1,42 +1,16 @@
-//! The harness of the broker tests (`tests/nats.rs`, `tests/mqtt.rs`): composed apps run on
-//! the real `wasmtime` CLI with their stderr read line by line, bounded waits, unique names.
-//! Included with `#[path = "support/app.rs"] mod app;` next to `mod support;` (it needs tokio,
-//! which not every test binary uses).
+//! Composed apps of the broker tests (`tests/nats.rs`, `tests/mqtt.rs`) run on the real
+//! `wasmtime` CLI from async tests, with their stderr read line by line and bounded waits.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::support;
-
-/// How long any single wait may take before the test fails.
-pub const LIMIT: Duration = Duration::from_secs(30);
-
-/// Awaits `future`, failing the test with `what` if it takes longer than [`LIMIT`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within {LIMIT:?}"))
-}
-
-/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`. Valid as a
-/// subject token and as a stream name.
-pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
-}
+use super::nats::{within, LIMIT};
 
 /// A composed component running on `wasmtime run -S inherit-network`, killed when dropped.
 pub struct App {
@@ -53,7 +27,7 @@ impl App {
 
     /// Like [`App::start`], with `flags` (such as `-S inherit-network`) after `wasmtime run`.
     pub fn start_with(flags: &[&str], component: &Path, env: &[(&str, &str)]) -> App {
-        let mut command = support::wasmtime();
+        let mut command = super::wasmtime();
         command.arg("run").args(flags);
         for (key, value) in env {
             command.arg("--env").arg(format!("{key}={value}"));
