@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::io_error::{connect_error, failed};
 use common::Error;
 
 use crate::config::Config;
@@ -64,7 +65,7 @@ impl Conn {
     /// Connects, sends `CONNECT` and waits for the `CONNACK`; a refusal is an error
     /// (bad credentials and not authorised: `permission-denied`).
     pub fn open(config: &Config, client_id: &str) -> Result<Self, Error> {
-        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(config, &e))?;
+        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
@@ -278,36 +279,4 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-/// The text of an I/O error: its kind for an OS error (whose number on wasm32-wasip2 is a
-/// WASI errno, misleading next to the host's), else its message.
-fn io_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(_) => e.kind().to_string(),
-        None => e.to_string(),
-    }
-}
-
-/// A connection error: `doing` failed with `e`.
-fn failed(doing: &str, e: &std::io::Error) -> Error {
-    Error::connection(format!("{doing} failed: {}", io_text(e)))
-}
-
-/// Explains a failed `connect`, with the `wasmtime` flag that is usually missing.
-fn connect_error(config: &Config, e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        ErrorKind::PermissionDenied => {
-            "; run wasmtime with `-S inherit-network` so the component may open sockets"
-        }
-        _ if e.to_string().contains("Non-recoverable") => {
-            "; run wasmtime with `-S allow-ip-name-lookup` to resolve host names"
-        }
-        _ => "",
-    };
-    Error::connection(format!(
-        "cannot connect to {}: {}{hint}",
-        config.url,
-        io_text(e)
-    ))
 }
