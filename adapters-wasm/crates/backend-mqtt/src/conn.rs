@@ -65,7 +65,8 @@ impl Conn {
     /// Connects, sends `CONNECT` and waits for the `CONNACK`; a refusal is an error
     /// (bad credentials and not authorised: `permission-denied`).
     pub fn open(config: &Config, client_id: &str) -> Result<Self, Error> {
-        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
+        let stream =
+            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;

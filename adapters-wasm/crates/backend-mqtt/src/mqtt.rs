@@ -378,7 +378,7 @@ impl Backend for Mqtt {
     ) -> Result<Vec<MessageData>, Error> {
         if self.config.version != Version::V5 {
             return Err(Error::other(
-                "request-reply needs MQTT 5 (response topic and correlation data); the broker URL asks for 3.1.1",
+                "request-reply is not supported on MQTT 3.1.1 (the broker URL asks for it): it needs MQTT 5's response topic and correlation data",
             ));
         }
         check_topic(topic)?;
