@@ -16,18 +16,16 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use support::app::{app_lines, assert_shared_by_three, run, App};
+use support::mqtt::Mosquitto;
 use support::nats::within;
 use support::{compose, unique};
 
@@ -508,88 +506,9 @@ async fn three_instances_on_a_shared_subscription_share_3000_qos_1_messages_none
 // ---------------------------------------------------------------------------------------
 // Connections: outages, restarts, MQTT 3.1.1.
 
-/// A `mosquitto` of the test's own on a free port, persistence in a temporary directory;
-/// killed when dropped.
-struct Mosquitto {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    /// Writes the config and starts the broker.
-    async fn start() -> Mosquitto {
-        Mosquitto::start_with(|_| String::new()).await
-    }
-
-    /// Like [`Mosquitto::start`], with config lines that `extra` makes (given the
-    /// broker's directory).
-    async fn start_with(extra: impl FnOnce(&Path) -> String) -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let extra = extra(dir.path());
-        let anonymous = !extra.contains("password_file");
-        let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous {anonymous}\npersistence true\n\
-             persistence_location {}/\nlog_dest stderr\nlog_type all\n{extra}",
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
-        let mut broker = Mosquitto {
-            child: None,
-            port,
-            dir,
-        };
-        broker.launch().await;
-        broker
-    }
-
-    /// Starts the process and waits until it logs that it is running.
-    async fn launch(&mut self) {
-        let mut child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("run mosquitto (apt-get install mosquitto)");
-        let mut log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let ready = within("mosquitto start", async {
-            while let Ok(Some(line)) = log.next_line().await {
-                if line.contains("Opening ipv4 listen socket") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(ready, "mosquitto on port {} did not start", self.port);
-        // Keep reading its log so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-        self.child = Some(child);
-    }
-
-    /// Stops the broker gracefully (SIGTERM: it saves its sessions) and waits for the exit.
-    async fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().expect("a pid");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        within("mosquitto exit", child.wait()).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_persistent_session_resumes_after_a_broker_restart() {
-    let mut broker = Mosquitto::start().await;
+    let mut broker = Mosquitto::start();
     let tmp = tempfile::tempdir().unwrap();
     let app = transform(
         tmp.path(),
@@ -599,9 +518,9 @@ async fn a_persistent_session_resumes_after_a_broker_restart() {
     );
     let mut app = App::subscribed(&app, &[]).await;
 
-    broker.stop().await;
+    broker.stop();
     app.wait_for("lost the connection", 1).await;
-    broker.launch().await;
+    broker.launch();
     app.wait_for("reconnected to", 1).await;
 
     let mut native = Native::connect(broker.port).await;
@@ -614,18 +533,7 @@ async fn a_persistent_session_resumes_after_a_broker_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_come_from_the_environment_and_a_wrong_password_is_permission_denied() {
-    let broker = Mosquitto::start_with(|dir| {
-        let file = dir.join("passwords");
-        let status = std::process::Command::new("mosquitto_passwd")
-            .args(["-b", "-c"])
-            .arg(&file)
-            .args(["alice", "s3cret"])
-            .status()
-            .expect("run mosquitto_passwd");
-        assert!(status.success());
-        format!("password_file {}\n", file.display())
-    })
-    .await;
+    let broker = Mosquitto::start_with(|dir| Mosquitto::password_file(dir, "alice", "s3cret"));
     let tmp = tempfile::tempdir().unwrap();
     let publisher = compose(tmp.path(), "publisher", &["--broker", &url(broker.port)]);
     let env = [
