@@ -1,6 +1,7 @@
 //! A `mosquitto` of the test's own, shared by `tests/mqtt.rs` and the conformance suite's
 //! MQTT backend (`tests/conformance/mqtt.rs`).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -30,6 +31,9 @@ impl Mosquitto {
     pub fn start_with(extra: impl FnOnce(&Path) -> String) -> Mosquitto {
         let port = super::free_port();
         let dir = tempfile::tempdir().expect("temp dir");
+        // Started as root, mosquitto drops to its own user, which must write the store.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("make the store writable");
         let extra = extra(dir.path());
         let anonymous = !extra.contains("password_file");
         let config = format!(
