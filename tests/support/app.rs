@@ -1,7 +1,6 @@
 //! Composed apps of the broker tests (`tests/nats.rs`, `tests/mqtt.rs`) run on the real
 //! `wasmtime` CLI from async tests, with their stderr read line by line and bounded waits.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -127,40 +126,4 @@ pub fn app_lines(stderr: &str) -> Vec<&str> {
         .lines()
         .filter(|l| !l.starts_with("msgplug"))
         .collect()
-}
-
-/// Checks that the instances `w1`, `w2`, `w3` of a queue group (or shared subscription) of
-/// `transform` shared `total` messages `m0`..: reads outputs with `next` (its upper-cased
-/// text and `transformed-by` value) until every input was seen once, for at most twice
-/// [`LIMIT`]; fails if one is missing, one was handled twice, or an instance took none.
-pub async fn assert_shared_by_three(total: usize, mut next: impl AsyncFnMut() -> (String, String)) {
-    let mut shares: BTreeMap<String, usize> = BTreeMap::new();
-    let mut unique_inputs = BTreeSet::new();
-    let mut received = 0;
-    let collected = tokio::time::timeout(LIMIT * 2, async {
-        while unique_inputs.len() < total {
-            let (text, by) = next().await;
-            received += 1;
-            unique_inputs.insert(text);
-            *shares.entry(by).or_default() += 1;
-        }
-    })
-    .await;
-    assert!(
-        collected.is_ok(),
-        "{} of {total} messages handled within {:?} (per instance: {shares:?})",
-        unique_inputs.len(),
-        LIMIT * 2
-    );
-    assert_eq!(
-        received, total,
-        "some messages were handled twice: {shares:?}"
-    );
-    let expected: BTreeSet<String> = (0..total).map(|i| format!("M{i}")).collect();
-    assert_eq!(unique_inputs, expected);
-    assert_eq!(
-        shares.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["w1", "w2", "w3"],
-        "every instance takes a share: {shares:?}"
-    );
 }

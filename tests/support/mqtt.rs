@@ -1,5 +1,5 @@
-//! A `mosquitto` of the test's own, shared by `tests/mqtt.rs` and the conformance suite's
-//! MQTT backend (`tests/conformance/mqtt.rs`).
+//! A `mosquitto` of the test's own, for the conformance suite's MQTT backend
+//! (`tests/conformance/mqtt.rs`) and any MQTT test that must stop or configure its broker.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
