@@ -27,6 +27,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
 
 use support::app::{run, App};
+use support::mqtt::Mosquitto;
 use support::nats::within;
 use support::{compose, unique};
 
@@ -412,6 +413,21 @@ async fn a_send_while_the_broker_is_down_fails_with_a_connection_error() {
     assert!(!status.success());
     assert!(stderr.contains("connection"), "{stderr}");
     assert!(stderr.contains("connection refused"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_is_done_sends_disconnect_before_it_exits() {
+    let mut broker = Mosquitto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &url(broker.port)]);
+    let (status, stderr) = run(&publisher, &[("COUNT", "2")]).await;
+    assert!(status.success(), "publisher failed:\n{stderr}");
+    let log = broker.wait_for_log("Received DISCONNECT from msgplug-");
+    assert!(
+        !log.iter().any(|l| l.contains("closed its connection")),
+        "the broker saw the connection end without DISCONNECT:\n{}",
+        log.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,6 +18,8 @@ pub struct Mosquitto {
     /// The port it listens on.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Its log lines (stderr, `log_type all`) since it last started listening.
+    log: Option<Receiver<String>>,
 }
 
 impl Mosquitto {
@@ -46,6 +48,7 @@ impl Mosquitto {
             child: None,
             port,
             dir,
+            log: None,
         };
         broker.launch();
         broker
@@ -97,7 +100,31 @@ impl Mosquitto {
                 ),
             }
         }
-        std::thread::spawn(move || log.iter().for_each(drop));
+        self.log = Some(log);
+    }
+
+    /// Waits (at most 30 s) for a log line containing `needle` and returns it with the lines
+    /// before it (since the last call).
+    pub fn wait_for_log(&mut self, needle: &str) -> Vec<String> {
+        let log = self.log.as_ref().expect("the broker was started");
+        let deadline = Instant::now() + LIMIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!(
+                    "mosquitto did not log `{needle}` within {LIMIT:?}:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
     }
 
     /// Stops the broker gracefully (SIGTERM: it saves its sessions) and waits for the exit.

@@ -494,6 +494,15 @@ impl Backend for Mqtt {
         Ok(())
     }
 
+    /// Sends `DISCONNECT`, so the broker sees a normal end rather than a lost connection,
+    /// and forgets the connection (a later use connects again).
+    fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.disconnect();
+        }
+        self.drop_conn();
+    }
+
     /// Waits until the broker acknowledged every QoS 1 message sent so far (QoS 0: until
     /// they are written). Fails if a connection was lost before some were acknowledged,
     /// or the broker refused some.
