@@ -327,6 +327,23 @@ const NATS_CORE: Capabilities = Capabilities {
     credentials: true,
 };
 
+/// MQTT 5 with a clean session: what the other MQTT modes share with it.
+const MQTT_CLEAN: Capabilities = Capabilities {
+    receive: Receive::AT_MOST_ONCE,
+    request_reply: RequestReply::SeveralReplies,
+    // `--queue-group G` subscribes to `$share/G/FILTER`.
+    scale_out: ScaleOut::QueueGroup,
+    metadata: true,
+    content_type: true,
+    binary: true,
+    max_payload: MaxPayload::NotLimited {
+        note: "the broker's Maximum Packet Size, topic and properties included; Mosquitto: 256 MB",
+    },
+    // A request is a PUBLISH; nothing says whether anyone subscribes.
+    no_responders: false,
+    credentials: true,
+};
+
 /// AMQP with an exclusive queue per instance: what its group mode shares with it.
 const AMQP_OWN_QUEUE: Capabilities = Capabilities {
     // The queue is exclusive and auto-delete: what is published while the instance is
@@ -441,6 +458,70 @@ pub const ADAPTERS: &[Adapter] = &[
             },
         ],
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+    },
+    Adapter {
+        name: "backend-mqtt",
+        kind: AdapterKind::Backend,
+        schemes: &["mqtt"],
+        summary: "MQTT 5.0 (or 3.1.1 with `?version=3.1.1`): QoS 0/1 publish, shared subscriptions, persistent sessions (--durable: at-least-once), request-response (5.0)",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native("MQTT topic filters (`+` one level, `#` the rest)"),
+        queue_group_ignored: None,
+        run_env: &["MQTT_USERNAME", "MQTT_PASSWORD", "MSGPLUG_CLIENT_ID"],
+        options: &[
+            BackendOption {
+                key: "durable",
+                help: "persistent session with this client id: acks after Ok, redelivery on Err (--durable)",
+            },
+            BackendOption {
+                key: "qos",
+                help: "QoS of sends: 0 or 1 (default 1: a send waits for the broker's PUBACK)",
+            },
+            BackendOption {
+                key: "version",
+                help: "MQTT version: 5 (default) or 3.1.1 (as `?version=` on the URL)",
+            },
+            BackendOption {
+                key: "session_expiry",
+                help: "--durable: seconds the broker keeps the session while disconnected (default 86400)",
+            },
+            BackendOption {
+                key: "keep_alive",
+                help: "keep-alive interval in seconds (default 30; 0 turns it off)",
+            },
+        ],
+        modes: &[
+            Mode {
+                name: "clean",
+                flags: "",
+                capabilities: MQTT_CLEAN,
+            },
+            Mode {
+                name: "durable",
+                flags: "--durable CLIENT-ID",
+                capabilities: Capabilities {
+                    // The broker must persist sessions (Mosquitto: `persistence true`) for
+                    // them to outlive its restart.
+                    receive: Receive::AT_LEAST_ONCE,
+                    ..MQTT_CLEAN
+                },
+            },
+            Mode {
+                name: "3.1.1",
+                flags: "?version=3.1.1",
+                capabilities: Capabilities {
+                    request_reply: RequestReply::Unsupported(
+                        "MQTT 3.1.1 has no response topic or correlation data (MQTT 5 has)",
+                    ),
+                    metadata: false,
+                    content_type: false,
+                    ..MQTT_CLEAN
+                },
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-mqtt.wasm"),
     },
     Adapter {
         name: "backend-amqp",
@@ -704,7 +785,7 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "kafka"];
+pub const PLANNED_SCHEMES: &[&str] = &["kafka"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
@@ -712,6 +793,11 @@ const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
         "tls",
         "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
          URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+    (
+        "mqtts",
+        "MQTT over TLS needs TLS inside the component, and wasi:sockets has none; use an \
+         `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
     ),
     (
         "rediss",
@@ -923,7 +1009,8 @@ mod tests {
     fn schemes_resolve_or_explain() {
         assert_eq!(backend_for_scheme("local").unwrap().name, "backend-local");
         assert_eq!(backend_for_scheme("https").unwrap().name, "backend-http");
-        let err = backend_for_scheme("mqtt").unwrap_err().to_string();
+        assert_eq!(backend_for_scheme("mqtt").unwrap().name, "backend-mqtt");
+        let err = backend_for_scheme("kafka").unwrap_err().to_string();
         assert!(err.contains("not available in this version"), "{err}");
         let err = backend_for_scheme("tls").unwrap_err().to_string();
         assert!(err.contains("wasi:sockets has none"), "{err}");

@@ -70,6 +70,12 @@ const AMQP_CREDENTIALS: FromEnv = FromEnv {
     required: true,
     credentials: true,
 };
+const MQTT_CREDENTIALS: FromEnv = FromEnv {
+    what: "credentials, if the broker needs them,",
+    vars: &["MQTT_USERNAME", "MQTT_PASSWORD"],
+    required: false,
+    credentials: true,
+};
 const REDIS_CREDENTIALS: FromEnv = FromEnv {
     what: "credentials, if the server needs them,",
     vars: &["REDIS_USERNAME", "REDIS_PASSWORD"],
@@ -120,6 +126,7 @@ pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, Br
         "local" => local(url),
         "nats" => nats(url),
         "amqp" => amqp(url),
+        "mqtt" => mqtt(url),
         "redis" => redis(url),
         "http" => http(url),
         "sqs" => sqs(url),
@@ -163,19 +170,57 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let rest = url
         .strip_prefix("nats://")
         .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    server(rest, &invalid, NATS_CREDENTIALS)
+}
+
+/// `backend-mqtt` (`config.rs`, `parse_url`):
+/// `mqtt://[USER[:PASSWORD]@]HOST[:PORT][?version=3.1.1]`.
+fn mqtt(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "mqtt",
+        url,
+        "expected `mqtt://[USER[:PASSWORD]@]HOST[:PORT][?version=3.1.1]`",
+    );
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| invalid("missing `//` after the scheme (`mqtts://` is not supported)"))?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    if let Some(query) = query {
+        if !matches!(
+            query.strip_prefix("version="),
+            Some("5" | "5.0" | "3.1.1" | "4")
+        ) {
+            return Err(invalid(
+                "the only query parameter is `version`, 5 (the default) or 3.1.1",
+            ));
+        }
+    }
+    server(rest, &invalid, MQTT_CREDENTIALS)
+}
+
+/// The `[USER[:PASSWORD]@]HOST[:PORT][/]` part of a NATS or MQTT URL; `credentials` are
+/// what the backend reads from the environment when the URL has none.
+fn server(
+    rest: &str,
+    invalid: &impl Fn(&str) -> BrokerUrlError,
+    credentials: FromEnv,
+) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', ',']) {
         return Err(invalid(
             "only one server, without a path or query, is supported",
         ));
     }
-    Ok(match check_authority(rest, &invalid)? {
+    Ok(match check_authority(rest, invalid)? {
         true => Vec::new(),
-        false => vec![NATS_CREDENTIALS],
+        false => vec![credentials],
     })
 }
 
-/// Checks `[USER[:PASSWORD]@]HOST[:PORT]` as the TCP backends (NATS, AMQP, Redis) parse it;
+/// Checks `[USER[:PASSWORD]@]HOST[:PORT]` as the TCP backends (NATS, MQTT, AMQP, Redis) parse it;
 /// returns whether it carries credentials.
 fn check_authority(
     authority: &str,

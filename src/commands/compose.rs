@@ -83,8 +83,10 @@ pub struct ComposeCommand {
     #[arg(long, value_name = "STREAM", requires = "durable")]
     jetstream: Option<String>,
 
-    /// NATS: the durable consumer's name; instances with the same name share the work.
-    #[arg(long, value_name = "NAME", requires = "jetstream")]
+    /// NATS (with --jetstream): the durable consumer's name; instances with the same name
+    /// share the work. MQTT: the client id of a persistent session (at-least-once; each
+    /// running instance needs its own id: set MSGPLUG_CLIENT_ID at run time).
+    #[arg(long, value_name = "NAME")]
     durable: Option<String>,
 
     /// NATS: create the --jetstream stream (on the --subscribe subjects) when it is missing.

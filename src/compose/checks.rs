@@ -48,6 +48,8 @@ pub enum Warning {
         /// The import name.
         import: String,
     },
+    /// What the MQTT backend cannot do with these settings.
+    Mqtt(MqttLimit),
     /// The output needs more than the oldest supported wasmtime release gives.
     NeedsNewerWasmtime(NeedsNewerWasmtime),
     /// The app can send metadata, and the backend's broker gets its keys in lower case.
@@ -107,6 +109,17 @@ impl fmt::Display for Warning {
                 f,
                 "the output imports `{import}`, which stock wasmtime does not provide"
             ),
+            Warning::Mqtt(MqttLimit::AtMostOnce) => write!(
+                f,
+                "without --durable the MQTT session is clean: delivery is at-most-once (what \
+                 arrives while the app is down, or whose handler fails, is lost); pass \
+                 --durable CLIENT-ID for a persistent session with at-least-once delivery"
+            ),
+            Warning::Mqtt(MqttLimit::NoProperties) => write!(
+                f,
+                "MQTT 3.1.1 has no message properties: metadata and content type are not \
+                 sent, and request-reply fails (it needs MQTT 5)"
+            ),
             Warning::NeedsNewerWasmtime(needs) => needs.fmt(f),
             Warning::MetadataKeysLowerCased { backend } => write!(
                 f,
@@ -116,6 +129,34 @@ impl fmt::Display for Warning {
             ),
         }
     }
+}
+
+/// A limit of the MQTT backend with the chosen settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttLimit {
+    /// A clean session (no `--durable`): at-most-once delivery.
+    AtMostOnce,
+    /// MQTT 3.1.1: no properties, so no metadata, content type or request-reply.
+    NoProperties,
+}
+
+/// The MQTT backend's limits with the broker URL `url`, the `options`, and a driver
+/// (`consumes`) or not.
+pub fn mqtt_warnings(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    consumes: bool,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    if consumes && !options.contains_key("durable") {
+        warnings.push(Warning::Mqtt(MqttLimit::AtMostOnce));
+    }
+    let v311 = |v: &str| v == "3.1.1" || v == "4";
+    let in_url = url.split_once("?version=").is_some_and(|(_, v)| v311(v));
+    if in_url || options.get("version").is_some_and(|v| v311(v)) {
+        warnings.push(Warning::Mqtt(MqttLimit::NoProperties));
+    }
+    warnings
 }
 
 /// An error in the options that no backend or driver of the composition can honour.
@@ -134,6 +175,9 @@ pub enum CheckError {
         /// What its names name.
         names: &'static str,
     },
+    /// NATS `--durable` names a JetStream consumer, so it needs `--jetstream`.
+    #[error("--durable with the NATS backend names a JetStream durable consumer: pass --jetstream STREAM too")]
+    DurableNeedsJetStream,
     /// An option no part of the composition understands.
     #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
     UnknownOption {

@@ -63,6 +63,17 @@ impl Setup {
             });
         }
         checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
+        let option = |key: &str| options.options.contains_key(key);
+        if backend.family() == "nats" && option("durable") && !option("jetstream") {
+            return Err(CheckError::DurableNeedsJetStream.into());
+        }
+        if backend.family() == "mqtt" {
+            warnings.extend(checks::mqtt_warnings(
+                &broker.url,
+                &options.options,
+                driver.is_some(),
+            ));
+        }
         warnings.extend(checks::app_warnings(app, driver, options));
         warnings.extend(checks::metadata_warning(app, backend));
         let mut settings = Settings::new(

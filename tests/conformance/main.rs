@@ -1,7 +1,7 @@
 //! The conformance suite: one set of broker-agnostic cases (`cases.rs`), run for every
-//! backend in each of its modes ([`msgplug::adapters::Mode`]: NATS core and JetStream, Redis
-//! pub/sub, pub/sub with the JSON envelope and Streams) through the small [`Backend`] /
-//! [`Broker`] traits, one file per backend (`local.rs`, `nats.rs`, ...). A new backend adds
+//! backend in each of its modes ([`msgplug::adapters::Mode`]: NATS core and JetStream, MQTT
+//! clean, durable and 3.1.1, Redis pub/sub, pub/sub with the JSON envelope and Streams)
+//! through the small [`Backend`] / [`Broker`] traits, one file per backend (`local.rs`, `nats.rs`, ...). A new backend adds
 //! one file and one line in [`BACKENDS`].
 //!
 //! Every case composes example apps (`examples/`: `relay`, `transform`, `publisher`,
@@ -30,6 +30,7 @@ mod amqp;
 mod cases;
 mod http;
 mod local;
+mod mqtt;
 mod nats;
 mod redis;
 mod servicebus;
@@ -51,6 +52,7 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 const BACKENDS: &[&dyn Backend] = &[
     &local::Local,
     &nats::Nats,
+    &mqtt::Mqtt,
     &redis::Redis,
     &amqp::Amqp,
     &sqs::Sqs,

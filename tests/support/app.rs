@@ -1,4 +1,5 @@
-//! Composed apps as processes for the broker tests: `wasmtime run -S inherit-network` with its
+//! Composed apps as processes for the broker tests (`tests/nats.rs`, `tests/mqtt.rs`,
+//! `tests/amqp.rs`): `wasmtime run -S inherit-network` with its
 //! stderr read line by line (waiting for `subscribed to` and other log lines), every wait
 //! bounded, every process killed when its guard drops.
 

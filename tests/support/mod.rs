@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod moto;
+pub mod mqtt;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;

@@ -29,6 +29,10 @@ thread_local! {
     static BACKEND: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     /// Which injected message `take-replies` answers for, and its replies so far.
     static PUSHED: RefCell<(u64, Vec<MessageData>)> = const { RefCell::new((0, Vec::new())) };
+    /// How many `client` handles the app holds.
+    static CLIENTS: Cell<usize> = const { Cell::new(0) };
+    /// True once a driver asked for messages (`consumer.next` or `pusher.inject`).
+    static RECEIVING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` on the backend, opening it first if needed.
@@ -59,16 +63,37 @@ fn with_open_backend<B: Backend>(f: impl FnOnce(&mut B) -> Result<(), Error>) ->
 messaging_error::conversions!(types::Error);
 
 /// The `client` resource: a handle on the shared backend.
-pub struct ClientState<B>(PhantomData<B>);
+pub struct ClientState<B: Backend>(PhantomData<B>);
 
 impl<B: Backend> GuestClient for ClientState<B> {
     fn connect(_name: String) -> Result<Client, types::Error> {
         with_backend::<B, _>(|_| Ok(()))?;
+        CLIENTS.with(|n| n.set(n.get() + 1));
         Ok(Client::new(ClientState::<B>(PhantomData)))
     }
 
     fn disconnect(&self) -> Result<(), types::Error> {
         Ok(())
+    }
+}
+
+/// When the app drops its last client and no driver receives (a publisher or requester
+/// that is done), the backend may [`Backend::close`] its connection.
+impl<B: Backend> Drop for ClientState<B> {
+    fn drop(&mut self) {
+        let left = CLIENTS.with(|n| {
+            n.set(n.get().saturating_sub(1));
+            n.get()
+        });
+        if left == 0 && !RECEIVING.with(Cell::get) {
+            BACKEND.with(|cell| {
+                if let Some(backend) = cell.borrow_mut().as_mut() {
+                    if let Some(backend) = backend.downcast_mut::<B>() {
+                        backend.close();
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -207,6 +232,7 @@ impl<B: Backend> request_reply::Guest for Adapter<B> {
 
 impl<B: Backend> consumer::Guest for Adapter<B> {
     fn next() -> Result<consumer::Event, types::Error> {
+        RECEIVING.with(|r| r.set(true));
         Ok(match with_backend::<B, _>(|b| b.next())? {
             Event::Delivery(id, data) => consumer::Event::Delivery(consumer::Delivery {
                 id,
@@ -228,6 +254,7 @@ impl<B: Backend> consumer::Guest for Adapter<B> {
 
 impl<B: Backend> pusher::Guest for Adapter<B> {
     fn inject(inbound: pusher::Inbound) -> Message {
+        RECEIVING.with(|r| r.set(true));
         let generation = PUSHED.with(|pushed| {
             let mut pushed = pushed.borrow_mut();
             pushed.0 += 1;

@@ -69,4 +69,10 @@ pub trait Backend: Sized + 'static {
 
     /// Blocks until everything sent so far is accepted (`outbox.flush`).
     fn flush(&mut self) -> Result<(), Error>;
+
+    /// Ends the connection politely (MQTT's `DISCONNECT`): called when the app dropped its
+    /// last client and no driver receives, as a publisher or requester does before it
+    /// exits (a component gets no other end-of-run signal). Everything sent was flushed
+    /// already; a backend used again afterwards connects again. By default nothing.
+    fn close(&mut self) {}
 }
