@@ -6,8 +6,10 @@
 //! the tests pass explicitly (`AMQP_USERNAME=guest`, `AMQP_PASSWORD=guest`). Every routing
 //! key, queue and connection name carries a unique suffix, so the tests run in parallel
 //! with each other and with other test binaries. The lost-connection test closes only its
-//! own connection (found by its unique connection name with `rabbitmqctl`); no test stops
-//! the broker, which would disturb every other test using it.
+//! own connection (found by its unique connection name with `rabbitmqctl`). No test stops
+//! the shared broker, which would disturb every other test using it: the broker restart
+//! test runs on a RabbitMQ node of its own ([`support::rabbitmq::Node`], a few seconds to
+//! start).
 //!
 //! Synchronisation: a composed handler logs `subscribed to` on stderr once its consumer is
 //! live, and the tests publish only after that line; native queues are declared and bound
@@ -30,7 +32,7 @@ use lapin::{BasicProperties, Channel, Consumer};
 
 use support::app::{app_lines, run, App};
 use support::nats::{within, LIMIT};
-use support::rabbitmq::{env, listen, native, publish};
+use support::rabbitmq::{bind_durable, env, listen, native, native_at, publish, Node};
 use support::{compose, unique};
 
 /// The machine's broker.
@@ -334,8 +336,13 @@ struct Group {
 }
 
 impl Group {
-    /// Composes it with names made unique from `prefix`.
+    /// Composes it for the machine's broker with names made unique from `prefix`.
     fn compose(prefix: &str) -> Group {
+        Group::compose_for(BROKER, prefix)
+    }
+
+    /// Composes it for the broker at `broker` with names made unique from `prefix`.
+    fn compose_for(broker: &str, prefix: &str) -> Group {
         let tmp = tempfile::tempdir().unwrap();
         let subject = unique(prefix);
         let group = unique(&format!("{prefix}_workers"));
@@ -345,7 +352,7 @@ impl Group {
             "transform",
             &[
                 "--broker",
-                BROKER,
+                broker,
                 "--subscribe",
                 &subject,
                 "--queue-group",
@@ -372,11 +379,11 @@ impl Group {
     }
 }
 
-/// Publishes `m0` ... `m<n-1>` to `key`, persistent and pipelined, and waits for every
-/// confirm.
-async fn publish_numbered(channel: &Channel, key: &str, n: usize) {
+/// Publishes `m<i>` for each `i` in `numbers` to `key`, persistent and pipelined, and waits
+/// for every confirm.
+async fn publish_numbered(channel: &Channel, key: &str, numbers: std::ops::Range<usize>) {
     let mut confirms = Vec::new();
-    for i in 0..n {
+    for i in numbers {
         let confirm = channel
             .basic_publish(
                 "amq.topic".into(),
@@ -407,7 +414,7 @@ async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_han
     for name in ["w1", "w2", "w3"] {
         apps.push(App::subscribed(transform, &env(&[("TRANSFORMED_BY", name)])).await);
     }
-    publish_numbered(&channel, subject, TOTAL).await;
+    publish_numbered(&channel, subject, 0..TOTAL).await;
 
     let mut handled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut unique_inputs = BTreeSet::new();
@@ -729,7 +736,7 @@ async fn a_connection_lost_mid_stream_loses_nothing_accepted() {
     let (_connection, channel) = native().await;
     let mut outputs = listen(&channel, &format!("{subject}.upper")).await;
     let mut app = App::subscribed(transform, &env(&[])).await;
-    publish_numbered(&channel, subject, TOTAL).await;
+    publish_numbered(&channel, subject, 0..TOTAL).await;
     // Close the app's connection while it works through the queue: deliveries it holds
     // unacked go back to the queue, and acking them on the new connection would be an
     // error or (same tag, other message) a loss.
@@ -758,4 +765,56 @@ async fn a_connection_lost_mid_stream_loses_nothing_accepted() {
     app.wait_for("reconnected to", 1).await;
     drop(app);
     midstream.delete_queue(&channel).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_mid_stream_loses_nothing_accepted() {
+    const TOTAL: usize = 4000;
+    let mut node = tokio::task::spawn_blocking(Node::start).await.unwrap();
+    let restart = Group::compose_for(&node.url(), "restart");
+    let (subject, transform) = (&restart.subject, &restart.transform);
+    // The outputs go to a durable queue too: what the app sent before the restart and the
+    // test had not taken yet is still there after it.
+    let seen_queue = format!("{subject}.seen");
+    let outputs_key = format!("{subject}.upper");
+    let (_connection, channel) = native_at(&node.native_url()).await;
+    let mut outputs = bind_durable(&channel, &seen_queue, "amq.topic", &outputs_key).await;
+    let mut app = App::subscribed(transform, &env(&[])).await;
+    publish_numbered(&channel, subject, 0..TOTAL / 2).await;
+    // Restart the node while the app works through the queue (after it handled something).
+    let mut received = vec![data(&next(&mut outputs).await).to_string()];
+    node = tokio::task::spawn_blocking(move || {
+        node.stop();
+        node.launch();
+        node
+    })
+    .await
+    .unwrap();
+    let (_connection, channel) = native_at(&node.native_url()).await;
+    let mut outputs = bind_durable(&channel, &seen_queue, "amq.topic", &outputs_key).await;
+    publish_numbered(&channel, subject, TOTAL / 2..TOTAL).await;
+
+    let mut seen: BTreeSet<String> = received.iter().cloned().collect();
+    let collected = tokio::time::timeout(LIMIT * 4, async {
+        while seen.len() < TOTAL {
+            let message = next(&mut outputs).await;
+            seen.insert(data(&message).to_string());
+            received.push(data(&message).to_string());
+        }
+    })
+    .await;
+    let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("M{i}")).collect();
+    assert!(
+        collected.is_ok(),
+        "{} of {TOTAL} accepted messages handled across the restart, e.g. missing {:?}; app stderr:\n{}",
+        seen.len(),
+        expected.difference(&seen).take(5).collect::<Vec<_>>(),
+        app.stderr_so_far()
+    );
+    assert_eq!(seen, expected);
+    app.wait_for("reconnected to", 1).await;
+    println!(
+        "all {TOTAL} accepted messages handled across a broker restart; {} delivered twice",
+        received.len() - TOTAL
+    );
 }

@@ -2,12 +2,17 @@
 //! independent native client.
 //!
 //! The broker is shared, so each case gets a topic exchange of its own (`--option
-//! exchange=...`, deleted when the case ends): the cases' fixed topics (`in`, `greet`, ...)
-//! do not meet across cases running at the same time. What the apps send is observed
-//! through an exclusive queue bound to the topic. A durable input is a shared durable queue
-//! (`--queue-group`). The broker is not stopped or restarted: that would disturb every
-//! other test using it.
+//! exchange=...`, durable, deleted when the case ends): the cases' fixed topics (`in`,
+//! `greet`, ...) do not meet across cases running at the same time. What the apps send is
+//! observed through a durable queue of the case's bound to the topic. A durable input is a
+//! shared durable queue (`--queue-group`).
+//!
+//! The shared broker is never stopped: that would disturb every other test using it. A case
+//! that stops or restarts the broker asks [`Broker::can_stop`] before anything else, and that
+//! is where it gets a RabbitMQ node of its own ([`Node`], a few seconds to start); every other
+//! case stays on the shared broker, which it starts using at its first call.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -20,7 +25,7 @@ use lapin::{BasicProperties, Channel, Connection, Consumer, ExchangeKind};
 use msgplug::adapters::Mode;
 use tokio::runtime::Runtime;
 
-use crate::support::rabbitmq::{bind, native, publish, GUEST};
+use crate::support::rabbitmq::{bind, bind_durable, native_at, publish, Node, GUEST, SHARED};
 use crate::support::unique;
 use crate::{Backend, Broker, Credentials, Input, Msg};
 
@@ -43,53 +48,109 @@ impl Backend for Amqp {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let exchange = unique("conformance");
-        let (connection, channel) = runtime.block_on(async {
-            let (connection, channel) = native().await;
+        Box::new(AmqpBroker {
+            exchange: unique("conformance"),
+            group_mode,
+            queues: Vec::new(),
+            outputs: HashMap::new(),
+            on: OnceCell::new(),
+            runtime,
+        })
+    }
+}
+
+/// The case's exchange and queues, on the shared broker or a node of the case's own; the
+/// runtime is dropped last.
+struct AmqpBroker {
+    exchange: String,
+    /// Whether the case runs the `group` mode: a receiving app without a group of its own
+    /// gets one (a durable queue shared by name).
+    group_mode: bool,
+    /// Durable queues made for the case (groups, outputs), deleted at the end.
+    queues: Vec<String>,
+    /// The consumer of each listened topic's durable queue.
+    outputs: HashMap<String, Consumer>,
+    /// The broker the case runs on, chosen at its first use.
+    on: OnceCell<On>,
+    runtime: Runtime,
+}
+
+/// A broker in use: the case's own node (`None`: the shared broker) and the native
+/// client's connection to it.
+struct On {
+    node: Option<Node>,
+    channel: Channel,
+    _connection: Connection,
+}
+
+impl AmqpBroker {
+    /// The broker the case runs on; the shared one unless [`Broker::can_stop`] chose a node
+    /// of the case's own first.
+    fn on(&self) -> &On {
+        self.on.get_or_init(|| self.connect(None))
+    }
+
+    /// Connects the native client to `node` (`None`: the shared broker) and declares the
+    /// case's exchange there, durable so that a restart keeps it and its bindings.
+    fn connect(&self, node: Option<Node>) -> On {
+        let url = node.as_ref().map_or(SHARED.to_string(), Node::native_url);
+        let (connection, channel) = self.runtime.block_on(async {
+            let (connection, channel) = native_at(&url).await;
             channel
                 .exchange_declare(
-                    exchange.as_str().into(),
+                    self.exchange.as_str().into(),
                     ExchangeKind::Topic,
-                    ExchangeDeclareOptions::default(),
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
                 .expect("declare the case's exchange");
             (connection, channel)
         });
-        Box::new(AmqpBroker {
-            exchange,
-            group_mode,
-            groups: Vec::new(),
-            outputs: HashMap::new(),
+        On {
+            node,
             channel,
             _connection: connection,
-            runtime,
-        })
+        }
     }
-}
 
-/// The case's exchange and queues on the shared broker; the runtime is dropped last.
-struct AmqpBroker {
-    exchange: String,
-    /// Whether the case runs the `group` mode: a receiving app without a group of its own
-    /// gets one (a durable queue shared by name).
-    group_mode: bool,
-    /// Durable group queues made for the case, deleted at the end.
-    groups: Vec<String>,
-    outputs: HashMap<String, Consumer>,
-    channel: Channel,
-    _connection: Connection,
-    runtime: Runtime,
+    /// The durable queue that keeps what is sent to `topic` for [`Broker::next`].
+    fn output_queue(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.exchange)
+    }
+
+    /// Consumes the durable queue of `topic`, declared and bound if missing.
+    fn consume(&self, topic: &str) -> Consumer {
+        let (channel, exchange) = (self.on().channel.clone(), self.exchange.clone());
+        let queue = self.output_queue(topic);
+        self.runtime
+            .block_on(async move { bind_durable(&channel, &queue, &exchange, topic).await })
+    }
+
+    /// The case's own node.
+    fn node(&mut self) -> &mut Node {
+        self.on
+            .get_mut()
+            .and_then(|on| on.node.as_mut())
+            .expect("can_stop chose a node of the case's own")
+    }
 }
 
 impl Drop for AmqpBroker {
     fn drop(&mut self) {
-        let (channel, exchange, groups) = (
-            self.channel.clone(),
-            self.exchange.clone(),
-            self.groups.clone(),
-        );
+        let Some(On {
+            node: None,
+            channel,
+            ..
+        }) = self.on.get()
+        else {
+            return; // unused, or a node of the case's own, which goes with everything on it
+        };
+        let (channel, exchange, groups) =
+            (channel.clone(), self.exchange.clone(), self.queues.clone());
         self.runtime.block_on(async move {
             for group in groups {
                 let _ = channel
@@ -145,9 +206,13 @@ fn properties(message: &Msg) -> BasicProperties {
 
 impl Broker for AmqpBroker {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
+        let broker = match &self.on().node {
+            Some(node) => node.url(),
+            None => "amqp://127.0.0.1:5672".to_string(),
+        };
         let mut args = vec![
             "--broker".to_string(),
-            "amqp://127.0.0.1:5672".to_string(),
+            broker,
             "--option".to_string(),
             format!("exchange={}", self.exchange),
         ];
@@ -159,7 +224,7 @@ impl Broker for AmqpBroker {
                 (None, false) => None,
             };
             if let Some(group) = group {
-                self.groups.push(group.clone());
+                self.queues.push(group.clone());
                 args.extend(["--queue-group".into(), group]);
             }
         }
@@ -186,15 +251,13 @@ impl Broker for AmqpBroker {
     }
 
     fn listen(&mut self, topic: &str) {
-        let (channel, exchange) = (self.channel.clone(), self.exchange.clone());
-        let consumer = self
-            .runtime
-            .block_on(async move { bind(&channel, &exchange, topic).await });
+        let consumer = self.consume(topic);
+        self.queues.push(self.output_queue(topic));
         self.outputs.insert(topic.to_string(), consumer);
     }
 
     fn publish(&mut self, topic: &str, message: &Msg) {
-        let (channel, exchange) = (self.channel.clone(), self.exchange.clone());
+        let (channel, exchange) = (self.on().channel.clone(), self.exchange.clone());
         let properties = properties(message);
         self.runtime.block_on(async move {
             publish(&channel, &exchange, topic, &message.data, properties).await;
@@ -217,7 +280,7 @@ impl Broker for AmqpBroker {
     }
 
     fn respond(&mut self, topic: &str, replies: usize) {
-        let (channel, exchange) = (self.channel.clone(), self.exchange.clone());
+        let (channel, exchange) = (self.on().channel.clone(), self.exchange.clone());
         let topic = topic.to_string();
         self.runtime.block_on(async move {
             let mut requests = bind(&channel, &exchange, &topic).await;
@@ -245,20 +308,36 @@ impl Broker for AmqpBroker {
         });
     }
 
+    /// Yes, on a node of the case's own, started here unless the case already uses the
+    /// shared broker.
     fn can_stop(&self) -> Result<(), &'static str> {
-        Err("the machine's RabbitMQ is shared by every test running; stopping it would disturb them (tests/amqp.rs closes its own connection instead)")
+        let on = self.on.get_or_init(|| self.connect(Some(Node::start())));
+        match on.node {
+            Some(_) => Ok(()),
+            None => Err("the case used the machine's shared RabbitMQ before asking; stopping that one would disturb every other test"),
+        }
     }
 
     fn stop(&mut self) {
-        unreachable!("can_stop says no")
+        self.node().stop();
     }
 
     fn can_restart(&self) -> Result<(), &'static str> {
         self.can_stop()
     }
 
+    /// Starts the node again (same ports and data), connects the native client again and
+    /// consumes the durable queues of the listened topics again.
     fn restart(&mut self) {
-        unreachable!("can_restart says no")
+        let mut on = self.on.take().expect("a node of the case's own");
+        let node = on.node.as_mut().expect("a node of the case's own");
+        node.launch();
+        self.on.get_or_init(|| self.connect(on.node.take()));
+        let topics: Vec<String> = self.outputs.keys().cloned().collect();
+        for topic in topics {
+            let consumer = self.consume(&topic);
+            self.outputs.insert(topic, consumer);
+        }
     }
 
     fn can_check_credentials(&self) -> Result<(), &'static str> {
