@@ -154,6 +154,31 @@ async fn a_send_while_the_broker_is_unreachable_fails_with_a_connection_error() 
     );
 }
 
+/// With its memory alarm raised (a watermark of 1 byte), RabbitMQ blocks every connection that
+/// publishes and tells it so (`connection.blocked`): a composed publisher's send waits, then
+/// fails with a `connection` error that names the block, in bounded time, instead of hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_while_the_broker_blocks_publishers_fails_with_a_connection_error() {
+    let node = tokio::task::spawn_blocking(|| {
+        Node::start_with_config("vm_memory_high_watermark.absolute = 1\n")
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &node.url()]);
+    let started = Instant::now();
+    let (status, stderr) = run(&publisher, &env(&[("COUNT", "1")])).await;
+    assert!(!status.success(), "the send went through:\n{stderr}");
+    assert!(
+        stderr.contains("connection") && stderr.contains("blocked publishers"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < LIMIT,
+        "the blocked send gave up within its bound"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_composed_handler_takes_native_messages_and_republishes_them_with_their_headers() {
     let tmp = tempfile::tempdir().unwrap();

@@ -158,12 +158,17 @@ pub struct Node {
 impl Node {
     /// Starts a node and waits until it speaks AMQP.
     pub fn start() -> Node {
+        Node::start_with_config("")
+    }
+
+    /// Starts a node whose `rabbitmq.conf` is `config` and waits until it speaks AMQP.
+    pub fn start_with_config(config: &str) -> Node {
         let port = super::free_port();
         let dist_port = std::iter::repeat_with(super::free_port)
             .find(|&p| p != port)
             .expect("a second free port");
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("rabbitmq.conf"), "")
+        std::fs::write(dir.path().join("rabbitmq.conf"), config)
             .and_then(|()| std::fs::write(dir.path().join("enabled_plugins"), "[]."))
             .and_then(|()| std::fs::write(dir.path().join("rabbitmq-env.conf"), ""))
             .expect("write the node's configuration");

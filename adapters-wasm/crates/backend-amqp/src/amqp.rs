@@ -543,7 +543,17 @@ impl Backend for Amqp {
             match self.pump(Some(deadline)) {
                 Ok(true) => {}
                 Ok(false) => {
-                    outcome = Err(Error::Timeout);
+                    // A broker that blocked the connection after reading a publish never
+                    // confirms it while the block lasts: say so rather than a bare timeout.
+                    outcome = Err(match self.conn.as_ref().and_then(|c| c.blocked.clone()) {
+                        Some(reason) => Error::connection(format!(
+                            "the broker has blocked publishers ({reason}); {} sent message(s) \
+                             not confirmed within {} s",
+                            self.unconfirmed.len(),
+                            CONFIRM_TIMEOUT.as_secs()
+                        )),
+                        None => Error::Timeout,
+                    });
                     break;
                 }
                 Err(e) => {
