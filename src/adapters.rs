@@ -122,6 +122,45 @@ pub const ADAPTERS: &[Adapter] = &[
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
     },
     Adapter {
+        name: "backend-kafka",
+        kind: AdapterKind::Backend,
+        schemes: &["kafka"],
+        summary: "Kafka: acks=all (idempotent) producer; consumer groups with commit after Ok, a failed record retried in its partition",
+        host_needs: "`-S inherit-network` (TCP to the brokers)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Names("topics"),
+        queue_group_ignored: None,
+        run_env: &[],
+        options: &[
+            BackendOption {
+                key: "client_id",
+                help: "the client id sent to the brokers (default msgplug)",
+            },
+            BackendOption {
+                key: "auto_offset_reset",
+                help: "where a group without a committed offset starts: `earliest` or `latest` (default latest)",
+            },
+            BackendOption {
+                key: "session_timeout_ms",
+                help: "the consumer group session timeout; a handler slower than it loses its partitions (default 10000)",
+            },
+            BackendOption {
+                key: "max_poll_records",
+                help: "the most fetched records held for delivery at once (default 500)",
+            },
+            BackendOption {
+                key: "retry_backoff_ms",
+                help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
+            },
+            BackendOption {
+                key: "compression",
+                help: "the codec of produced batches: only `none` (gzip, snappy, lz4, zstd batches are refused when read)",
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
+    },
+    Adapter {
         name: "backend-http",
         kind: AdapterKind::Backend,
         schemes: &["http", "https"],
@@ -205,6 +244,14 @@ pub const ADAPTERS: &[Adapter] = &[
 ];
 
 impl Adapter {
+    /// For backends that consume only in a group: why `--queue-group` is required.
+    pub fn queue_group_required(&self) -> Option<&'static str> {
+        QUEUE_GROUP_REQUIRED
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, why)| *why)
+    }
+
     /// The name without its `backend-`/`driver-` prefix: the backend family (`nats`) or
     /// the trigger (`run`).
     pub fn family(&self) -> &'static str {
@@ -214,7 +261,13 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "kafka", "redis"];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "redis"];
+
+/// Backends that consume only as a member of a group, with why `--queue-group` is needed.
+const QUEUE_GROUP_REQUIRED: &[(&str, &str)] = &[(
+    "backend-kafka",
+    "Kafka consumers read through a consumer group; `--queue-group` is its group id",
+)];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(

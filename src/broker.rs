@@ -107,6 +107,7 @@ pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, Br
     Some(match family {
         "local" => local(url),
         "nats" => nats(url),
+        "kafka" => kafka(url),
         "http" => http(url),
         "sqs" => sqs(url),
         "servicebus" => servicebus(url),
@@ -178,6 +179,44 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
         Some(_) => Vec::new(),
         None => vec![NATS_CREDENTIALS],
     })
+}
+
+/// `backend-kafka` (`config.rs`, `parse_url`): `kafka://HOST[:PORT][,HOST[:PORT]...]`.
+fn kafka(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "kafka",
+        url,
+        "expected `kafka://HOST[:PORT][,HOST[:PORT]...]`",
+    );
+    let rest = url
+        .strip_prefix("kafka://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(invalid("a path or query is not allowed"));
+    }
+    if rest.contains('@') {
+        return Err(invalid(
+            "credentials in the URL are not supported (SASL is not implemented yet)",
+        ));
+    }
+    for server in rest.split(',') {
+        let host = match server.rsplit_once(':') {
+            Some((host, port))
+                if !host.ends_with(':') && (!host.starts_with('[') || host.ends_with(']')) =>
+            {
+                if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                    return Err(invalid(&format!("bad port `{port}`")));
+                }
+                host
+            }
+            _ => server,
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(invalid("no host"));
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Whether the `%XX` escapes in `text` decode to UTF-8 (as `percent_decode_str` reads them).
@@ -396,7 +435,7 @@ mod tests {
     /// adapter tests supply those; compose names them).
     #[test]
     fn compose_accepts_what_the_backends_accept() {
-        for family in ["local", "nats", "http", "sqs", "servicebus"] {
+        for family in ["local", "nats", "kafka", "http", "sqs", "servicebus"] {
             assert_agrees_with_broker_url_cases(family, &[], |url, env| {
                 let broker = parse_broker(url).map_err(|e| e.to_string())?;
                 assert_eq!(

@@ -13,48 +13,27 @@
 //! by a round trip through the server. Every wait is bounded and fails the test when it
 //! runs out; every process is killed when its guard drops, so a failing test leaves none.
 
+#[path = "support/app.rs"]
+mod app;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
+use app::{run, unique, within, App, LIMIT};
 use support::compose;
 
 /// The shared server of the ordinary tests.
 const SHARED: &str = "nats://127.0.0.1:4222";
-
-/// How long any single wait may take before the test fails.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// Awaits `future`, failing the test with `what` if it takes longer than [`LIMIT`].
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within {LIMIT:?}"))
-}
-
-/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`. Valid as a
-/// subject token and as a stream name.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
-}
 
 /// Connects a native client, failing with advice when no server listens at `url`.
 async fn connect(url: &str) -> Client {
@@ -107,114 +86,6 @@ fn content_type(message: &Message) -> Option<&str> {
 /// The payload as text.
 fn data(message: &Message) -> &str {
     std::str::from_utf8(&message.payload).expect("UTF-8 payload")
-}
-
-/// A composed component running on `wasmtime run -S inherit-network`, killed when dropped.
-struct App {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stderr: Vec<String>,
-}
-
-impl App {
-    /// Starts `component` with `--env` pairs, stdin closed and stderr read line by line.
-    fn start(component: &Path, env: &[(&str, &str)]) -> App {
-        App::start_with(&["-S", "inherit-network"], component, env)
-    }
-
-    /// Like [`App::start`], with `flags` (such as `-S inherit-network`) after `wasmtime run`.
-    fn start_with(flags: &[&str], component: &Path, env: &[(&str, &str)]) -> App {
-        let mut command = support::wasmtime();
-        command.arg("run").args(flags);
-        for (key, value) in env {
-            command.arg("--env").arg(format!("{key}={value}"));
-        }
-        command
-            .arg(component)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = Command::from(command)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn wasmtime");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        App {
-            child,
-            lines,
-            stderr: Vec::new(),
-        }
-    }
-
-    /// Starts `component` and waits until it logs `subscribed to`.
-    async fn subscribed(component: &Path, env: &[(&str, &str)]) -> App {
-        let mut app = App::start(component, env);
-        app.wait_for("subscribed to", 1).await;
-        app
-    }
-
-    /// Waits until `count` stderr lines (counted since the start) contain `needle`.
-    async fn wait_for(&mut self, needle: &str, count: usize) {
-        let seen = |stderr: &[String]| stderr.iter().filter(|l| l.contains(needle)).count();
-        let found = tokio::time::timeout(LIMIT, async {
-            while seen(&self.stderr) < count {
-                match self.lines.recv().await {
-                    Some(line) => self.stderr.push(line),
-                    None => return false,
-                }
-            }
-            true
-        })
-        .await;
-        match found {
-            Ok(true) => {}
-            Ok(false) => panic!(
-                "the app exited before logging `{needle}` {count} time(s); stderr:\n{}",
-                self.stderr.join("\n")
-            ),
-            Err(_) => panic!(
-                "the app did not log `{needle}` {count} time(s) within {LIMIT:?}; stderr:\n{}",
-                self.stderr_so_far()
-            ),
-        }
-    }
-
-    /// Every stderr line read so far, for failure messages.
-    fn stderr_so_far(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.stderr.push(line);
-        }
-        self.stderr.join("\n")
-    }
-
-    /// Waits (at most `limit`) for the app to exit; returns its status and whole stderr.
-    async fn finish_within(mut self, limit: Duration) -> (ExitStatus, String) {
-        let status = match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.expect("wait for wasmtime"),
-            Err(_) => panic!(
-                "the app ran longer than {limit:?}; stderr:\n{}",
-                self.stderr_so_far()
-            ),
-        };
-        while let Some(line) = within("end of stderr", self.lines.recv()).await {
-            self.stderr.push(line);
-        }
-        (status, self.stderr.join("\n"))
-    }
-}
-
-/// Runs `component` to its end (at most [`LIMIT`]); returns its status and stderr.
-async fn run(component: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
-    App::start(component, env).finish_within(LIMIT).await
 }
 
 /// The lines of `stderr` that the example app wrote (`reply: ...`, `requester: ...`),

@@ -122,6 +122,17 @@ pub enum CheckError {
         /// What its names name.
         names: &'static str,
     },
+    /// The backend consumes only in a group, and `--queue-group` is missing.
+    #[error(
+        "the `{backend}` backend needs `--queue-group GROUP-ID` to consume with the `run` \
+         trigger: {why}"
+    )]
+    QueueGroupRequired {
+        /// The backend's name.
+        backend: &'static str,
+        /// Why.
+        why: &'static str,
+    },
     /// An option no part of the composition understands.
     #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
     UnknownOption {
@@ -160,6 +171,14 @@ pub fn check_subscriptions(
                 });
             }
         }
+    }
+    if let (None, Some(Driver::Run), Some(why)) =
+        (&options.queue_group, driver, backend.queue_group_required())
+    {
+        return Err(CheckError::QueueGroupRequired {
+            backend: backend.name,
+            why,
+        });
     }
     if let (Some(_), Some(why)) = (&options.queue_group, backend.queue_group_ignored) {
         warnings.push(Warning::QueueGroupIgnored {
@@ -310,6 +329,22 @@ mod tests {
                 why: by("backend-sqs").queue_group_ignored.unwrap()
             }],
             "without a driver, SubscriptionsUnused says it already"
+        );
+        let kafka = options(&["orders"], None);
+        let err = check_subscriptions(&kafka, by("backend-kafka"), run).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CheckError::QueueGroupRequired {
+                    backend: "backend-kafka",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            check_subscriptions(&kafka, by("backend-kafka"), None).unwrap(),
+            []
         );
     }
 }

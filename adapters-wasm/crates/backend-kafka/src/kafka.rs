@@ -473,19 +473,11 @@ impl Kafka {
         let session = self.config.session_timeout_ms;
         let rebalance = session.max(10_000);
         let timeout = Duration::from_millis(rebalance as u64) + REQUEST_TIMEOUT;
-        let body = protocol::encode_join_group(
-            &group,
-            session,
-            rebalance,
-            &self.member_id,
-            &self.config.topics,
-        );
-        let joined = protocol::decode_join_group(&self.to_coordinator(
-            protocol::JOIN_GROUP,
-            &body,
-            timeout,
-        )?)
-        .map_err(malformed)?;
+        let mut joined = self.join_group(&group, session, rebalance, timeout)?;
+        if joined.error == code::MEMBER_ID_REQUIRED {
+            self.member_id = joined.member_id.clone();
+            joined = self.join_group(&group, session, rebalance, timeout)?;
+        }
         match joined.error {
             0 => {}
             code::UNKNOWN_MEMBER_ID => {
@@ -556,6 +548,25 @@ impl Kafka {
             );
         }
         Ok(())
+    }
+
+    /// Sends one `JoinGroup` with the member id known so far.
+    fn join_group(
+        &mut self,
+        group: &str,
+        session: i32,
+        rebalance: i32,
+        timeout: Duration,
+    ) -> Result<protocol::Joined, Error> {
+        let body = protocol::encode_join_group(
+            group,
+            session,
+            rebalance,
+            &self.member_id,
+            &self.config.topics,
+        );
+        let answer = self.to_coordinator(protocol::JOIN_GROUP, &body, timeout)?;
+        protocol::decode_join_group(&answer).map_err(malformed)
     }
 
     /// The leader's part: every member's partitions by the range assignor.

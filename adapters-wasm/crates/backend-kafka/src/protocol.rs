@@ -147,6 +147,9 @@ pub mod code {
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     /// The batch was written before (idempotent retry).
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+    /// The coordinator handed out a member id to join with (some brokers ask even
+    /// before `JoinGroup` v4).
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
     /// The topic was created a moment ago and is not usable yet.
     pub const NOT_CONTROLLER: i16 = 41;
 
@@ -179,6 +182,7 @@ pub mod code {
             35 => "UNSUPPORTED_VERSION",
             NOT_CONTROLLER => "NOT_CONTROLLER",
             DUPLICATE_SEQUENCE_NUMBER => "DUPLICATE_SEQUENCE_NUMBER",
+            MEMBER_ID_REQUIRED => "MEMBER_ID_REQUIRED",
             45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
             _ => "an error",
         }
