@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 /// A topic partition.
 pub type Partition = (String, i32);
 
+/// A member's assignment: per topic, its partitions.
+pub type Assignment = Vec<(String, Vec<i32>)>;
+
 /// The range assignor (Kafka's `RangeAssignor`): per topic, the members subscribed to it,
 /// sorted by id, each take a contiguous range of its partitions; the first
 /// `partitions % members` take one more. Returns each member's assignment, in the order
@@ -13,7 +16,7 @@ pub type Partition = (String, i32);
 pub fn assign_range(
     members: &[(String, Vec<String>)],
     partitions_of: impl Fn(&str) -> usize,
-) -> Vec<(String, Vec<(String, Vec<i32>)>)> {
+) -> Vec<(String, Assignment)> {
     let mut out: Vec<(String, BTreeMap<String, Vec<i32>>)> = members
         .iter()
         .map(|(id, _)| (id.clone(), BTreeMap::new()))

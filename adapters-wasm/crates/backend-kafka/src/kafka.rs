@@ -452,7 +452,7 @@ impl Kafka {
     }
 
     /// Sends a request to the coordinator; a coordinator error makes it be found again.
-    fn to_coordinator(
+    fn ask_coordinator(
         &mut self,
         api: Api,
         body: &[u8],
@@ -500,7 +500,7 @@ impl Kafka {
         };
         let body =
             protocol::encode_sync_group(&group, joined.generation, &joined.member_id, &assignments);
-        let (error, assignment) = protocol::decode_sync_group(&self.to_coordinator(
+        let (error, assignment) = protocol::decode_sync_group(&self.ask_coordinator(
             protocol::SYNC_GROUP,
             &body,
             timeout,
@@ -565,7 +565,7 @@ impl Kafka {
             &self.member_id,
             &self.config.topics,
         );
-        let answer = self.to_coordinator(protocol::JOIN_GROUP, &body, timeout)?;
+        let answer = self.ask_coordinator(protocol::JOIN_GROUP, &body, timeout)?;
         protocol::decode_join_group(&answer).map_err(malformed)
     }
 
@@ -607,7 +607,7 @@ impl Kafka {
         if assigned.is_empty() {
             return Ok(Vec::new());
         }
-        let body = self.to_coordinator(
+        let body = self.ask_coordinator(
             protocol::OFFSET_FETCH,
             &protocol::encode_offset_fetch(group, assigned),
             REQUEST_TIMEOUT,
@@ -667,7 +667,7 @@ impl Kafka {
             return Ok(());
         }
         let body = protocol::encode_heartbeat(&self.group()?, member.generation, &member.id);
-        let error = protocol::decode_error_only(&self.to_coordinator(
+        let error = protocol::decode_error_only(&self.ask_coordinator(
             protocol::HEARTBEAT,
             &body,
             REQUEST_TIMEOUT,
@@ -702,7 +702,7 @@ impl Kafka {
         let body =
             protocol::encode_offset_commit(&self.group()?, member.generation, &member.id, &commits);
         let result = self
-            .to_coordinator(protocol::OFFSET_COMMIT, &body, REQUEST_TIMEOUT)
+            .ask_coordinator(protocol::OFFSET_COMMIT, &body, REQUEST_TIMEOUT)
             .and_then(|b| protocol::decode_offset_commit(&b).map_err(malformed));
         self.last_commit = Instant::now();
         match result {
@@ -823,14 +823,14 @@ impl Kafka {
                     }
                 }
                 let from = self.positions[at].1;
-                let decoded = records::decode_batches(f.records, from, decompress)
-                    .map_err(|e| Error::other(format!("{}/{}: {e}", partition.0, partition.1)));
-                let decoded = match decoded {
-                    Ok(d) => d,
-                    Err(e) => {
-                        return Err(e);
-                    }
-                };
+                let mut decoded = records::decode_batches(f.records, from, decompress)
+                    .map_err(|e| Error::other(format!("{}/{}: {e}", partition.0, partition.1)))?;
+                decoded.truncate(
+                    self.config
+                        .max_poll_records
+                        .saturating_sub(self.buffered.len())
+                        .max(1),
+                );
                 if let Some(last) = decoded.last() {
                     self.positions[at].1 = last.offset + 1;
                 }
@@ -993,7 +993,7 @@ impl Drop for Kafka {
         }
         if let (Some(member), Ok(group)) = (self.member.take(), self.group()) {
             let body = protocol::encode_leave_group(&group, &member.id);
-            if let Err(e) = self.to_coordinator(protocol::LEAVE_GROUP, &body, REQUEST_TIMEOUT) {
+            if let Err(e) = self.ask_coordinator(protocol::LEAVE_GROUP, &body, REQUEST_TIMEOUT) {
                 log(Self::NAME, &format!("leaving the group: {e}"));
             }
         }

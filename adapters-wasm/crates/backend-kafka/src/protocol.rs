@@ -943,4 +943,138 @@ mod tests {
             decode_all(&body);
         }
     }
+
+    #[test]
+    fn the_required_apis_are_distinct_and_non_flexible() {
+        let mut keys: Vec<i16> = REQUIRED.iter().map(|a| a.key).collect();
+        keys.extend([API_VERSIONS.key, INIT_PRODUCER_ID.key]);
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), REQUIRED.len() + 2);
+        // The last non-flexible version of each (the header and encodings here are the
+        // pre-KIP-482 ones).
+        for (api, last_plain) in [
+            (PRODUCE, 8),
+            (FETCH, 11),
+            (LIST_OFFSETS, 5),
+            (METADATA, 8),
+            (OFFSET_COMMIT, 7),
+            (OFFSET_FETCH, 5),
+            (FIND_COORDINATOR, 2),
+            (JOIN_GROUP, 5),
+            (HEARTBEAT, 3),
+            (LEAVE_GROUP, 3),
+            (SYNC_GROUP, 3),
+            (API_VERSIONS, 2),
+            (INIT_PRODUCER_ID, 1),
+        ] {
+            assert!(api.version <= last_plain, "{}", api.name);
+        }
+    }
+
+    #[test]
+    fn requests_encode_their_fields_in_order() {
+        let mut r;
+        let metadata = encode_metadata(&["t".into()]);
+        assert_eq!(metadata, [0, 0, 0, 1, 0, 1, b't', 1]);
+        let init = encode_init_producer_id();
+        assert_eq!(init, [0xff, 0xff, 0, 0, 0xea, 0x60]);
+        let produce = encode_produce(
+            &[
+                PartitionBatch {
+                    topic: "t".into(),
+                    partition: 1,
+                    batch: vec![7],
+                },
+                PartitionBatch {
+                    topic: "t".into(),
+                    partition: 2,
+                    batch: vec![8],
+                },
+            ],
+            500,
+        );
+        r = Reader::new(&produce);
+        assert_eq!(r.nstr("txn").unwrap(), None);
+        assert_eq!(r.i16("acks").unwrap(), -1, "acks=all");
+        assert_eq!(r.i32("timeout").unwrap(), 500);
+        let parts = r
+            .array("topics", |r| {
+                r.str("topic")?;
+                r.array("partitions", |r| {
+                    Ok((r.i32("p")?, r.bytes("b")?.unwrap().to_vec()))
+                })
+            })
+            .unwrap();
+        assert_eq!(parts, [vec![(1, vec![7]), (2, vec![8])]]);
+        let fetch = encode_fetch(
+            &[FetchPosition {
+                topic: "t".into(),
+                partition: 0,
+                offset: 9,
+            }],
+            100,
+            1000,
+        );
+        r = Reader::new(&fetch);
+        assert_eq!(r.i32("replica").unwrap(), -1);
+        assert_eq!(r.i32("wait").unwrap(), 100);
+        r.take(4 + 4 + 1 + 4, "min, max, isolation, count").unwrap();
+        assert_eq!(r.str("topic").unwrap(), "t");
+        r.take(4 + 4, "count, partition").unwrap();
+        assert_eq!(r.i64("offset").unwrap(), 9);
+        let list = encode_list_offsets(&[("t".into(), 2)], -2);
+        assert_eq!(
+            &list[list.len() - 12..],
+            [0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]
+        );
+        assert_eq!(encode_find_coordinator("g"), [0, 1, b'g', 0]);
+        let sync = encode_sync_group("g", 3, "m", &[("m".into(), vec![1])]);
+        assert_eq!(
+            sync,
+            [0, 1, b'g', 0, 0, 0, 3, 0, 1, b'm', 0, 0, 0, 1, 0, 1, b'm', 0, 0, 0, 1, 1]
+        );
+        assert_eq!(
+            encode_heartbeat("g", 3, "m"),
+            [0, 1, b'g', 0, 0, 0, 3, 0, 1, b'm']
+        );
+        assert_eq!(encode_leave_group("g", "m"), [0, 1, b'g', 0, 1, b'm']);
+        assert_eq!(
+            encode_offset_fetch("g", &[("t".into(), 0), ("t".into(), 1)]),
+            [0, 1, b'g', 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn error_codes_are_named_and_classified() {
+        for c in [
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            code::LEADER_NOT_AVAILABLE,
+            code::NOT_LEADER_OR_FOLLOWER,
+            code::REQUEST_TIMED_OUT,
+            code::COORDINATOR_LOAD_IN_PROGRESS,
+            code::COORDINATOR_NOT_AVAILABLE,
+            code::NOT_COORDINATOR,
+            code::NOT_ENOUGH_REPLICAS,
+            code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            code::NOT_CONTROLLER,
+        ] {
+            assert!(code::is_retriable(c), "{}", code::name(c));
+        }
+        for c in [
+            code::OFFSET_OUT_OF_RANGE,
+            code::MESSAGE_TOO_LARGE,
+            code::RECORD_LIST_TOO_LARGE,
+            code::ILLEGAL_GENERATION,
+            code::UNKNOWN_MEMBER_ID,
+            code::REBALANCE_IN_PROGRESS,
+            code::DUPLICATE_SEQUENCE_NUMBER,
+            code::MEMBER_ID_REQUIRED,
+        ] {
+            assert!(!code::is_retriable(c), "{}", code::name(c));
+            assert_ne!(code::name(c), "an error");
+        }
+        assert!(code::is_denied(29) && !code::is_denied(0));
+        assert_eq!(code::name(999), "an error");
+    }
 }
