@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::Error;
 
-use crate::io_error;
+use common::io_error;
 use crate::protocol::{self, Api};
 
 /// How long a blocked write may take before the connection counts as dead.

@@ -21,7 +21,6 @@ mod config;
 mod conn;
 mod group;
 mod headers;
-mod io_error;
 #[cfg(not(test))]
 mod kafka;
 mod protocol;

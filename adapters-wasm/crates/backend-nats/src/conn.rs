@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Auth, Config};
-use crate::io_error;
 use crate::protocol::{self, Msg, Parser, ServerOp};
+use common::io_error;
 
 /// How long the `INFO` / `CONNECT` / `PONG` handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

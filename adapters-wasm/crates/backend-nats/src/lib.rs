@@ -4,8 +4,7 @@
 //! itself: [`protocol`] is a sans-IO codec of the client protocol, [`headers`] carries a
 //! message's content type and metadata as NATS headers, [`config`] reads the settings,
 //! [`jetstream`] makes the JetStream API bodies and takes the decisions on the answers
-//! (stream and consumer set-up, pulls, publish acknowledgements), and [`io_error`] words
-//! I/O errors — all plain Rust, unit-tested with `cargo test`. The thin I/O layer
+//! (stream and consumer set-up, pulls, publish acknowledgements) — all plain Rust, unit-tested with `cargo test`. The thin I/O layer
 //! (`conn`: a blocking driver over `std::net::TcpStream`; `nats`: the
 //! [`common::Backend`]) is left out of test builds.
 //!
@@ -17,7 +16,6 @@ mod config;
 #[cfg(not(test))]
 mod conn;
 mod headers;
-mod io_error;
 mod jetstream;
 #[cfg(not(test))]
 mod nats;

@@ -21,6 +21,7 @@
 mod backend;
 mod backoff;
 mod deliveries;
+pub mod io_error;
 mod message;
 mod settings;
 mod subject;

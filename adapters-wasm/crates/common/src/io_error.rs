@@ -1,4 +1,4 @@
-//! I/O errors as text for error messages.
+//! I/O errors as text for error messages (the socket-based backends).
 
 use std::io::Error;
 
