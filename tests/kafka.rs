@@ -169,6 +169,36 @@ fn compose_transform(dir: &Path, address: &str, topic: &str, group: &str) -> Pat
     )
 }
 
+/// A transform pipeline: topics `TOPIC` and `TOPIC.upper` (3 partitions each) on the
+/// broker at `address`, and the `transform` example composed to consume `TOPIC` in a group
+/// of its own.
+struct Pipeline {
+    _dir: tempfile::TempDir,
+    kafka: Client,
+    topic: String,
+    out: String,
+    component: PathBuf,
+}
+
+impl Pipeline {
+    async fn new(address: &str, prefix: &str) -> Pipeline {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kafka = client(address).await;
+        let topic = unique(prefix);
+        let out = format!("{topic}.upper");
+        create_topic(&kafka, &topic, 3).await;
+        create_topic(&kafka, &out, 3).await;
+        let component = compose_transform(dir.path(), address, &topic, &unique("g"));
+        Pipeline {
+            _dir: dir,
+            kafka,
+            topic,
+            out,
+            component,
+        }
+    }
+}
+
 /// Values read, counted: how many distinct ones and how many extra copies.
 fn distinct_and_duplicates(read: &[Read]) -> (usize, usize) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -227,14 +257,14 @@ async fn a_send_outside_a_handler_waits_for_acks_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_member_handles_records_and_keeps_keys_headers_and_order() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kafka = client(SHARED).await;
-    let topic = unique("in");
-    let out = format!("{topic}.upper");
-    create_topic(&kafka, &topic, 3).await;
-    create_topic(&kafka, &out, 3).await;
-    let component = compose_transform(dir.path(), SHARED, &topic, &unique("g"));
-    let _app = App::subscribed(&component, &[]).await;
+    let Pipeline {
+        kafka,
+        topic,
+        out,
+        component,
+        ..
+    } = &Pipeline::new(SHARED, "in").await;
+    let _app = App::subscribed(component, &[]).await;
     for p in 0..3 {
         let records = (0..10)
             .map(|i| {
@@ -244,12 +274,9 @@ async fn a_group_member_handles_records_and_keeps_keys_headers_and_order() {
                 )
             })
             .collect();
-        produce(&kafka, &topic, p, records).await;
+        produce(kafka, topic, p, records).await;
     }
-    let read = read_until(&kafka, &out, 3, LIMIT, |r| {
-        distinct_and_duplicates(r).0 >= 30
-    })
-    .await;
+    let read = read_until(kafka, out, 3, LIMIT, |r| distinct_and_duplicates(r).0 >= 30).await;
     assert_eq!(distinct_and_duplicates(&read), (30, 0), "{read:?}");
     for r in &read {
         assert!(
@@ -275,18 +302,17 @@ async fn a_group_member_handles_records_and_keeps_keys_headers_and_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_share_3000_records_and_a_fourth_joins_midway() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kafka = client(SHARED).await;
-    let topic = unique("share");
-    let out = format!("{topic}.upper");
-    create_topic(&kafka, &topic, 3).await;
-    create_topic(&kafka, &out, 3).await;
-    let group = unique("g");
-    let component = compose_transform(dir.path(), SHARED, &topic, &group);
+    let Pipeline {
+        kafka,
+        topic,
+        out,
+        component,
+        ..
+    } = &Pipeline::new(SHARED, "share").await;
     let mut apps = Vec::new();
     for n in 0..3 {
         let name = format!("member{n}");
-        apps.push(App::subscribed(&component, &[("TRANSFORMED_BY", &name)]).await);
+        apps.push(App::subscribed(component, &[("TRANSFORMED_BY", &name)]).await);
     }
     // 30 keys, 100 records each, keys spread over the 3 partitions; produced in two halves
     // with a fourth member joining in between.
@@ -307,9 +333,9 @@ async fn three_members_share_3000_records_and_a_fourth_joins_midway() {
         }
     };
     produce_half(0).await;
-    apps.push(App::subscribed(&component, &[("TRANSFORMED_BY", "member3")]).await);
+    apps.push(App::subscribed(component, &[("TRANSFORMED_BY", "member3")]).await);
     produce_half(1).await;
-    let read = read_until(&kafka, &out, 3, Duration::from_secs(120), |r| {
+    let read = read_until(kafka, out, 3, Duration::from_secs(120), |r| {
         distinct_and_duplicates(r).0 >= 3000
     })
     .await;
@@ -331,22 +357,22 @@ async fn three_members_share_3000_records_and_a_fourth_joins_midway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_record_is_retried_while_other_partitions_go_on() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kafka = client(SHARED).await;
-    let topic = unique("retry");
-    let out = format!("{topic}.upper");
-    create_topic(&kafka, &topic, 3).await;
-    create_topic(&kafka, &out, 3).await;
-    let component = compose_transform(dir.path(), SHARED, &topic, &unique("g"));
-    let mut app = App::subscribed(&component, &[]).await;
+    let Pipeline {
+        kafka,
+        topic,
+        out,
+        component,
+        ..
+    } = &Pipeline::new(SHARED, "retry").await;
+    let mut app = App::subscribed(component, &[]).await;
     // The transform example fails on a payload that is not UTF-8.
     let mut first = vec![record("bad", &[0xff, 0xfe])];
     first.extend((1..4).map(|i| record("a", format!("p0-{i}").as_bytes())));
-    produce(&kafka, &topic, 0, first).await;
+    produce(kafka, topic, 0, first).await;
     for p in 1..3 {
         produce(
-            &kafka,
-            &topic,
+            kafka,
+            topic,
             p,
             (0..4)
                 .map(|i| record("b", format!("p{p}-{i}").as_bytes()))
@@ -356,7 +382,7 @@ async fn a_failing_record_is_retried_while_other_partitions_go_on() {
     }
     let failure = format!("the handler failed {topic}/0 offset 0");
     app.wait_for(&failure, 3).await;
-    let read = read_until(&kafka, &out, 3, Duration::from_secs(3), |r| r.len() >= 8).await;
+    let read = read_until(kafka, out, 3, Duration::from_secs(3), |r| r.len() >= 8).await;
     let mut values: Vec<&str> = read.iter().map(|r| r.value.as_str()).collect();
     values.sort();
     assert_eq!(
@@ -548,31 +574,31 @@ impl DurableBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_midstream_loses_nothing_accepted() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let mut broker = DurableBroker::start().await;
     let address = broker.address();
-    let kafka = client(&address).await;
-    let topic = unique("restart");
-    let out = format!("{topic}.upper");
-    create_topic(&kafka, &topic, 3).await;
-    create_topic(&kafka, &out, 3).await;
-    let component = compose_transform(dir.path(), &address, &topic, &unique("g"));
-    let mut app = App::subscribed(&component, &[]).await;
+    let Pipeline {
+        kafka,
+        topic,
+        out,
+        component,
+        ..
+    } = &Pipeline::new(&address, "restart").await;
+    let mut app = App::subscribed(component, &[]).await;
     let batch = |from: usize| {
         (from..from + 100)
             .map(|i| record(&format!("k{}", i % 7), format!("r-{i:05}").as_bytes()))
             .collect::<Vec<_>>()
     };
-    produce(&kafka, &topic, 0, batch(0)).await;
-    produce(&kafka, &topic, 1, batch(100)).await;
+    produce(kafka, topic, 0, batch(0)).await;
+    produce(kafka, topic, 1, batch(100)).await;
     // Some output is written, then the broker dies mid-stream and comes back. (With S3
     // storage every produce is an object of its own, so 200 records take the app seconds.)
-    let early = read_until(&kafka, &out, 3, LIMIT, |r| !r.is_empty()).await;
+    let early = read_until(kafka, out, 3, LIMIT, |r| !r.is_empty()).await;
     assert!(!early.is_empty());
     broker.restart().await;
     let kafka = client(&address).await;
-    produce(&kafka, &topic, 2, batch(200)).await;
-    let read = read_until(&kafka, &out, 3, Duration::from_secs(90), |r| {
+    produce(&kafka, topic, 2, batch(200)).await;
+    let read = read_until(&kafka, out, 3, Duration::from_secs(90), |r| {
         distinct_and_duplicates(r).0 >= 300
     })
     .await;
