@@ -275,7 +275,7 @@ pub fn check_versions(ranges: &[VersionRange], apis: &[Api]) -> Result<(), Strin
             Some(r) if (r.min..=r.max).contains(&api.version) => {}
             Some(r) => {
                 return Err(format!(
-                    "the broker speaks {} v{}-v{}, this adapter needs v{} (Kafka 0.11 to 3.x protocol); the broker is too {}",
+                    "the broker speaks {} v{}-v{}, this adapter needs v{} (the Kafka 0.11+ protocol); the broker is too {}",
                     api.name,
                     r.min,
                     r.max,
