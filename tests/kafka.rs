@@ -85,10 +85,22 @@ fn record(key: &str, value: &[u8]) -> Record {
     }
 }
 
-/// Produces `records` to `topic` / `partition` (acks=all).
+/// Produces `records` to `topic` / `partition` (acks=all), uncompressed.
 async fn produce(client: &Client, topic: &str, part: i32, records: Vec<Record>) {
+    produce_with(client, topic, part, records, Compression::NoCompression).await;
+}
+
+/// Produces `records` to `topic` / `partition` (acks=all) as one batch compressed with
+/// `compression`.
+async fn produce_with(
+    client: &Client,
+    topic: &str,
+    part: i32,
+    records: Vec<Record>,
+    compression: Compression,
+) {
     let pc = partition(client, topic, part).await;
-    within("produce", pc.produce(records, Compression::NoCompression))
+    within("produce", pc.produce(records, compression))
         .await
         .unwrap_or_else(|e| panic!("produce to {topic}/{part}: {e}"));
 }
@@ -393,6 +405,46 @@ async fn a_failing_record_is_retried_while_other_partitions_go_on() {
     assert!(
         app.stderr_so_far().contains("retrying it in"),
         "the retry is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_batches_are_read() {
+    let Pipeline {
+        kafka,
+        topic,
+        out,
+        component,
+        ..
+    } = &Pipeline::new(SHARED, "gzip").await;
+    let _app = App::subscribed(component, &[]).await;
+    let records = (0..20)
+        .map(|i| record("z", format!("gz-{i:02}").as_bytes()))
+        .collect();
+    produce_with(kafka, topic, 1, records, Compression::Gzip).await;
+    let read = read_until(kafka, out, 3, LIMIT, |r| r.len() >= 20).await;
+    assert_eq!(distinct_and_duplicates(&read), (20, 0), "{read:?}");
+    assert_keyed_order(&read);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codec_the_adapter_lacks_is_named() {
+    let Pipeline {
+        kafka,
+        topic,
+        component,
+        ..
+    } = &Pipeline::new(SHARED, "snappy").await;
+    let app = App::subscribed(component, &[]).await;
+    let records = (0..5)
+        .map(|i| record("s", format!("s-{i}").as_bytes()))
+        .collect();
+    produce_with(kafka, topic, 0, records, Compression::Snappy).await;
+    let (status, stderr) = app.finish_within(LIMIT).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("compressed with snappy (codec 2), which this adapter cannot decompress"),
+        "{stderr}"
     );
 }
 

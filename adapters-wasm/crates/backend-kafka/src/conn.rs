@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::Error;
 
-use common::io_error;
 use crate::protocol::{self, Api};
+use common::io_error;
 
 /// How long a blocked write may take before the connection counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,6 +9,7 @@ use common::{
     Settings,
 };
 
+use crate::compression;
 use crate::config::{check_topic, Config, OffsetReset};
 use crate::conn::Conn;
 use crate::group::{assign_range, Partition, Progress};
@@ -823,7 +824,7 @@ impl Kafka {
                     }
                 }
                 let from = self.positions[at].1;
-                let mut decoded = records::decode_batches(f.records, from, decompress)
+                let mut decoded = records::decode_batches(f.records, from, compression::decompress)
                     .map_err(|e| Error::other(format!("{}/{}: {e}", partition.0, partition.1)))?;
                 decoded.truncate(
                     self.config
@@ -840,18 +841,6 @@ impl Kafka {
         }
         Ok(())
     }
-}
-
-/// Decompresses a record batch's records: every codec is named, none is built in yet.
-fn decompress(codec: i16, _data: &[u8]) -> Result<Vec<u8>, String> {
-    let name = match codec {
-        1 => "gzip",
-        2 => "snappy",
-        3 => "lz4",
-        4 => "zstd",
-        _ => "an unknown codec",
-    };
-    Err(format!("the record batch is compressed with {name} ({codec}), which this adapter cannot decompress yet; produce uncompressed batches"))
 }
 
 impl Backend for Kafka {

@@ -16,6 +16,7 @@
 //! highest contiguous handled offset per partition; a failed record rewinds its
 //! partition and is retried after a backoff, which holds back that partition only.
 
+mod compression;
 mod config;
 #[cfg(not(test))]
 mod conn;
