@@ -155,7 +155,7 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             BackendOption {
                 key: "compression",
-                help: "the codec of produced batches: only `none` (gzip, snappy, lz4, zstd batches are refused when read)",
+                help: "the codec of produced batches: only `none` (uncompressed and gzip batches are read; snappy, lz4 and zstd are refused)",
             },
         ],
         bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),

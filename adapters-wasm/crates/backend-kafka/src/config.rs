@@ -81,7 +81,7 @@ impl Config {
             None | Some("none") => {}
             Some(other) => {
                 return Err(Error::other(format!(
-                    "--option compression={other}: this adapter produces uncompressed batches only (`none`); it reads gzip, snappy, lz4 and zstd batches"
+                    "--option compression={other}: this adapter produces uncompressed batches only (`none`); it reads uncompressed and gzip batches"
                 )))
             }
         }
