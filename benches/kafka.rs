@@ -134,21 +134,15 @@ async fn bench(address: &str, n: usize) {
     let mut offsets = vec![0i64; ins.len()];
     let mut done = 0;
     while done < n && start.elapsed() < PHASE_LIMIT {
-        for (p, pc) in ins.iter().enumerate() {
-            let (records, _) = pc
-                .fetch_records(offsets[p], 1..1_000_000, 100)
+        for (p, value, _) in fetch_round(&ins, &mut offsets).await {
+            outs[p]
+                .produce(
+                    vec![record(value.to_uppercase())],
+                    Compression::NoCompression,
+                )
                 .await
-                .expect("fetch");
-            for r in records {
-                offsets[p] = r.offset + 1;
-                let text = String::from_utf8_lossy(r.record.value.as_deref().unwrap_or_default())
-                    .to_uppercase();
-                outs[p]
-                    .produce(vec![record(text)], Compression::NoCompression)
-                    .await
-                    .expect("produce");
-                done += 1;
-            }
+                .expect("produce");
+            done += 1;
         }
     }
     let native_pipe = Rate {
@@ -234,6 +228,24 @@ async fn fill(client: &Client, topic: &str, n: usize) {
     }
 }
 
+/// Fetches once from each partition at `offsets` (moving them on): each record's
+/// partition index, value (as text) and timestamp (ms).
+async fn fetch_round(pcs: &[PartitionClient], offsets: &mut [i64]) -> Vec<(usize, String, i64)> {
+    let mut out = Vec::new();
+    for (p, pc) in pcs.iter().enumerate() {
+        let (records, _) = pc
+            .fetch_records(offsets[p], 1..1_000_000, 100)
+            .await
+            .expect("fetch");
+        for r in records {
+            offsets[p] = r.offset + 1;
+            let value = String::from_utf8_lossy(r.record.value.as_deref().unwrap_or_default());
+            out.push((p, value.into_owned(), r.record.timestamp.timestamp_millis()));
+        }
+    }
+    out
+}
+
 /// Reads `topic` from the start until `n` distinct values are there or the limit passes;
 /// returns the distinct values with their timestamps.
 async fn read_all(client: &Client, topic: &str, n: usize) -> Vec<(String, i64)> {
@@ -243,18 +255,9 @@ async fn read_all(client: &Client, topic: &str, n: usize) -> Vec<(String, i64)> 
     let mut out = Vec::new();
     let start = Instant::now();
     while out.len() < n && start.elapsed() < PHASE_LIMIT {
-        for (p, pc) in pcs.iter().enumerate() {
-            let (records, _) = pc
-                .fetch_records(offsets[p], 1..1_000_000, 100)
-                .await
-                .expect("fetch");
-            for r in records {
-                offsets[p] = r.offset + 1;
-                let value = String::from_utf8_lossy(r.record.value.as_deref().unwrap_or_default())
-                    .into_owned();
-                if seen.insert(value.clone()) {
-                    out.push((value, r.record.timestamp.timestamp_millis()));
-                }
+        for (_, value, timestamp) in fetch_round(&pcs, &mut offsets).await {
+            if seen.insert(value.clone()) {
+                out.push((value, timestamp));
             }
         }
     }
