@@ -43,6 +43,9 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 /// The longest pause before a failed record is retried.
 const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What a fetch found: per partition, its records or its error code.
+type Fetched = Vec<(Partition, Result<Vec<Record>, i16>)>;
+
 /// The consumer group membership of this instance.
 struct Member {
     /// The generation it joined.
@@ -779,8 +782,52 @@ impl Kafka {
             std::thread::sleep(wait.min(Duration::from_millis(FETCH_WAIT_MS as u64)));
             return Ok(());
         }
+        for (partition, fetched) in self.fetch(ready)? {
+            let Some(at) = self.positions.iter().position(|(p, _)| *p == partition) else {
+                continue;
+            };
+            let mut decoded = match fetched {
+                Ok(decoded) => decoded,
+                Err(code::OFFSET_OUT_OF_RANGE) => {
+                    let offset = self.reset_offset(&partition)?;
+                    log(
+                        Self::NAME,
+                        &format!(
+                            "{}/{}: offset {} is out of range; continuing at {offset}",
+                            partition.0, partition.1, self.positions[at].1
+                        ),
+                    );
+                    self.positions[at].1 = offset;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(kafka_error(
+                        &format!("fetch from {}/{}", partition.0, partition.1),
+                        e,
+                    ))
+                }
+            };
+            decoded.truncate(
+                self.config
+                    .max_poll_records
+                    .saturating_sub(self.buffered.len())
+                    .max(1),
+            );
+            if let Some(last) = decoded.last() {
+                self.positions[at].1 = last.offset + 1;
+            }
+            self.buffered
+                .extend(decoded.into_iter().map(|r| (partition.clone(), r)));
+        }
+        Ok(())
+    }
+
+    /// Fetches from `positions` (one request per leader, waiting at most
+    /// [`FETCH_WAIT_MS`] in all): per partition, its records from the position on, or its
+    /// error code.
+    fn fetch(&mut self, positions: Vec<FetchPosition>) -> Result<Fetched, Error> {
         let mut by_leader: Vec<(String, Vec<FetchPosition>)> = Vec::new();
-        for position in ready {
+        for position in positions {
             let leader = self
                 .leaders_of(&position.topic)?
                 .get(position.partition as usize)
@@ -793,53 +840,29 @@ impl Kafka {
             }
         }
         let wait = by_leader.len().max(1) as i32;
+        let mut out = Vec::new();
         for (address, positions) in by_leader {
             let body = protocol::encode_fetch(&positions, FETCH_WAIT_MS / wait, FETCH_MAX_BYTES);
             let response = self.call(&address, protocol::FETCH, &body, REQUEST_TIMEOUT)?;
-            let fetched = protocol::decode_fetch(&response).map_err(malformed)?;
-            for f in fetched {
+            for f in protocol::decode_fetch(&response).map_err(malformed)? {
                 let partition = (f.topic.clone(), f.partition);
-                let Some(at) = self.positions.iter().position(|(p, _)| *p == partition) else {
+                let Some(from) = positions
+                    .iter()
+                    .find(|p| p.topic == f.topic && p.partition == f.partition)
+                    .map(|p| p.offset)
+                else {
                     continue;
                 };
-                match f.error {
-                    0 => {}
-                    code::OFFSET_OUT_OF_RANGE => {
-                        let offset = self.reset_offset(&partition)?;
-                        log(
-                            Self::NAME,
-                            &format!(
-                                "{}/{}: offset {} is out of range; continuing at {offset}",
-                                partition.0, partition.1, self.positions[at].1
-                            ),
-                        );
-                        self.positions[at].1 = offset;
-                        continue;
-                    }
-                    e => {
-                        return Err(kafka_error(
-                            &format!("fetch from {}/{}", partition.0, partition.1),
-                            e,
-                        ))
-                    }
+                if f.error != 0 {
+                    out.push((partition, Err(f.error)));
+                    continue;
                 }
-                let from = self.positions[at].1;
-                let mut decoded = records::decode_batches(f.records, from, compression::decompress)
+                let decoded = records::decode_batches(f.records, from, compression::decompress)
                     .map_err(|e| Error::other(format!("{}/{}: {e}", partition.0, partition.1)))?;
-                decoded.truncate(
-                    self.config
-                        .max_poll_records
-                        .saturating_sub(self.buffered.len())
-                        .max(1),
-                );
-                if let Some(last) = decoded.last() {
-                    self.positions[at].1 = last.offset + 1;
-                }
-                self.buffered
-                    .extend(decoded.into_iter().map(|r| (partition.clone(), r)));
+                out.push((partition, Ok(decoded)));
             }
         }
-        Ok(())
+        Ok(out)
     }
 }
 
