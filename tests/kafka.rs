@@ -364,7 +364,10 @@ async fn three_members_share_3000_records_and_a_fourth_joins_midway() {
     assert_keyed_order(&read);
     for (n, app) in apps.iter_mut().enumerate() {
         let stderr = app.stderr_so_far();
-        let joins: Vec<&str> = stderr.lines().filter(|l| l.contains("partitions")).collect();
+        let joins: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("partitions"))
+            .collect();
         println!("member{n}: {joins:#?}");
     }
 }
@@ -448,6 +451,58 @@ async fn a_codec_the_adapter_lacks_is_named() {
         stderr.contains("compressed with snappy (codec 2), which this adapter cannot decompress"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_over_a_reply_topic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kafka = client(SHARED).await;
+    let topic = unique("greet");
+    create_topic(&kafka, &topic, 3).await;
+    let broker = format!("kafka://{SHARED}");
+    let responder = support::compose(
+        dir.path(),
+        "responder",
+        &[
+            "--broker",
+            &broker,
+            "--subscribe",
+            &topic,
+            "--queue-group",
+            &unique("g"),
+            "--option",
+            "auto_offset_reset=earliest",
+            "--option",
+            &format!("session_timeout_ms={SESSION_TIMEOUT_MS}"),
+        ],
+    );
+    let _responder = App::subscribed(&responder, &[("REPLIES", "3")]).await;
+    let requester = support::compose(dir.path(), "requester", &["--broker", &broker]);
+    let (status, stderr) = run(&requester, &[("TOPIC", &topic), ("NAME", "kafka")]).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("reply: hello, kafka (").count(),
+        1,
+        "{stderr}"
+    );
+    // Several replies within a timeout, matched by correlation id.
+    let (status, stderr) = run(
+        &requester,
+        &[
+            ("TOPIC", &topic),
+            ("NAME", "x"),
+            ("TIMEOUT_MS", "5000"),
+            ("EXPECT", "3"),
+        ],
+    )
+    .await;
+    assert!(status.success(), "{stderr}");
+    for k in 1..=3 {
+        assert!(
+            stderr.contains(&format!("reply: hello, x ({k}/3)")),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

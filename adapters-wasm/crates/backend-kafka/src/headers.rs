@@ -1,7 +1,8 @@
 //! Messages as Kafka records and back.
 //!
 //! Sending: metadata `key` becomes the record key; the content type travels as header
-//! `content-type`, a reply address as `reply-to`, every other metadata pair as a header
+//! `content-type`, a reply address as `reply-to` (with `correlation-id` for a request and
+//! its replies), every other metadata pair as a header
 //! of the same name (the `kafka-*` pairs a received message carries are left out).
 //! Receiving: the reverse, plus `kafka-partition`, `kafka-offset` and `kafka-timestamp`
 //! (milliseconds since the Unix epoch) describing the record. A key or header value that
@@ -17,6 +18,8 @@ pub const KEY: &str = "key";
 pub const CONTENT_TYPE: &str = "content-type";
 /// The header carrying the topic replies go to.
 pub const REPLY_TO: &str = "reply-to";
+/// The header that ties a reply to its request (a request's replies copy it).
+pub const CORRELATION_ID: &str = "correlation-id";
 /// The metadata key of the partition a message was read from.
 pub const PARTITION: &str = "kafka-partition";
 /// The metadata key of a received record's offset.
@@ -118,5 +121,18 @@ mod tests {
                 ("kafka-timestamp", "1000")
             ]
         );
+    }
+
+    #[test]
+    fn the_correlation_id_travels_as_a_header() {
+        let mut message = MessageData::new(Vec::new());
+        message.metadata.insert(CORRELATION_ID.into(), "c-1".into());
+        let record = to_record(&message, 0);
+        assert_eq!(
+            record.headers,
+            [(CORRELATION_ID.to_string(), b"c-1".to_vec())]
+        );
+        let back = to_message("replies", 0, record);
+        assert_eq!(back.metadata.iter().next(), Some((CORRELATION_ID, "c-1")));
     }
 }

@@ -102,6 +102,10 @@ pub struct Kafka {
     last_commit: Instant,
     /// True once the assignment was logged the first time.
     announced: bool,
+    /// The topic this instance's requests get their replies on (made on the first request).
+    reply_topic: Option<String>,
+    /// The correlation id of the delivery being handled, for its replies.
+    correlation: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -637,6 +641,16 @@ impl Kafka {
             OffsetReset::Earliest => -2,
             OffsetReset::Latest => -1,
         };
+        self.list_offset(partition, timestamp)
+    }
+
+    /// The end of `partition`: where the next record will be.
+    fn end_offset(&mut self, partition: &Partition) -> Result<i64, Error> {
+        self.list_offset(partition, -1)
+    }
+
+    /// `ListOffsets` for one partition: -2 is the earliest offset, -1 the end.
+    fn list_offset(&mut self, partition: &Partition, timestamp: i64) -> Result<i64, Error> {
         let leader = self
             .leaders_of(&partition.0)?
             .get(partition.1 as usize)
@@ -895,6 +909,8 @@ impl Backend for Kafka {
             last_heartbeat: Instant::now(),
             last_commit: Instant::now(),
             announced: false,
+            reply_topic: None,
+            correlation: None,
         };
         kafka.retrying("connect", |s| s.any_broker().map(drop))?;
         Ok(kafka)
@@ -914,13 +930,80 @@ impl Backend for Kafka {
 
     fn request(
         &mut self,
-        _topic: &str,
-        _message: &MessageData,
-        _options: RequestOptions,
+        topic: &str,
+        message: &MessageData,
+        options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
-        Err(Error::other(
-            "request-reply is not supported by the kafka backend: Kafka has no reply addresses; send to a topic and consume replies with a consumer group instead",
-        ))
+        let reply_topic = self
+            .reply_topic
+            .get_or_insert_with(|| format!("msgplug.replies.{}", common::random_id()))
+            .clone();
+        // The reply topic is made by the broker's auto-creation on the first Metadata.
+        let partitions = self
+            .retrying("reply topic", |s| s.leaders_of(&reply_topic))?
+            .len();
+        let mut positions = Vec::new();
+        for partition in 0..partitions as i32 {
+            let offset = self.end_offset(&(reply_topic.clone(), partition))?;
+            positions.push(FetchPosition {
+                topic: reply_topic.clone(),
+                partition,
+                offset,
+            });
+        }
+        let correlation = common::random_id();
+        let mut request = message.clone();
+        request.reply_to = Some(reply_topic.clone());
+        request
+            .metadata
+            .insert(headers::CORRELATION_ID.into(), correlation.clone());
+        self.produce(vec![(
+            topic.to_string(),
+            headers::to_record(&request, now_ms()),
+        )])?;
+        let deadline = options
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(u64::from(ms)));
+        let wanted = match (options.expected_replies, deadline) {
+            (Some(n), _) => n as usize,
+            (None, None) => 1,
+            (None, Some(_)) => usize::MAX,
+        };
+        let mut replies = Vec::new();
+        while replies.len() < wanted && deadline.is_none_or(|d| Instant::now() < d) {
+            for (partition, fetched) in self.fetch(positions.clone())? {
+                let records = fetched.map_err(|e| kafka_error("fetch of replies", e))?;
+                let Some(position) = positions
+                    .iter_mut()
+                    .find(|p| p.topic == partition.0 && p.partition == partition.1)
+                else {
+                    continue;
+                };
+                for record in records {
+                    position.offset = record.offset + 1;
+                    let matches = record.headers.iter().any(|(k, v)| {
+                        k == headers::CORRELATION_ID && v.as_slice() == correlation.as_bytes()
+                    });
+                    if matches && replies.len() < wanted {
+                        replies.push(headers::to_message(&partition.0, partition.1, record));
+                    }
+                }
+            }
+        }
+        if replies.is_empty() {
+            return Err(Error::Timeout);
+        }
+        Ok(replies)
+    }
+
+    fn reply(&mut self, reply_to: &str, reply: &MessageData) -> Result<(), Error> {
+        let mut reply = reply.clone();
+        if let Some(correlation) = &self.correlation {
+            reply
+                .metadata
+                .insert(headers::CORRELATION_ID.into(), correlation.clone());
+        }
+        self.send(reply_to, &reply)
     }
 
     fn next(&mut self) -> Result<Event, Error> {
@@ -935,6 +1018,11 @@ impl Backend for Kafka {
                     let offset = record.offset;
                     self.progress.delivered(&partition, offset);
                     let message = headers::to_message(&partition.0, partition.1, record);
+                    self.correlation = message
+                        .metadata
+                        .iter()
+                        .find(|(k, _)| *k == headers::CORRELATION_ID)
+                        .map(|(_, v)| v.to_string());
                     let id = self.deliveries.deliver((partition, offset));
                     self.in_handler = true;
                     return Ok(Event::Delivery(id, message));
