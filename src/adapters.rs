@@ -154,6 +154,10 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
             },
             BackendOption {
+                key: "idempotent",
+                help: "`false`: produce without the idempotent producer (default true where the broker offers it)",
+            },
+            BackendOption {
                 key: "compression",
                 help: "the codec of produced batches: only `none` (uncompressed and gzip batches are read; snappy, lz4 and zstd are refused)",
             },

@@ -160,25 +160,29 @@ async fn read_until(
 
 /// Composes the `transform` example as a consumer of `topic` in `group` (earliest offsets,
 /// short session timeout) against `address`.
-fn compose_transform(dir: &Path, address: &str, topic: &str, group: &str) -> PathBuf {
-    support::compose(
-        dir,
-        "transform",
-        &[
-            "--broker",
-            &format!("kafka://{address}"),
-            "--subscribe",
-            topic,
-            "--queue-group",
-            group,
-            "--option",
-            "auto_offset_reset=earliest",
-            "--option",
-            &format!("session_timeout_ms={SESSION_TIMEOUT_MS}"),
-            "--option",
-            "retry_backoff_ms=200",
-        ],
-    )
+fn compose_transform(
+    dir: &Path,
+    address: &str,
+    topic: &str,
+    group: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let args = [
+        "--broker",
+        &format!("kafka://{address}"),
+        "--subscribe",
+        topic,
+        "--queue-group",
+        group,
+        "--option",
+        "auto_offset_reset=earliest",
+        "--option",
+        &format!("session_timeout_ms={SESSION_TIMEOUT_MS}"),
+        "--option",
+        "retry_backoff_ms=200",
+    ];
+    let args: Vec<&str> = args.iter().copied().chain(extra.iter().copied()).collect();
+    support::compose(dir, "transform", &args)
 }
 
 /// A transform pipeline: topics `TOPIC` and `TOPIC.upper` (3 partitions each) on the
@@ -193,14 +197,15 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn new(address: &str, prefix: &str) -> Pipeline {
+    /// Makes the topics and composes the transform with `extra` compose arguments.
+    async fn new(address: &str, prefix: &str, extra: &[&str]) -> Pipeline {
         let dir = tempfile::tempdir().expect("temp dir");
         let kafka = client(address).await;
         let topic = unique(prefix);
         let out = format!("{topic}.upper");
         create_topic(&kafka, &topic, 3).await;
         create_topic(&kafka, &out, 3).await;
-        let component = compose_transform(dir.path(), address, &topic, &unique("g"));
+        let component = compose_transform(dir.path(), address, &topic, &unique("g"), extra);
         Pipeline {
             _dir: dir,
             kafka,
@@ -275,7 +280,7 @@ async fn a_group_member_handles_records_and_keeps_keys_headers_and_order() {
         out,
         component,
         ..
-    } = &Pipeline::new(SHARED, "in").await;
+    } = &Pipeline::new(SHARED, "in", &[]).await;
     let _app = App::subscribed(component, &[]).await;
     for p in 0..3 {
         let records = (0..10)
@@ -320,7 +325,7 @@ async fn three_members_share_3000_records_and_a_fourth_joins_midway() {
         out,
         component,
         ..
-    } = &Pipeline::new(SHARED, "share").await;
+    } = &Pipeline::new(SHARED, "share", &[]).await;
     let mut apps = Vec::new();
     for n in 0..3 {
         let name = format!("member{n}");
@@ -380,7 +385,7 @@ async fn a_failing_record_is_retried_while_other_partitions_go_on() {
         out,
         component,
         ..
-    } = &Pipeline::new(SHARED, "retry").await;
+    } = &Pipeline::new(SHARED, "retry", &[]).await;
     let mut app = App::subscribed(component, &[]).await;
     // The transform example fails on a payload that is not UTF-8.
     let mut first = vec![record("bad", &[0xff, 0xfe])];
@@ -421,7 +426,7 @@ async fn gzip_batches_are_read() {
         out,
         component,
         ..
-    } = &Pipeline::new(SHARED, "gzip").await;
+    } = &Pipeline::new(SHARED, "gzip", &[]).await;
     let _app = App::subscribed(component, &[]).await;
     let records = (0..20)
         .map(|i| record("z", format!("gz-{i:02}").as_bytes()))
@@ -439,7 +444,7 @@ async fn a_codec_the_adapter_lacks_is_named() {
         topic,
         component,
         ..
-    } = &Pipeline::new(SHARED, "snappy").await;
+    } = &Pipeline::new(SHARED, "snappy", &[]).await;
     let app = App::subscribed(component, &[]).await;
     let records = (0..5)
         .map(|i| record("s", format!("s-{i}").as_bytes()))
@@ -691,7 +696,15 @@ async fn a_broker_restart_midstream_loses_nothing_accepted() {
         out,
         component,
         ..
-    } = &Pipeline::new(&address, "restart").await;
+    } = &Pipeline::new(
+        &address,
+        "restart",
+        // Tansu's quirk: after a restart it may answer a retried idempotent batch with
+        // DUPLICATE_SEQUENCE_NUMBER although it did not keep it (seen here: one record
+        // lost in about one run of three), so this test produces without idempotence.
+        &["--option", "idempotent=false"],
+    )
+    .await;
     let mut app = App::subscribed(component, &[]).await;
     let batch = |from: usize| {
         (from..from + 100)

@@ -38,6 +38,8 @@ pub struct Config {
     /// The first pause before a failed record is retried (`retry_backoff_ms`, default
     /// 500 ms; it doubles up to 30 s).
     pub retry_backoff_ms: u64,
+    /// Produce idempotently when the broker offers it (`idempotent`, default true).
+    pub idempotent: bool,
 }
 
 impl Config {
@@ -85,6 +87,15 @@ impl Config {
                 )))
             }
         }
+        let idempotent = match option("idempotent") {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(Error::other(format!(
+                    "--option idempotent={other}: expected `true` or `false`"
+                )))
+            }
+        };
         if let Some(group) = &settings.queue_group {
             if group.trim().is_empty() || group.len() > 255 {
                 return Err(Error::other(format!("invalid consumer group id `{group}`")));
@@ -100,6 +111,7 @@ impl Config {
             session_timeout_ms: number("session_timeout_ms", 10_000, 1_000, 3_600_000)? as i32,
             max_poll_records: number("max_poll_records", 500, 1, 100_000)? as usize,
             retry_backoff_ms: number("retry_backoff_ms", 500, 1, 60_000)?,
+            idempotent,
         })
     }
 }
@@ -197,6 +209,7 @@ mod tests {
         assert_eq!(c.offset_reset, OffsetReset::Latest);
         assert_eq!(c.session_timeout_ms, 10_000);
         assert_eq!(c.max_poll_records, 500);
+        assert!(c.idempotent);
     }
 
     #[test]
@@ -226,6 +239,11 @@ mod tests {
             (c.offset_reset, c.session_timeout_ms, c.client_id.as_str()),
             (OffsetReset::Earliest, 6000, "me")
         );
+        s.options.insert("idempotent".into(), "false".into());
+        assert!(!Config::from_settings(&s).unwrap().idempotent);
+        s.options.insert("idempotent".into(), "no".into());
+        assert!(Config::from_settings(&s).is_err());
+        s.options.remove("idempotent");
         s.options.insert("session_timeout_ms".into(), "5".into());
         assert!(Config::from_settings(&s).is_err());
         s.options.remove("session_timeout_ms");

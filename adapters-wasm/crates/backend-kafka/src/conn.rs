@@ -70,7 +70,7 @@ impl Conn {
             .map_err(|e| Error::connection(format!("{} sent {e}", self.address)))?;
         let mut response = vec![0; size];
         self.read_exact(&mut response, api)?;
-        let (got, body) = protocol::response(&response)
+        let (got, body) = protocol::response(&response, api.flexible)
             .map_err(|e| Error::connection(format!("{} sent {e}", self.address)))?;
         if got != id {
             return Err(Error::connection(format!(

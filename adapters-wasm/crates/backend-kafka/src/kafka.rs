@@ -886,12 +886,12 @@ impl Backend for Kafka {
     fn open(settings: Settings) -> Result<Self, Error> {
         let config = Config::from_settings(&settings)?;
         let mut kafka = Self {
-            config,
             conns: HashMap::new(),
             brokers: HashMap::new(),
             leaders: HashMap::new(),
             producer: None,
-            idempotent: true,
+            idempotent: config.idempotent,
+            config,
             sequences: HashMap::new(),
             in_handler: false,
             unsent: Vec::new(),

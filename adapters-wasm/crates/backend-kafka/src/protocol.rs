@@ -1,6 +1,6 @@
 //! The sans-IO Kafka client protocol: request framing, and the requests and responses of
-//! the API versions this adapter speaks (one version per API, all non-flexible; see
-//! [`API_VERSIONS`]), encoded by hand on [`crate::wire`].
+//! the API versions this adapter speaks (one version per API, all non-flexible but
+//! `InitProducerId`; see [`REQUIRED`]), encoded by hand on [`crate::wire`].
 
 use crate::wire::{Malformed, Reader, Writer};
 
@@ -16,6 +16,9 @@ pub struct Api {
     pub name: &'static str,
     /// The version this adapter speaks.
     pub version: i16,
+    /// Whether that version is a flexible one (KIP-482: compact strings, tagged fields,
+    /// request header v2 and response header v1).
+    pub flexible: bool,
 }
 
 /// `Produce` v3 (record batches v2, Kafka 0.11+).
@@ -23,78 +26,92 @@ pub const PRODUCE: Api = Api {
     key: 0,
     name: "Produce",
     version: 3,
+    flexible: false,
 };
 /// `Fetch` v4 (record batches v2, isolation level).
 pub const FETCH: Api = Api {
     key: 1,
     name: "Fetch",
     version: 4,
+    flexible: false,
 };
 /// `ListOffsets` v1.
 pub const LIST_OFFSETS: Api = Api {
     key: 2,
     name: "ListOffsets",
     version: 1,
+    flexible: false,
 };
 /// `Metadata` v4 (`allow_auto_topic_creation`).
 pub const METADATA: Api = Api {
     key: 3,
     name: "Metadata",
     version: 4,
+    flexible: false,
 };
 /// `OffsetCommit` v2.
 pub const OFFSET_COMMIT: Api = Api {
     key: 8,
     name: "OffsetCommit",
     version: 2,
+    flexible: false,
 };
 /// `OffsetFetch` v1.
 pub const OFFSET_FETCH: Api = Api {
     key: 9,
     name: "OffsetFetch",
     version: 1,
+    flexible: false,
 };
 /// `FindCoordinator` v1.
 pub const FIND_COORDINATOR: Api = Api {
     key: 10,
     name: "FindCoordinator",
     version: 1,
+    flexible: false,
 };
 /// `JoinGroup` v2 (rebalance timeout, no `MEMBER_ID_REQUIRED` round).
 pub const JOIN_GROUP: Api = Api {
     key: 11,
     name: "JoinGroup",
     version: 2,
+    flexible: false,
 };
 /// `Heartbeat` v1.
 pub const HEARTBEAT: Api = Api {
     key: 12,
     name: "Heartbeat",
     version: 1,
+    flexible: false,
 };
 /// `LeaveGroup` v1.
 pub const LEAVE_GROUP: Api = Api {
     key: 13,
     name: "LeaveGroup",
     version: 1,
+    flexible: false,
 };
 /// `SyncGroup` v1.
 pub const SYNC_GROUP: Api = Api {
     key: 14,
     name: "SyncGroup",
     version: 1,
+    flexible: false,
 };
 /// `ApiVersions` v0 (every broker answers it).
 pub const API_VERSIONS: Api = Api {
     key: 18,
     name: "ApiVersions",
     version: 0,
+    flexible: false,
 };
-/// `InitProducerId` v0 (idempotent producer; optional).
+/// `InitProducerId` v4 (idempotent producer; optional). Flexible: tansu answers the
+/// older versions with an error when there is no transactional id.
 pub const INIT_PRODUCER_ID: Api = Api {
     key: 22,
     name: "InitProducerId",
-    version: 0,
+    version: 4,
+    flexible: true,
 };
 
 /// Every API the adapter needs, checked against the broker's `ApiVersions`
@@ -219,6 +236,9 @@ pub fn frame(api: Api, correlation_id: i32, client_id: &str, body: &[u8]) -> Vec
         .i16(api.version)
         .i32(correlation_id)
         .nstr(Some(client_id));
+    if api.flexible {
+        header.varint(0); // no tagged fields (an unsigned varint 0 is the byte 0 too)
+    }
     let mut out = Writer::default();
     out.len(header.0.len() + body.len());
     out.0.extend_from_slice(&header.0);
@@ -235,11 +255,30 @@ pub fn frame_size(prefix: [u8; 4]) -> Result<usize, Malformed> {
     }
 }
 
-/// Splits a response frame (without its size) into the correlation id and the body.
-pub fn response(frame: &[u8]) -> Result<(i32, &[u8]), Malformed> {
+/// Splits a response frame (without its size) into the correlation id and the body;
+/// `flexible` responses have header v1, whose tagged fields are skipped.
+pub fn response(frame: &[u8], flexible: bool) -> Result<(i32, &[u8]), Malformed> {
     let mut r = Reader::new(frame);
     let id = r.i32("correlation id")?;
-    Ok((id, &frame[4..]))
+    if flexible {
+        skip_tagged_fields(&mut r)?;
+    }
+    let at = frame.len() - r.remaining();
+    Ok((id, &frame[at..]))
+}
+
+/// Skips a flexible version's tagged fields (a count, then tag, size and data each).
+fn skip_tagged_fields(r: &mut Reader) -> Result<(), Malformed> {
+    let count = r.uvarint("tagged fields")?;
+    for _ in 0..count {
+        r.uvarint("tag")?;
+        let size = r.uvarint("tag size")?;
+        r.take(
+            usize::try_from(size).map_err(|_| Malformed("tag size"))?,
+            "tag",
+        )?;
+    }
+    Ok(())
 }
 
 /// One API's version range, from `ApiVersions`.
@@ -393,14 +432,15 @@ pub fn decode_metadata(body: &[u8]) -> Result<ClusterMetadata, Malformed> {
     Ok(ClusterMetadata { brokers, topics })
 }
 
-/// Encodes an `InitProducerId` v0 request for an idempotent (non-transactional) producer.
+/// Encodes an `InitProducerId` v4 request for an idempotent (non-transactional) producer:
+/// a null compact transactional id, the timeout, no previous producer id, no tags.
 pub fn encode_init_producer_id() -> Vec<u8> {
     let mut w = Writer::default();
-    w.nstr(None).i32(60_000);
+    w.i8(0).i32(60_000).i64(-1).i16(-1).i8(0);
     w.0
 }
 
-/// Decodes an `InitProducerId` v0 response: error, producer id, epoch.
+/// Decodes an `InitProducerId` v4 response: error, producer id, epoch.
 pub fn decode_init_producer_id(body: &[u8]) -> Result<(i16, i64, i16), Malformed> {
     let mut r = Reader::new(body);
     r.i32("throttle")?;
@@ -841,8 +881,14 @@ mod tests {
         assert_eq!(frame_size([0, 0, 0, 14]).unwrap(), 14);
         assert!(frame_size([0xff, 0, 0, 0]).is_err());
         assert!(frame_size([0, 0, 0, 1]).is_err());
-        assert_eq!(response(&[0, 0, 0, 7, 1]).unwrap(), (7, &[1u8][..]));
-        assert!(response(&[0, 0]).is_err());
+        assert_eq!(response(&[0, 0, 0, 7, 1], false).unwrap(), (7, &[1u8][..]));
+        assert!(response(&[0, 0], false).is_err());
+        // Header v1: one tagged field (tag 3, 2 bytes) before the body.
+        assert_eq!(
+            response(&[0, 0, 0, 7, 1, 3, 2, 9, 9, 5], true).unwrap(),
+            (7, &[5u8][..])
+        );
+        assert!(response(&[0, 0, 0, 7, 1, 3, 9, 9], true).is_err());
     }
 
     #[test]
@@ -912,7 +958,8 @@ mod tests {
         let _ = decode_error_only(body);
         let _ = decode_offset_commit(body);
         let _ = decode_offset_fetch(body);
-        let _ = response(body);
+        let _ = response(body, false);
+        let _ = response(body, true);
     }
 
     #[test]
@@ -945,7 +992,7 @@ mod tests {
     }
 
     #[test]
-    fn the_required_apis_are_distinct_and_non_flexible() {
+    fn the_apis_are_distinct_and_flexible_only_when_marked() {
         let mut keys: Vec<i16> = REQUIRED.iter().map(|a| a.key).collect();
         keys.extend([API_VERSIONS.key, INIT_PRODUCER_ID.key]);
         keys.sort_unstable();
@@ -968,7 +1015,7 @@ mod tests {
             (API_VERSIONS, 2),
             (INIT_PRODUCER_ID, 1),
         ] {
-            assert!(api.version <= last_plain, "{}", api.name);
+            assert_eq!(api.flexible, api.version > last_plain, "{}", api.name);
         }
     }
 
@@ -978,7 +1025,8 @@ mod tests {
         let metadata = encode_metadata(&["t".into()]);
         assert_eq!(metadata, [0, 0, 0, 1, 0, 1, b't', 1]);
         let init = encode_init_producer_id();
-        assert_eq!(init, [0xff, 0xff, 0, 0, 0xea, 0x60]);
+        assert_eq!(init[..5], [0, 0, 0, 0xea, 0x60]);
+        assert_eq!(init.len(), 1 + 4 + 8 + 2 + 1);
         let produce = encode_produce(
             &[
                 PartitionBatch {

@@ -228,6 +228,19 @@ impl<'a> Reader<'a> {
         Err(Malformed(what))
     }
 
+    /// An unsigned `UNSIGNED_VARINT` (flexible versions' lengths and tags).
+    pub fn uvarint(&mut self, what: &'static str) -> Result<u64, Malformed> {
+        let mut v: u64 = 0;
+        for shift in (0..35).step_by(7) {
+            let [byte] = self.array_of::<1>(what)?;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Malformed(what))
+    }
+
     /// A record's varint-length bytes (negative for null).
     pub fn varbytes(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, Malformed> {
         let n = self.varint(what)?;
