@@ -125,7 +125,7 @@ pub const ADAPTERS: &[Adapter] = &[
         name: "backend-kafka",
         kind: AdapterKind::Backend,
         schemes: &["kafka"],
-        summary: "Kafka: acks=all (idempotent) producer; consumer groups with commit after Ok, a failed record retried in its partition",
+        summary: "Kafka: acks=all (idempotent) producer; consumer groups with commit after Ok, a failed record retried in its partition; request-reply over a reply topic",
         host_needs: "`-S inherit-network` (TCP to the brokers)",
         uses_stdin: false,
         pulls: true,

@@ -15,6 +15,8 @@
 //! (`--queue-group`) with the range assignor; offsets are committed only up to the
 //! highest contiguous handled offset per partition; a failed record rewinds its
 //! partition and is retried after a backoff, which holds back that partition only.
+//! Request-reply: a request carries `reply-to` (this instance's reply topic) and a fresh
+//! `correlation-id`; the replies are read from the reply topic's end and matched by it.
 
 mod compression;
 mod config;
