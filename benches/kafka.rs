@@ -17,9 +17,6 @@
 //! Every phase is bounded (`PHASE_LIMIT`) and counts what was lost. `BENCH_MESSAGES`
 //! (default 2000) sets the count.
 
-#[path = "../tests/support/app.rs"]
-#[allow(dead_code)]
-mod app;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -29,6 +26,8 @@ use std::time::{Duration, Instant};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
+use support::app::App;
+use support::unique;
 
 /// How long one measurement may take before the bench gives up.
 const PHASE_LIMIT: Duration = Duration::from_secs(180);
@@ -75,8 +74,7 @@ async fn bench(address: &str, n: usize) {
     let count = n.to_string();
     let (status, stderr) = tokio::time::timeout(
         PHASE_LIMIT,
-        app::App::start(&publisher, &[("TOPIC", &topic), ("COUNT", &count)])
-            .finish_within(PHASE_LIMIT),
+        App::start(&publisher, &[("TOPIC", &topic), ("COUNT", &count)]).finish_within(PHASE_LIMIT),
     )
     .await
     .expect("composed publisher within the limit");
@@ -114,14 +112,14 @@ async fn bench(address: &str, n: usize) {
             "--subscribe",
             &input,
             "--queue-group",
-            &app::unique("bench"),
+            &unique("bench"),
             "--option",
             "auto_offset_reset=earliest",
             "--option",
             "session_timeout_ms=6000",
         ],
     );
-    let _app = app::App::subscribed(&transform, &[]).await;
+    let _app = App::subscribed(&transform, &[]).await;
     let composed_pipe = rate_of(&client, &output, n).await;
 
     // Consume -> handle -> produce, native.
@@ -186,7 +184,7 @@ fn record(text: String) -> Record {
 
 /// Creates a fresh topic named after `prefix`.
 async fn new_topic(client: &Client, prefix: &str) -> String {
-    topic_named(client, app::unique(prefix)).await
+    topic_named(client, unique(prefix)).await
 }
 
 /// Creates `name` with [`PARTITIONS`] partitions.

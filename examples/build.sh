@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the example guest components (target wasm32-wasip2, see
-# .cargo/config.toml) and prints the paths of the four .wasm files.
+# .cargo/config.toml) and prints the paths of the .wasm files.
 # Works from any directory; exits non-zero on failure.
 set -euo pipefail
 
@@ -9,7 +9,7 @@ out="$PWD/target/wasm32-wasip2/release"
 
 cargo build --release --locked --target wasm32-wasip2 --target-dir "$PWD/target"
 
-for name in transform publisher responder requester; do
+for name in transform publisher responder requester relay; do
     wasm="$out/$name.wasm"
     if [[ ! -f "$wasm" ]]; then
         echo "build.sh: $wasm was not built" >&2

@@ -48,6 +48,10 @@ pub struct Adapter {
     pub queue_group_ignored: Option<&'static str>,
     /// For backends, the `--option` keys it understands (each documented in `--help`).
     pub options: &'static [BackendOption],
+    /// For backends, the ways to use it, each with what it promises, the default first
+    /// (drivers: none); `tests/conformance/` checks each promise of each mode against a real
+    /// broker, and the README's capability table is checked against them.
+    pub modes: &'static [Mode],
     /// The component itself.
     #[serde(skip)]
     pub bytes: &'static [u8],
@@ -59,10 +63,247 @@ pub struct Adapter {
 pub enum Subscriptions {
     /// Topic patterns, NATS-style: `*` matches one `.`-separated token, `>` the rest.
     Patterns,
+    /// The backend's own patterns (wildcards passed through unchanged); the text says which.
+    Native(&'static str),
     /// Names of what to receive from, without wildcards; the text says what they name.
     Names(&'static str),
     /// Nothing: the text says where the backend receives from instead.
     Unused(&'static str),
+}
+
+/// One way to use a backend, chosen with `compose` flags (NATS core or JetStream, Redis
+/// pub/sub or Streams), with everything it promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Mode {
+    /// A short name (`core`, `jetstream`); `default` for a backend's only mode.
+    pub name: &'static str,
+    /// The `compose` flags (or broker URL parts) that choose it; empty for the default mode.
+    pub flags: &'static str,
+    /// What it promises.
+    pub capabilities: Capabilities,
+}
+
+impl Mode {
+    /// The only mode of a backend that has one.
+    pub const fn only(capabilities: Capabilities) -> Mode {
+        Mode {
+            name: "default",
+            flags: "",
+            capabilities,
+        }
+    }
+
+    /// How the mode is named to users: its flags, or `default`.
+    pub fn label(&self) -> String {
+        if self.flags.is_empty() {
+            "default".to_string()
+        } else {
+            format!("with `{}`", self.flags)
+        }
+    }
+}
+
+/// What a backend promises in one [`Mode`]: the one declaration that `msgplug adapters`,
+/// the README's capability table and the conformance suite (`tests/conformance/`) all read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Capabilities {
+    /// How a handler receives messages.
+    pub receive: Receive,
+    /// Whether `request-reply.request` works, and how many replies it collects.
+    pub request_reply: RequestReply,
+    /// How several instances of one composed component share the work.
+    pub scale_out: ScaleOut,
+    /// Whether a message's metadata (key/value pairs) reaches the other side.
+    pub metadata: bool,
+    /// Whether a message's content type reaches the other side.
+    pub content_type: bool,
+    /// Whether data that is not UTF-8 text reaches the other side unchanged.
+    pub binary: bool,
+    /// The largest message `send` accepts.
+    pub max_payload: MaxPayload,
+    /// Whether a request to a topic nobody listens on fails at once (the broker can tell),
+    /// instead of waiting for its timeout.
+    pub no_responders: bool,
+    /// Whether wrong credentials are refused with a `permission-denied` error.
+    pub credentials: bool,
+}
+
+/// How a backend delivers messages to the handler, and what happens when the handler fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Receive {
+    /// At-most-once or at-least-once.
+    pub delivery: Delivery,
+    /// What happens to a message whose handler returned `Err`.
+    pub on_error: OnError,
+    /// Whether every message the broker accepted is still handled (at least once) when the
+    /// broker restarts while the app runs.
+    pub survives_broker_restart: bool,
+}
+
+/// A delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Each message is handed to a handler at most once; one that arrives while the app is
+    /// down, or whose handler fails, is not seen again.
+    AtMostOnce,
+    /// A message is settled only after its handler returned `Ok`; until then the broker
+    /// delivers it again.
+    AtLeastOnce,
+}
+
+/// What happens to a message whose handler returned `Err`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The broker delivers it again, and a later `Ok` settles it.
+    Redelivered,
+    /// The failure is reported (the run driver logs it and exits 1 at the end; the http
+    /// trigger answers 500) and the message is dropped.
+    Reported,
+}
+
+/// What `request-reply.request` does on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "note")]
+pub enum RequestReply {
+    /// Returns the first reply only.
+    OneReply,
+    /// Collects replies until `expected-replies` came or `timeout-ms` ran out.
+    SeveralReplies,
+    /// Fails with a clear `other` error; the text says why.
+    Unsupported(&'static str),
+}
+
+/// How instances of one composed component share the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleOut {
+    /// Instances composed (or run) with the same `--queue-group` share the messages.
+    QueueGroup,
+    /// Like [`ScaleOut::QueueGroup`], and the backend receives only in a group:
+    /// `--queue-group` (the group's id) is required to receive.
+    QueueGroupRequired,
+    /// Receivers of one queue always compete for its messages; no flag needed.
+    Competing,
+    /// Each instance has its own input: nothing is shared.
+    None,
+}
+
+/// The largest message a backend's `send` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum MaxPayload {
+    /// At most `bytes` bytes of data in a message without metadata or content type; a
+    /// larger one fails with a clear error and nothing is sent.
+    Bytes {
+        /// The limit.
+        bytes: u64,
+        /// Where it comes from and what else counts against it.
+        note: &'static str,
+    },
+    /// msgplug sets no limit; the note says who does.
+    NotLimited {
+        /// Who limits the size instead.
+        note: &'static str,
+    },
+}
+
+impl Capabilities {
+    /// Each capability as a (label, value) pair, in the order `msgplug adapters` prints them
+    /// and the README's capability table has its columns.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        vec![
+            ("delivery", self.receive.describe_delivery()),
+            (
+                "broker restart",
+                if self.receive.survives_broker_restart {
+                    "nothing accepted is lost".to_string()
+                } else {
+                    "messages may be lost".to_string()
+                },
+            ),
+            ("request-reply", self.request_reply.to_string()),
+            ("scale-out", self.scale_out.to_string()),
+            ("metadata", yes_no(self.metadata)),
+            ("content type", yes_no(self.content_type)),
+            ("binary data", yes_no(self.binary)),
+            ("max payload", self.max_payload.to_string()),
+            ("no responders", yes_no(self.no_responders)),
+            (
+                "wrong credentials",
+                if self.credentials {
+                    "`permission-denied`".to_string()
+                } else {
+                    "not checked".to_string()
+                },
+            ),
+        ]
+    }
+}
+
+impl Receive {
+    /// At-most-once: a failed message is reported and dropped, and a broker restart may
+    /// lose messages.
+    pub const AT_MOST_ONCE: Receive = Receive {
+        delivery: Delivery::AtMostOnce,
+        on_error: OnError::Reported,
+        survives_broker_restart: false,
+    };
+
+    /// At-least-once: a failed message is redelivered, and a broker restart loses nothing
+    /// the broker accepted.
+    pub const AT_LEAST_ONCE: Receive = Receive {
+        delivery: Delivery::AtLeastOnce,
+        on_error: OnError::Redelivered,
+        survives_broker_restart: true,
+    };
+
+    fn describe_delivery(&self) -> String {
+        let delivery = match self.delivery {
+            Delivery::AtMostOnce => "at-most-once",
+            Delivery::AtLeastOnce => "at-least-once",
+        };
+        let on_error = match self.on_error {
+            OnError::Redelivered => "redelivered",
+            OnError::Reported => "reported and dropped",
+        };
+        format!("{delivery}, handler `Err`: {on_error}")
+    }
+}
+
+impl std::fmt::Display for RequestReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestReply::OneReply => f.write_str("one reply"),
+            RequestReply::SeveralReplies => f.write_str("several replies"),
+            RequestReply::Unsupported(why) => write!(f, "no: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ScaleOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScaleOut::QueueGroup => "`--queue-group`",
+            ScaleOut::QueueGroupRequired => "`--queue-group` (required)",
+            ScaleOut::Competing => "competing consumers",
+            ScaleOut::None => "no",
+        })
+    }
+}
+
+impl std::fmt::Display for MaxPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxPayload::Bytes { bytes, note } => write!(f, "{bytes} bytes ({note})"),
+            MaxPayload::NotLimited { note } => write!(f, "not limited by msgplug ({note})"),
+        }
+    }
 }
 
 /// A backend-specific setting, given as `--option KEY=VALUE` (or a dedicated flag).
@@ -73,6 +314,60 @@ pub struct BackendOption {
     /// What it does, with its default.
     pub help: &'static str,
 }
+
+/// NATS core: what NATS JetStream shares with it.
+const NATS_CORE: Capabilities = Capabilities {
+    receive: Receive::AT_MOST_ONCE,
+    request_reply: RequestReply::SeveralReplies,
+    scale_out: ScaleOut::QueueGroup,
+    metadata: true,
+    content_type: true,
+    binary: true,
+    max_payload: MaxPayload::Bytes {
+        bytes: 1 << 20,
+        note: "the server's `max_payload`, headers included; this is its default",
+    },
+    no_responders: true,
+    credentials: true,
+};
+
+/// AMQP with an exclusive queue per instance: what its group mode shares with it.
+const AMQP_OWN_QUEUE: Capabilities = Capabilities {
+    // The queue is exclusive and auto-delete: what is published while the instance is
+    // disconnected, or across a broker restart, is not seen.
+    receive: Receive {
+        delivery: Delivery::AtLeastOnce,
+        on_error: OnError::Redelivered,
+        survives_broker_restart: false,
+    },
+    request_reply: RequestReply::SeveralReplies,
+    // Every instance has its own queue and sees every message.
+    scale_out: ScaleOut::None,
+    metadata: true,
+    content_type: true,
+    binary: true,
+    max_payload: MaxPayload::NotLimited {
+        note: "the broker's `max_message_size`: 128 MiB by default in RabbitMQ 3.8 to 3.13, 16 MiB in 4",
+    },
+    no_responders: true,
+    credentials: true,
+};
+
+/// Redis pub/sub with bare payloads: what its other modes share with it.
+const REDIS_PUBSUB: Capabilities = Capabilities {
+    receive: Receive::AT_MOST_ONCE,
+    request_reply: RequestReply::SeveralReplies,
+    // Every subscribed instance gets every message.
+    scale_out: ScaleOut::None,
+    metadata: false,
+    content_type: false,
+    binary: true,
+    max_payload: MaxPayload::NotLimited {
+        note: "the server's `proto-max-bulk-len`, 512 MB by default",
+    },
+    no_responders: true,
+    credentials: true,
+};
 
 /// Every embedded adapter.
 pub const ADAPTERS: &[Adapter] = &[
@@ -88,6 +383,19 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("one process reads standard input"),
         run_env: &[],
         options: &[],
+        modes: &[Mode::only(Capabilities {
+            receive: Receive::AT_MOST_ONCE,
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::None,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "one line of standard output"
+            },
+            no_responders: false,
+            credentials: false,
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
     },
     Adapter {
@@ -119,7 +427,140 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
             },
         ],
+        modes: &[
+            Mode {
+                name: "core",
+                flags: "",
+                capabilities: NATS_CORE,
+            },
+            Mode {
+                name: "jetstream",
+                flags: "--jetstream STREAM --durable NAME",
+                capabilities: Capabilities {
+                    receive: Receive::AT_LEAST_ONCE,
+                    // Instances of one durable consumer share it; `--queue-group` is not used.
+                    scale_out: ScaleOut::Competing,
+                    ..NATS_CORE
+                },
+            },
+        ],
         bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+    },
+    Adapter {
+        name: "backend-amqp",
+        kind: AdapterKind::Backend,
+        schemes: &["amqp"],
+        summary: "AMQP 0-9-1 (RabbitMQ): topic exchange, publisher confirms, ack after Ok, nack with requeue after Err, direct reply-to",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native(
+            "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
+        ),
+        queue_group_ignored: None,
+        run_env: &["AMQP_USERNAME", "AMQP_PASSWORD"],
+        options: &[
+            BackendOption {
+                key: "exchange",
+                help: "the exchange sends publish to and --subscribe binding keys bind to (default amq.topic)",
+            },
+            BackendOption {
+                key: "prefetch",
+                help: "how many unacknowledged deliveries the broker sends ahead (basic.qos; default 10)",
+            },
+            BackendOption {
+                key: "queue",
+                help: "consume this existing queue as it is, declaring and binding nothing",
+            },
+            BackendOption {
+                key: "connection_name",
+                help: "the connection name the broker shows (default msgplug)",
+            },
+        ],
+        modes: &[
+            Mode {
+                name: "own-queue",
+                flags: "",
+                capabilities: AMQP_OWN_QUEUE,
+            },
+            Mode {
+                name: "group",
+                flags: "--queue-group GROUP",
+                capabilities: Capabilities {
+                    // The group's queue is durable: it keeps what the broker accepted.
+                    receive: Receive::AT_LEAST_ONCE,
+                    scale_out: ScaleOut::QueueGroup,
+                    ..AMQP_OWN_QUEUE
+                },
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
+    },
+    Adapter {
+        name: "backend-redis",
+        kind: AdapterKind::Backend,
+        schemes: &["redis"],
+        summary: "Redis: pub/sub (at-most-once; no headers unless `envelope=json`) or, with `?mode=streams`, Streams consumer groups (at-least-once: XACK after Ok, XAUTOCLAIM, dead-letter); request-reply",
+        host_needs: "`-S inherit-network` (TCP to the server)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native(
+            "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
+        ),
+        queue_group_ignored: None,
+        run_env: &["REDIS_USERNAME", "REDIS_PASSWORD"],
+        options: &[
+            BackendOption {
+                key: "mode",
+                help: "`pubsub` (default) or `streams` (also `?mode=` in the URL); streams needs --queue-group",
+            },
+            BackendOption {
+                key: "envelope",
+                help: "pub/sub: `json` wraps data, content type and metadata in a JSON envelope (default: bare payloads)",
+            },
+            BackendOption {
+                key: "maxlen",
+                help: "streams: trim each stream to about N entries on XADD (default: no trimming)",
+            },
+            BackendOption {
+                key: "claim_after_ms",
+                help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
+            },
+            BackendOption {
+                key: "max_deliveries",
+                help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
+            },
+        ],
+        modes: &[
+            Mode {
+                name: "pubsub",
+                flags: "",
+                capabilities: REDIS_PUBSUB,
+            },
+            Mode {
+                name: "envelope",
+                flags: "--option envelope=json",
+                capabilities: Capabilities {
+                    metadata: true,
+                    content_type: true,
+                    ..REDIS_PUBSUB
+                },
+            },
+            Mode {
+                name: "streams",
+                flags: "?mode=streams --queue-group GROUP",
+                capabilities: Capabilities {
+                    receive: Receive::AT_LEAST_ONCE,
+                    scale_out: ScaleOut::QueueGroup,
+                    metadata: true,
+                    content_type: true,
+                    // XADD cannot tell whether a consumer group reads the stream.
+                    no_responders: false,
+                    ..REDIS_PUBSUB
+                },
+            },
+        ],
+        bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
     },
     Adapter {
         name: "backend-kafka",
@@ -162,6 +603,22 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "the codec of produced batches: only `none` (uncompressed and gzip batches are read; snappy, lz4 and zstd are refused)",
             },
         ],
+        modes: &[Mode::only(Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::QueueGroupRequired,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the broker's `message.max.bytes` refuses a larger record batch with `MESSAGE_TOO_LARGE`: 1 MiB by default on Kafka, no limit on tansu",
+            },
+            // The broker cannot tell whether a consumer group reads the request topic.
+            no_responders: false,
+            // No SASL yet: a Kafka listener without SASL accepts every client, so there
+            // are no credentials to refuse.
+            credentials: false,
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
     },
     Adapter {
@@ -176,6 +633,19 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("every instance behind the same URL gets its own requests"),
         run_env: &[],
         options: &[],
+        modes: &[Mode::only(Capabilities {
+            receive: Receive::AT_MOST_ONCE,
+            request_reply: RequestReply::OneReply,
+            scale_out: ScaleOut::None,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the endpoint's limit; the http trigger takes up to `max_body_bytes`",
+            },
+            no_responders: false,
+            credentials: true,
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-http.wasm"),
     },
     Adapter {
@@ -197,6 +667,20 @@ pub const ADAPTERS: &[Adapter] = &[
             "AWS_ENDPOINT_URL",
         ],
         options: &[],
+        modes: &[Mode::only(Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::Competing,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::Bytes {
+                bytes: 1 << 20,
+                note: "the queue's `MaximumMessageSize`: SQS's default and limit, 1 MiB since 2025; binary data goes as base64",
+            },
+            no_responders: false,
+            credentials: true,
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-sqs.wasm"),
     },
     Adapter {
@@ -211,49 +695,77 @@ pub const ADAPTERS: &[Adapter] = &[
         queue_group_ignored: Some("receivers of one queue or subscription always compete for its messages"),
         run_env: &["SERVICEBUS_SAS_KEY_NAME", "SERVICEBUS_SAS_KEY"],
         options: &[],
+        modes: &[Mode::only(Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            request_reply: RequestReply::Unsupported(
+                "the REST protocol cannot receive from sessions or temporary queues; replying to `ReplyTo` works"
+            ),
+            scale_out: ScaleOut::Competing,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the namespace's tier: 256 KB Standard, 100 MB Premium",
+            },
+            no_responders: false,
+            credentials: true,
+        })],
         bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
     },
-    Adapter {
-        name: "driver-run",
-        kind: AdapterKind::Driver,
-        schemes: &[],
-        summary:
-            "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
-        host_needs: "`wasmtime run` (exports wasi:cli/run)",
-        uses_stdin: false,
-        pulls: false,
-        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-        queue_group_ignored: None,
-        run_env: &[],
-        options: &[],
-        bytes: include_bytes!("../adapters-wasm/driver-run.wasm"),
-    },
-    Adapter {
-        name: "driver-http",
-        kind: AdapterKind::Driver,
-        schemes: &[],
-        summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
-        host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
-        uses_stdin: false,
-        pulls: false,
-        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-        queue_group_ignored: None,
-        run_env: &[],
-        options: &[BackendOption {
-            key: "max_body_bytes",
-            help: "the largest request body accepted, in bytes (default 1048576)",
-        }],
-        bytes: include_bytes!("../adapters-wasm/driver-http.wasm"),
-    },
+    DRIVER_RUN,
+    DRIVER_HTTP,
 ];
 
+/// The driver components, in statics so that the constants below share one copy.
+static DRIVER_RUN_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-run.wasm");
+static DRIVER_HTTP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-http.wasm");
+
+/// The `run` trigger's driver (chosen through `compose::Driver`, never by name).
+pub const DRIVER_RUN: Adapter = Adapter {
+    name: "driver-run",
+    kind: AdapterKind::Driver,
+    schemes: &[],
+    summary: "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
+    host_needs: "`wasmtime run` (exports wasi:cli/run)",
+    uses_stdin: false,
+    pulls: false,
+    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+    queue_group_ignored: None,
+    run_env: &[],
+    options: &[],
+    modes: &[],
+    bytes: DRIVER_RUN_BYTES,
+};
+
+/// The `http` trigger's driver (chosen through `compose::Driver`, never by name).
+pub const DRIVER_HTTP: Adapter = Adapter {
+    name: "driver-http",
+    kind: AdapterKind::Driver,
+    schemes: &[],
+    summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
+    host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
+    uses_stdin: false,
+    pulls: false,
+    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+    queue_group_ignored: None,
+    run_env: &[],
+    options: &[BackendOption {
+        key: "max_body_bytes",
+        help: "the largest request body accepted, in bytes (default 1048576)",
+    }],
+    modes: &[],
+    bytes: DRIVER_HTTP_BYTES,
+};
+
 impl Adapter {
-    /// For backends that consume only in a group: why `--queue-group` is required.
-    pub fn queue_group_required(&self) -> Option<&'static str> {
-        QUEUE_GROUP_REQUIRED
-            .iter()
-            .find(|(name, _)| *name == self.name)
-            .map(|(_, why)| *why)
+    /// For backends that consume only as a member of a group (every mode declares
+    /// [`ScaleOut::QueueGroupRequired`]): `--queue-group` is required to receive.
+    pub fn queue_group_required(&self) -> bool {
+        !self.modes.is_empty()
+            && self
+                .modes
+                .iter()
+                .all(|m| m.capabilities.scale_out == ScaleOut::QueueGroupRequired)
     }
 
     /// The name without its `backend-`/`driver-` prefix: the backend family (`nats`) or
@@ -265,20 +777,21 @@ impl Adapter {
 }
 
 /// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["mqtt", "amqp", "redis"];
-
-/// Backends that consume only as a member of a group, with why `--queue-group` is needed.
-const QUEUE_GROUP_REQUIRED: &[(&str, &str)] = &[(
-    "backend-kafka",
-    "Kafka consumers read through a consumer group; `--queue-group` is its group id",
-)];
+pub const PLANNED_SCHEMES: &[&str] = &["mqtt"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
-const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
-    "tls",
-    "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
-     URL (for example to a TLS-terminating proxy on the same host)",
-)];
+const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
+    (
+        "tls",
+        "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
+         URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+    (
+        "rediss",
+        "Redis over TLS needs TLS inside the component, and wasi:sockets has none; use a \
+         `redis://` URL (for example to a TLS-terminating proxy on the same host)",
+    ),
+];
 
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
@@ -403,6 +916,76 @@ mod tests {
                 assert!(
                     import.starts_with("wasi:") || import.starts_with(names::ADAPTER_PREFIX),
                     "{} imports non-standard `{import}`",
+                    adapter.name
+                );
+            }
+        }
+    }
+
+    /// The README's capability table as [`Capabilities::describe`] renders it.
+    fn capability_table() -> String {
+        let mut header = vec!["backend"];
+        let mut rows = String::new();
+        for backend in backends() {
+            assert!(
+                !backend.modes.is_empty(),
+                "{} declares no modes",
+                backend.name
+            );
+            for mode in backend.modes {
+                let cells = mode.capabilities.describe();
+                if header.len() == 1 {
+                    header.extend(cells.iter().map(|(label, _)| *label));
+                }
+                let values: Vec<String> = cells.into_iter().map(|(_, value)| value).collect();
+                let name = match mode.flags {
+                    "" => format!("`{}`", backend.name),
+                    flags => format!("`{}` with `{flags}`", backend.name),
+                };
+                rows += &format!("| {name} | {} |\n", values.join(" | "));
+            }
+        }
+        format!(
+            "| {} |\n|{}\n{rows}",
+            header.join(" | "),
+            "---|".repeat(header.len())
+        )
+    }
+
+    #[test]
+    fn the_readme_capability_table_is_what_the_backends_declare() {
+        let readme = include_str!("../README.md");
+        let table = capability_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's capability table (under `## Backends`) differs from the declared \
+             capabilities in src/adapters.rs; replace it with:\n\n{table}"
+        );
+    }
+
+    #[test]
+    fn backends_and_only_backends_declare_capabilities() {
+        for adapter in ADAPTERS {
+            assert_eq!(
+                !adapter.modes.is_empty(),
+                adapter.kind == AdapterKind::Backend,
+                "{}",
+                adapter.name
+            );
+            for (i, mode) in adapter.modes.iter().enumerate() {
+                assert_eq!(
+                    mode.flags.is_empty(),
+                    i == 0,
+                    "{}: the first mode, and only it, is the default (no flags)",
+                    adapter.name
+                );
+                let names = adapter.modes.iter().filter(|m| m.name == mode.name);
+                assert_eq!(names.count(), 1, "{}: mode names are unique", adapter.name);
+                let receive = mode.capabilities.receive;
+                assert_eq!(
+                    receive.delivery == Delivery::AtLeastOnce,
+                    receive.on_error == OnError::Redelivered,
+                    "{}: at-least-once is exactly redelivery on `Err`",
                     adapter.name
                 );
             }

@@ -64,6 +64,18 @@ const NATS_CREDENTIALS: FromEnv = FromEnv {
     required: false,
     credentials: true,
 };
+const AMQP_CREDENTIALS: FromEnv = FromEnv {
+    what: "credentials (the URL has none, and there are no default ones)",
+    vars: &["AMQP_USERNAME", "AMQP_PASSWORD"],
+    required: true,
+    credentials: true,
+};
+const REDIS_CREDENTIALS: FromEnv = FromEnv {
+    what: "credentials, if the server needs them,",
+    vars: &["REDIS_USERNAME", "REDIS_PASSWORD"],
+    required: false,
+    credentials: true,
+};
 const AWS_CREDENTIALS: FromEnv = FromEnv {
     what: "AWS credentials (a session token only with temporary ones)",
     vars: &[
@@ -107,6 +119,8 @@ pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, Br
     Some(match family {
         "local" => local(url),
         "nats" => nats(url),
+        "amqp" => amqp(url),
+        "redis" => redis(url),
         "kafka" => kafka(url),
         "http" => http(url),
         "sqs" => sqs(url),
@@ -156,9 +170,21 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
             "only one server, without a path or query, is supported",
         ));
     }
-    let (userinfo, host_port) = match rest.rsplit_once('@') {
+    Ok(match check_authority(rest, &invalid)? {
+        true => Vec::new(),
+        false => vec![NATS_CREDENTIALS],
+    })
+}
+
+/// Checks `[USER[:PASSWORD]@]HOST[:PORT]` as the TCP backends (NATS, AMQP, Redis) parse it;
+/// returns whether it carries credentials.
+fn check_authority(
+    authority: &str,
+    invalid: &impl Fn(&str) -> BrokerUrlError,
+) -> Result<bool, BrokerUrlError> {
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
         Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, rest),
+        None => (None, authority),
     };
     if userinfo.is_some_and(|u| !percent_decodes_to_utf8(u)) {
         return Err(invalid("credentials are not UTF-8 after percent-decoding"));
@@ -175,9 +201,74 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     if host.is_empty() {
         return Err(invalid("no host"));
     }
-    Ok(match userinfo {
-        Some(_) => Vec::new(),
-        None => vec![NATS_CREDENTIALS],
+    Ok(userinfo.is_some())
+}
+
+/// `backend-amqp` (`config.rs`, `parse_url`): `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`;
+/// the backend needs a user and a password, from the URL or the environment.
+fn amqp(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "amqp",
+        url,
+        "expected `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`",
+    );
+    let rest = url
+        .strip_prefix("amqp://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    if rest.contains(['?', '#']) {
+        return Err(invalid("query parameters are not supported"));
+    }
+    let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    if vhost.contains('/') {
+        return Err(invalid(
+            "the path is the virtual host; write a `/` in its name as `%2F`",
+        ));
+    }
+    if !percent_decodes_to_utf8(vhost) {
+        return Err(invalid(
+            "the virtual host is not UTF-8 after percent-decoding",
+        ));
+    }
+    check_authority(authority, &invalid)?;
+    let user_and_password = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    Ok(match user_and_password {
+        true => Vec::new(),
+        false => vec![AMQP_CREDENTIALS],
+    })
+}
+
+/// `backend-redis` (`config.rs`, `parse_url`):
+/// `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB][?mode=pubsub|streams]`.
+fn redis(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "redis",
+        url,
+        "expected `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB][?mode=streams]`",
+    );
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("mode", "pubsub" | "streams")) => {}
+            Some(("mode", other)) => {
+                return Err(invalid(&format!(
+                    "unknown Redis mode `{other}`: use `pubsub` (the default) or `streams`"
+                )))
+            }
+            _ => return Err(invalid(&format!("unknown query parameter `{pair}`"))),
+        }
+    }
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err(invalid(&format!("bad database number `{db}`")));
+    }
+    Ok(match check_authority(authority, &invalid)? {
+        true => Vec::new(),
+        false => vec![REDIS_CREDENTIALS],
     })
 }
 
@@ -312,11 +403,34 @@ fn sqs(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
 const SERVICEBUS_USAGE: &str = "expected `servicebus://HOST[:PORT][/ENTITY]` or a connection \
      string `Endpoint=sb://HOST/;SharedAccessKeyName=...;SharedAccessKey=...`";
 
-/// `backend-servicebus` (`connection.rs`): a `servicebus://` URL or a connection string;
+/// The Service Bus setting for a plaintext test endpoint (`backend-servicebus`'s
+/// `PLAIN_HTTP_FOR_TESTS`).
+const SERVICEBUS_PLAIN_HTTP: &str = "PlainHttpForTests";
+/// The setting of Microsoft's Service Bus emulator, which the REST backend cannot use.
+const SERVICEBUS_EMULATOR: &str = "UseDevelopmentEmulator";
+/// Why [`SERVICEBUS_EMULATOR`] is refused.
+const SERVICEBUS_EMULATOR_REFUSED: &str = "`UseDevelopmentEmulator` is not supported: Microsoft's \
+     Service Bus emulator speaks AMQP only and does not serve the REST protocol msgplug uses; \
+     for a plaintext test endpoint on a loopback address, set `PlainHttpForTests=true`";
+
+/// Whether `host` (`HOST[:PORT]`) is a loopback address: `127.0.0.0/8`, `[::1]` or
+/// `localhost` (as `backend-servicebus` decides it).
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `backend-servicebus` (`config.rs`): a `servicebus://` URL or a connection string;
 /// the SAS key name and key come from the environment when the setting has none.
 fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid("servicebus", url, SERVICEBUS_USAGE);
-    let (host, entity, key_name, key) = match url.get(..13) {
+    let (host, entity, key_name, key, plain_http) = match url.get(..13) {
         Some(s) if s.eq_ignore_ascii_case("servicebus://") => {
             let (rest, query) = url[13..].split_once('?').unwrap_or((&url[13..], ""));
             let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -326,19 +440,32 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                      `SERVICEBUS_SAS_KEY_NAME` and `SERVICEBUS_SAS_KEY` at run time instead",
                 ));
             }
+            let mut plain_http = false;
             for param in query.split('&').filter(|p| !p.is_empty()) {
-                let (name, _) = param.split_once('=').unwrap_or((param, ""));
-                if !name.eq_ignore_ascii_case("UseDevelopmentEmulator") {
+                let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                if name.eq_ignore_ascii_case(SERVICEBUS_EMULATOR) {
+                    return Err(invalid(SERVICEBUS_EMULATOR_REFUSED));
+                }
+                if !name.eq_ignore_ascii_case(SERVICEBUS_PLAIN_HTTP) {
                     return Err(invalid(&format!(
-                        "unknown parameter `{name}`; the only one is `UseDevelopmentEmulator=true`"
+                        "unknown parameter `{name}`; the only one is `{SERVICEBUS_PLAIN_HTTP}=true` \
+                         (a plaintext test endpoint on a loopback address)"
                     )));
                 }
+                plain_http = value.eq_ignore_ascii_case("true");
             }
             let path = path.trim_matches('/');
-            (host, (!path.is_empty()).then_some(path), false, false)
+            (
+                host,
+                (!path.is_empty()).then_some(path),
+                false,
+                false,
+                plain_http,
+            )
         }
         _ => {
-            let (mut endpoint, mut entity, mut key_name, mut key) = (None, None, false, false);
+            let (mut endpoint, mut entity, mut key_name, mut key, mut plain_http) =
+                (None, None, false, false, false);
             for (name, value) in url
                 .split(';')
                 .filter_map(|part| part.split_once('='))
@@ -350,6 +477,10 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                     "sharedaccesskeyname" => key_name = value.is_some(),
                     "sharedaccesskey" => key = value.is_some(),
                     "entitypath" => entity = value,
+                    "plainhttpfortests" => {
+                        plain_http = value.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                    }
+                    "usedevelopmentemulator" => return Err(invalid(SERVICEBUS_EMULATOR_REFUSED)),
                     "sharedaccesssignature" => {
                         return Err(invalid(
                             "connection strings with a `SharedAccessSignature` are not \
@@ -369,7 +500,7 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
                     )))
                 }
             };
-            (host, entity, key_name, key)
+            (host, entity, key_name, key, plain_http)
         }
     };
     let valid_host = host
@@ -380,6 +511,12 @@ fn servicebus(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     }
     if !valid_host {
         return Err(invalid(&format!("`{host}` is not a namespace host")));
+    }
+    if plain_http && !is_loopback(host) {
+        return Err(invalid(&format!(
+            "`{SERVICEBUS_PLAIN_HTTP}=true` sends the SAS token in clear text, so it is only \
+             allowed for a loopback host (127.0.0.1, [::1], localhost), not `{host}`"
+        )));
     }
     if let Some(entity) = entity {
         let valid = !entity.contains(['*', '>'])
@@ -435,7 +572,16 @@ mod tests {
     /// adapter tests supply those; compose names them).
     #[test]
     fn compose_accepts_what_the_backends_accept() {
-        for family in ["local", "nats", "kafka", "http", "sqs", "servicebus"] {
+        for family in [
+            "local",
+            "nats",
+            "amqp",
+            "redis",
+            "kafka",
+            "http",
+            "sqs",
+            "servicebus",
+        ] {
             assert_agrees_with_broker_url_cases(family, &[], |url, env| {
                 let broker = parse_broker(url).map_err(|e| e.to_string())?;
                 assert_eq!(

@@ -8,19 +8,23 @@
 //! served handler writes what the app sends to stdout (NDJSON, behind serve's
 //! `stdout [N] :: ` prefix), which is how the tests see what the handler got. No test
 //! sleeps: every wait is on a log line, an output line or a request, with a deadline.
+//!
+//! Only what is HTTP's own is here (CloudEvents modes, plain POSTs, status codes, limits,
+//! the web-hook handshake); what every backend promises is checked for the http backend by
+//! the conformance suite, `tests/conformance/`.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use support::{compose, msgplug, run_http, text, wasmtime, RUN_LIMIT};
+use support::{compose, free_port, lines, msgplug, run_http, text, wasmtime, RUN_LIMIT};
 
 /// A composed component served by `wasmtime serve -S cli` on a free loopback port.
 struct Served {
@@ -105,26 +109,6 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Forwards the lines of `stream` to a channel, from a thread of their own.
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// What a client got back: status, content type and body.
@@ -564,30 +548,6 @@ fn a_request_is_a_post_and_the_response_is_the_reply() {
     assert_eq!(received[0].url, "/in/greet");
     assert_eq!(received[0].body, "ann");
     assert_eq!(received[0].header("ce-type"), Some("greet"));
-}
-
-#[test]
-fn a_request_times_out_after_its_timeout_ms_when_the_endpoint_does_not_answer() {
-    let server = tiny_http::Server::http("127.0.0.1:0").expect("start tiny_http");
-    let port = server.server_addr().to_ip().expect("an IP address").port();
-    let (done, requester_exited) = mpsc::channel::<()>();
-    let endpoint = std::thread::spawn(move || {
-        let request = server.recv_timeout(RUN_LIMIT).expect("receive");
-        // Hold the request unanswered until the requester has given up.
-        let _ = requester_exited.recv_timeout(RUN_LIMIT);
-        request.is_some()
-    });
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = format!("http://127.0.0.1:{port}/{{topic}}");
-    let out = compose(tmp.path(), "requester", &["--broker", &broker]);
-    let output = run_http(&out, &[("TIMEOUT_MS", "500")]);
-    let _ = done.send(());
-    assert!(
-        endpoint.join().expect("endpoint thread"),
-        "no request arrived"
-    );
-    assert_eq!(output.status.code(), Some(1));
-    assert_eq!(text(&output.stderr), "requester: request failed: timeout\n");
 }
 
 #[test]

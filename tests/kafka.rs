@@ -14,8 +14,6 @@
 //! rskafka until everything expected is there or the wait runs out. Every process is
 //! killed when its guard drops.
 
-#[path = "support/app.rs"]
-mod app;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +27,9 @@ use rskafka::record::Record;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use app::{run, unique, within, App, LIMIT};
+use support::app::{run, App};
+use support::nats::{within, LIMIT};
+use support::unique;
 
 /// The shared broker of the ordinary tests.
 const SHARED: &str = "127.0.0.1:9092";

@@ -1,6 +1,10 @@
 //! End to end against NATS: the example apps composed with `--broker nats://...` and run on
 //! the real `wasmtime` CLI (`wasmtime run -S inherit-network --env K=V ...`), checked from
 //! the outside by an independent native client (async-nats, not the adapter's own codec).
+//! Only what is NATS's own is here (subject wildcards, JetStream streams and durables,
+//! core resubscription, host names, the wording of errors); what every backend promises
+//! (relay, binary data, request-reply, groups, redelivery, restarts, outages, credentials)
+//! is checked for NATS by the conformance suite, `tests/conformance/`.
 //!
 //! Servers: tests of core NATS use the shared `nats-server` on 127.0.0.1:4222. Tests that stop
 //! the server, need authentication or use JetStream start their own `nats-server` (`-a
@@ -13,24 +17,20 @@
 //! by a round trip through the server. Every wait is bounded and fails the test when it
 //! runs out; every process is killed when its guard drops, so a failing test leaves none.
 
-#[path = "support/app.rs"]
-mod app;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use app::{run, unique, within, App, LIMIT};
-use support::compose;
+use support::app::{app_lines, run, App};
+use support::nats::{connect_with, round_trip, within, Server, LIMIT};
+use support::{compose, unique};
 
 /// The shared server of the ordinary tests.
 const SHARED: &str = "nats://127.0.0.1:4222";
@@ -38,27 +38,6 @@ const SHARED: &str = "nats://127.0.0.1:4222";
 /// Connects a native client, failing with advice when no server listens at `url`.
 async fn connect(url: &str) -> Client {
     connect_with(url, async_nats::ConnectOptions::new()).await
-}
-
-/// Connects a native client with `options`.
-async fn connect_with(url: &str, options: async_nats::ConnectOptions) -> Client {
-    within("connection to nats-server", options.connect(url))
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot connect to {url}: {e}; start a server with \
-                 `nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server` (.ci/run does)"
-            )
-        })
-}
-
-/// Returns once the server has processed everything `client` sent before, so the
-/// subscriptions made before are live: a message to itself makes a round trip.
-async fn round_trip(client: &Client) {
-    let subject = unique("sync");
-    let mut echo = client.subscribe(subject.clone()).await.expect("subscribe");
-    client.publish(subject, "".into()).await.expect("publish");
-    within("round trip through the server", echo.next()).await;
 }
 
 /// The next message on `subscriber`, failing the test when none comes in time.
@@ -88,15 +67,6 @@ fn data(message: &Message) -> &str {
     std::str::from_utf8(&message.payload).expect("UTF-8 payload")
 }
 
-/// The lines of `stderr` that the example app wrote (`reply: ...`, `requester: ...`),
-/// leaving out what the adapter logs.
-fn app_lines(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| !l.starts_with("msgplug"))
-        .collect()
-}
-
 /// Composes example `name` with `args` like [`compose`], and returns the `-S` flags of the
 /// `wasmtime` command that `msgplug compose` printed after `Run it with` (on stderr).
 fn compose_printing_flags(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, Vec<String>) {
@@ -123,107 +93,6 @@ fn compose_printing_flags(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, Ve
         .flat_map(|pair| pair.iter().map(|w| w.to_string()))
         .collect();
     (out, flags)
-}
-
-/// A `nats-server` of the test's own on a free port, with JetStream in a temporary store;
-/// killed when dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    store: tempfile::TempDir,
-    extra: Vec<String>,
-}
-
-impl Server {
-    /// Starts a server with `extra` arguments and waits until it is ready.
-    async fn start(extra: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = Server {
-            child: None,
-            port,
-            store: tempfile::tempdir().expect("temp dir"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        server.launch().await;
-        server
-    }
-
-    /// The URL of the server.
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the process (on the same port and store) and waits for `Server is ready`.
-    async fn launch(&mut self) {
-        let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        let mut child = Command::new(&program)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run `{program}`: {e}; install nats-server (`apt-get install \
-                     nats-server`) or point $NATS_SERVER at it"
-                )
-            });
-        let mut log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let mut seen = Vec::new();
-        let ready = tokio::time::timeout(LIMIT, async {
-            while let Ok(Some(line)) = log.next_line().await {
-                let ready = line.contains("Server is ready");
-                seen.push(line);
-                if ready {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(
-            ready == Ok(true),
-            "nats-server on port {} did not start:\n{}",
-            self.port,
-            seen.join("\n")
-        );
-        // Keep reading its log so the pipe never fills up.
-        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-        self.child = Some(child);
-    }
-
-    /// Stops the server with SIGTERM and waits until it has exited.
-    ///
-    /// SIGTERM rather than SIGKILL: nats-server 2.9 acknowledges a JetStream publish before
-    /// its file store has written it out, so SIGKILL may lose messages the server itself
-    /// had accepted; that would test the server, not the app. A SIGTERM still drops every
-    /// connection at once, which is the outage the app has to survive.
-    async fn stop(&mut self) {
-        let mut child = self.child.take().expect("the server is running");
-        let pid = child.id().expect("the server has a pid");
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(killed.success(), "kill -TERM {pid} failed");
-        within("exit of nats-server", child.wait())
-            .await
-            .expect("wait for nats-server");
-    }
 }
 
 /// A JetStream context on `client` whose requests (and publish acks) time out after 5 s.
@@ -280,28 +149,10 @@ async fn read_stream(
 // ---------------------------------------------------------------------------------------
 // Core NATS: publish and subscribe.
 
+/// Subject wildcards (`*` and `>`) are NATS's own; what goes through a subscription
+/// (content type, metadata, binary data) is checked by `tests/conformance/`.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_composed_publisher_sends_data_content_type_and_metadata_a_native_subscriber_sees() {
-    let tmp = tempfile::tempdir().unwrap();
-    let publisher = compose(tmp.path(), "publisher", &["--broker", SHARED]);
-    let topic = unique("greetings");
-    let nats = connect(SHARED).await;
-    let mut inbox = nats.subscribe(topic.clone()).await.unwrap();
-    round_trip(&nats).await;
-
-    let (status, stderr) = run(&publisher, &[("COUNT", "3"), ("TOPIC", &topic)]).await;
-    assert!(status.success(), "publisher failed:\n{stderr}");
-    for i in 1..=3 {
-        let message = next(&mut inbox).await;
-        assert_eq!(message.subject.as_str(), topic);
-        assert_eq!(data(&message), format!("hello #{i}"));
-        assert_eq!(content_type(&message), Some("text/plain"));
-        assert_eq!(header(&message, "seq"), Some(i.to_string().as_str()));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_composed_handler_takes_native_messages_and_republishes_them_with_their_headers() {
+async fn a_handler_subscribed_with_a_wildcard_takes_every_subject_it_matches() {
     let tmp = tempfile::tempdir().unwrap();
     let base = unique("orders");
     let transform = compose(
@@ -310,32 +161,32 @@ async fn a_composed_handler_takes_native_messages_and_republishes_them_with_thei
         &["--broker", SHARED, "--subscribe", &format!("{base}.*")],
     );
     let nats = connect(SHARED).await;
-    let mut upper = nats.subscribe(format!("{base}.*.upper")).await.unwrap();
+    let mut upper = nats.subscribe(format!("{base}.>")).await.unwrap();
     round_trip(&nats).await;
     let _app = App::subscribed(&transform, &[]).await;
 
-    let mut headers = HeaderMap::new();
-    headers.insert("Content-Type", "text/plain");
-    headers.insert("id", "7");
-    nats.publish_with_headers(format!("{base}.eu"), headers, "hello".into())
-        .await
-        .unwrap();
-    nats.publish(format!("{base}.us"), "hi there".into())
-        .await
-        .unwrap();
+    for subject in ["eu", "eu.north", "us"] {
+        nats.publish(format!("{base}.{subject}"), subject.into())
+            .await
+            .unwrap();
+    }
 
-    let first = next(&mut upper).await;
-    assert_eq!(first.subject.as_str(), format!("{base}.eu.upper"));
-    assert_eq!(data(&first), "HELLO");
-    assert_eq!(content_type(&first), Some("text/plain"));
-    assert_eq!(header(&first, "id"), Some("7"));
-    assert_eq!(header(&first, "transformed-by"), Some("transform"));
-
-    let second = next(&mut upper).await;
-    assert_eq!(second.subject.as_str(), format!("{base}.us.upper"));
-    assert_eq!(data(&second), "HI THERE");
-    assert_eq!(content_type(&second), None);
-    assert_eq!(header(&second, "transformed-by"), Some("transform"));
+    // What the app sends, in order (the inputs come by too); `eu.north` has two tokens
+    // after the base, so `*` does not match it.
+    let mut outputs = Vec::new();
+    while outputs.len() < 2 {
+        let message = next(&mut upper).await;
+        if message.subject.ends_with(".upper") {
+            outputs.push((message.subject.to_string(), data(&message).to_string()));
+        }
+    }
+    assert_eq!(
+        outputs,
+        [
+            (format!("{base}.eu.upper"), "EU".to_string()),
+            (format!("{base}.us.upper"), "US".to_string())
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -397,35 +248,6 @@ async fn native_responder(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_composed_requester_collects_the_expected_number_of_replies_from_a_native_responder() {
-    let tmp = tempfile::tempdir().unwrap();
-    let requester = compose(tmp.path(), "requester", &["--broker", SHARED]);
-    let topic = unique("greet");
-    let nats = connect(SHARED).await;
-    let responder = native_responder(&nats, &topic, 2).await;
-
-    let started = Instant::now();
-    let env = [
-        ("TOPIC", topic.as_str()),
-        ("NAME", "Ada"),
-        ("EXPECT", "2"),
-        ("TIMEOUT_MS", "20000"),
-    ];
-    let (status, stderr) = run(&requester, &env).await;
-    assert!(status.success(), "requester failed:\n{stderr}");
-    assert_eq!(
-        app_lines(&stderr),
-        ["reply: hi, Ada (1/2)", "reply: hi, Ada (2/2)"]
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "with both replies in, the request returns before its timeout"
-    );
-    let request = within("responder", responder).await.unwrap();
-    assert_eq!(data(&request), "Ada");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_request_returns_the_replies_that_came_when_its_timeout_ends_first() {
     let tmp = tempfile::tempdir().unwrap();
     let requester = compose(tmp.path(), "requester", &["--broker", SHARED]);
@@ -444,44 +266,6 @@ async fn a_request_returns_the_replies_that_came_when_its_timeout_ends_first() {
     assert_eq!(
         app_lines(&stderr),
         ["reply: hi, Bo (1/2)", "reply: hi, Bo (2/2)"]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_request_nobody_answers_fails_with_timeout() {
-    let tmp = tempfile::tempdir().unwrap();
-    let requester = compose(tmp.path(), "requester", &["--broker", SHARED]);
-    let topic = unique("greet");
-    let nats = connect(SHARED).await;
-    // A subscriber that never replies: the server has a responder, so only the timeout ends it.
-    let _silent = nats.subscribe(topic.clone()).await.unwrap();
-    round_trip(&nats).await;
-
-    let (status, stderr) = run(&requester, &[("TOPIC", &topic), ("TIMEOUT_MS", "500")]).await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert_eq!(app_lines(&stderr), ["requester: request failed: timeout"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_request_without_responders_fails_at_once_with_a_clear_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let requester = compose(tmp.path(), "requester", &["--broker", SHARED]);
-    let topic = unique("nobody");
-
-    let started = Instant::now();
-    let (status, stderr) = run(&requester, &[("TOPIC", &topic), ("TIMEOUT_MS", "60000")]).await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    let lines = app_lines(&stderr);
-    assert!(
-        lines.len() == 1
-            && lines[0].starts_with("requester: request failed: ")
-            && lines[0].contains("no responders")
-            && lines[0].contains(&topic),
-        "expected one error naming `no responders` and the subject:\n{stderr}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the server says at once that nobody listens; the request must not wait for its timeout"
     );
 }
 
@@ -513,79 +297,6 @@ async fn a_native_requester_gets_every_reply_of_a_composed_responder() {
         .await
         .expect("request");
     assert_eq!(data(&reply), "hello, Bo (1/2)");
-}
-
-// ---------------------------------------------------------------------------------------
-// Scale-out with a queue group.
-
-#[tokio::test(flavor = "multi_thread")]
-async fn three_instances_in_a_queue_group_share_3000_messages_none_lost_none_handled_twice() {
-    const TOTAL: usize = 3000;
-    let tmp = tempfile::tempdir().unwrap();
-    let subject = unique("work");
-    let transform = compose(
-        tmp.path(),
-        "transform",
-        &[
-            "--broker",
-            SHARED,
-            "--subscribe",
-            &subject,
-            "--queue-group",
-            "workers",
-        ],
-    );
-    let nats = connect(SHARED).await;
-    let mut outputs = nats.subscribe(format!("{subject}.upper")).await.unwrap();
-    round_trip(&nats).await;
-    let mut apps = Vec::new();
-    for name in ["w1", "w2", "w3"] {
-        apps.push(App::subscribed(&transform, &[("TRANSFORMED_BY", name)]).await);
-    }
-
-    for i in 0..TOTAL {
-        nats.publish(subject.clone(), format!("m{i}").into())
-            .await
-            .unwrap();
-    }
-    nats.flush().await.unwrap();
-
-    let mut handled: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut unique_inputs = BTreeSet::new();
-    let mut received = 0;
-    let collected = tokio::time::timeout(LIMIT * 2, async {
-        while unique_inputs.len() < TOTAL {
-            let message = outputs.next().await.expect("subscription ended");
-            received += 1;
-            unique_inputs.insert(data(&message).to_string());
-            let by = header(&message, "transformed-by")
-                .unwrap_or("?")
-                .to_string();
-            handled
-                .entry(by)
-                .or_default()
-                .push(data(&message).to_string());
-        }
-    })
-    .await;
-    let shares: BTreeMap<_, _> = handled.iter().map(|(k, v)| (k.clone(), v.len())).collect();
-    assert!(
-        collected.is_ok(),
-        "{} of {TOTAL} messages handled within {:?} (per instance: {shares:?})",
-        unique_inputs.len(),
-        LIMIT * 2
-    );
-    assert_eq!(
-        received, TOTAL,
-        "some messages were handled twice: {shares:?}"
-    );
-    let expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("M{i}")).collect();
-    assert_eq!(unique_inputs, expected);
-    assert_eq!(
-        shares.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["w1", "w2", "w3"],
-        "every instance takes a share: {shares:?}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -726,150 +437,21 @@ async fn two_instances_with_the_same_durable_share_the_work() {
     );
 }
 
-/// Chaos: the server goes down and comes back while the app works through a stream.
-///
-/// Why the check is sound: `transform` publishes its output for input `mN` as `MN` on
-/// `jobs.upper`, which stream DONE captures, so the backend publishes it with a JetStream
-/// publish ack. The run driver acks an input only after the handler returned and the
-/// outbox was flushed, i.e. after that publish ack. So for every input the server accepted
-/// (its publish ack reached this test): either the app acked it, and then its output is
-/// already stored in DONE, or it did not, and then the durable consumer delivers it again
-/// once the app is back. Either way its output reaches DONE: "every accepted input has its
-/// output in DONE" is exactly "every accepted message was handled at least once". Only
-/// acknowledged publishes count (one whose ack was lost in the restart is sent again);
-/// duplicate outputs are allowed (at least once).
-#[tokio::test(flavor = "multi_thread")]
-async fn after_a_server_restart_every_accepted_message_is_handled_at_least_once() {
-    const TOTAL: usize = 2000;
-    let mut server = Server::start(&[]).await;
-    let url = server.url();
-    let options =
-        async_nats::ConnectOptions::new().reconnect_delay_callback(|_| Duration::from_millis(100));
-    let nats = connect_with(&url, options).await;
-    let js = jetstream(&nats);
-    create_stream(&js, "JOBS", &["jobs"]).await;
-    let done = create_stream(&js, "DONE", &["jobs.upper"]).await;
-    let tmp = tempfile::tempdir().unwrap();
-    // A delivery in flight when the server goes down comes again after the ack wait.
-    let mut args = jetstream_args(&url, "jobs", "JOBS", "worker");
-    args.extend(["--option", "ack_wait_ms=3000"]);
-    let transform = compose(tmp.path(), "transform", &args);
-    let mut app = App::subscribed(&transform, &[]).await;
-    let mut first_output = nats.subscribe("jobs.upper").await.unwrap();
-    round_trip(&nats).await;
-
-    let mut accepted = BTreeSet::new();
-    let mut acks = Vec::new();
-    for i in 0..TOTAL / 2 {
-        acks.push((i, js.publish("jobs", format!("m{i}").into()).await.unwrap()));
-    }
-    for (i, ack) in acks.drain(..) {
-        within("publish ack", ack.into_future())
-            .await
-            .expect("publish ack");
-        accepted.insert(format!("M{i}"));
-    }
-
-    // Mid-stream: the app has handled something, and (most likely) not yet everything.
-    next(&mut first_output).await;
-    server.stop().await;
-    server.launch().await;
-
-    // After the restart, publish the rest; each that gets its ack counts as accepted (a
-    // publish whose ack timed out may still be stored: a duplicate input, which is fine).
-    for i in TOTAL / 2..TOTAL {
-        within("publish ack after the restart", async {
-            while js
-                .publish("jobs", format!("m{i}").into())
-                .await
-                .expect("publish")
-                .await
-                .is_err()
-            {}
-        })
-        .await;
-        accepted.insert(format!("M{i}"));
-    }
-
-    let mut missing = accepted.clone();
-    let all = read_stream(&done, LIMIT, |m| {
-        missing.remove(data(&m));
-        missing.is_empty()
-    })
-    .await;
-    assert!(
-        all,
-        "{} of {TOTAL} accepted messages were never handled, e.g. {:?}; app stderr:\n{}",
-        missing.len(),
-        missing.iter().take(5).collect::<Vec<_>>(),
-        app.stderr_so_far()
-    );
-}
-
 // ---------------------------------------------------------------------------------------
-// Credentials and outages.
+// Outages and restarts.
 
+/// A send during an outage fails with `connection` (checked by `tests/conformance/`); here
+/// the NATS backend's wording: the broker and the cause in words.
 #[tokio::test(flavor = "multi_thread")]
-async fn credentials_come_from_the_environment_and_a_wrong_password_is_permission_denied() {
-    let server = Server::start(&["--user", "u", "--pass", "p"]).await;
-    let url = server.url();
-    let options = async_nats::ConnectOptions::new().user_and_password("u".into(), "p".into());
-    let nats = connect_with(&url, options).await;
-    let topic = unique("secured");
-    let mut inbox = nats.subscribe(topic.clone()).await.unwrap();
-    round_trip(&nats).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let publisher = compose(tmp.path(), "publisher", &["--broker", &url]);
-
-    let env = [
-        ("TOPIC", topic.as_str()),
-        ("COUNT", "1"),
-        ("NATS_USER", "u"),
-        ("NATS_PASSWORD", "p"),
-    ];
-    let (status, stderr) = run(&publisher, &env).await;
-    assert!(status.success(), "publisher failed:\n{stderr}");
-    assert_eq!(data(&next(&mut inbox).await), "hello #1");
-
-    let env = [
-        ("TOPIC", topic.as_str()),
-        ("COUNT", "1"),
-        ("NATS_USER", "u"),
-        ("NATS_PASSWORD", "wrong"),
-    ];
-    let (status, stderr) = run(&publisher, &env).await;
-    assert!(!status.success(), "a wrong password must fail:\n{stderr}");
-    assert!(
-        stderr.contains("publisher: send failed: permission denied"),
-        "{stderr}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_publish_during_an_outage_fails_with_a_connection_error_instead_of_hanging() {
+async fn with_the_server_down_a_publish_says_connection_refused_in_words() {
     let mut server = Server::start(&[]).await;
     let url = server.url();
-    let nats = connect(&url).await;
-    let topic = unique("outage");
-    let mut inbox = nats.subscribe(topic.clone()).await.unwrap();
-    round_trip(&nats).await;
     let tmp = tempfile::tempdir().unwrap();
     let publisher = compose(tmp.path(), "publisher", &["--broker", &url]);
-
-    // A publisher that would run for hours; the server goes away under it.
-    let app = App::start(&publisher, &[("TOPIC", &topic), ("COUNT", "4000000000")]);
-    next(&mut inbox).await;
     server.stop().await;
-    let (status, stderr) = app.finish_within(LIMIT).await;
-    assert!(!status.success(), "{stderr}");
-    assert!(
-        stderr.contains("publisher: send failed: connection"),
-        "{stderr}"
-    );
 
-    // And with the server still down, a new run fails the same way, saying why in words
-    // (no `os error N`: that would be WASI's errno, not the host's).
-    let (status, stderr) = run(&publisher, &[("TOPIC", &topic), ("COUNT", "1")]).await;
+    // No `os error N`: that would be WASI's errno, not the host's.
+    let (status, stderr) = run(&publisher, &[("TOPIC", "down"), ("COUNT", "1")]).await;
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!(

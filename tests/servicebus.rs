@@ -1,6 +1,6 @@
 //! End to end against Azure Service Bus's REST protocol: the example apps composed with
 //! `--broker` set to a connection string (`Endpoint=sb://127.0.0.1:PORT;...;
-//! UseDevelopmentEmulator=true`, plain HTTP) or to `servicebus://HOST/ENTITY` with the SAS key
+//! PlainHttpForTests=true`, plain HTTP) or to `servicebus://HOST/ENTITY` with the SAS key
 //! in the environment, and run on the real `wasmtime` CLI (`wasmtime run -S http`).
 //!
 //! **Tested against a protocol fake, not the service**: no Service Bus emulator can be
@@ -270,7 +270,7 @@ fn a_servicebus_url_takes_the_sas_key_from_the_environment_at_run_time() {
     fake.create_queue("orders.upper");
     fake.put_body("orders", b"from env");
     let broker = format!(
-        "servicebus://{}/orders?UseDevelopmentEmulator=true",
+        "servicebus://{}/orders?PlainHttpForTests=true",
         fake.authority
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -439,4 +439,340 @@ fn a_failing_service_is_retried_with_backoff_and_nothing_is_lost() {
         3,
         "{stderr}"
     );
+}
+
+/// Makes the queues of the `transform` example: its input `orders` and output `orders.upper`.
+fn create_transform_queues(fake: &FakeServiceBus) {
+    fake.create_queue("orders");
+    fake.create_queue("orders.upper");
+}
+
+/// Composes the `transform` example consuming `orders` into `dir` and starts it.
+fn start_transform<'a>(fake: &'a FakeServiceBus, dir: &Path) -> Consumer<'a> {
+    let out = compose_for(fake, dir, "transform", &["orders"]);
+    Consumer::start(fake, &out, &[])
+}
+
+/// Composes `app` with `broker` and returns what compose wrote to stderr, failing the test
+/// unless compose refused it.
+fn compose_refused(dir: &Path, app: &str, broker: &str) -> String {
+    let output = support::msgplug()
+        .arg("compose")
+        .arg(support::example(app))
+        .arg("-o")
+        .arg(dir.join("refused.wasm"))
+        .args(["--broker", broker])
+        .output()
+        .expect("run msgplug");
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "compose accepted `{broker}`: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn plain_http_is_for_loopback_test_endpoints_only_and_the_emulator_setting_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for broker in [
+        "Endpoint=sb://10.1.2.3:5300;SharedAccessKeyName=k;PlainHttpForTests=true",
+        "servicebus://ns.servicebus.windows.net/orders?PlainHttpForTests=true",
+    ] {
+        let stderr = compose_refused(tmp.path(), "publisher", broker);
+        assert!(
+            stderr.contains(
+                "sends the SAS token in clear text, so it is only allowed for a loopback host"
+            ),
+            "{stderr}"
+        );
+    }
+    for broker in [
+        "Endpoint=sb://127.0.0.1:5300;SharedAccessKeyName=k;UseDevelopmentEmulator=true",
+        "servicebus://127.0.0.1:5300/orders?UseDevelopmentEmulator=true",
+    ] {
+        let stderr = compose_refused(tmp.path(), "publisher", broker);
+        assert!(
+            stderr.contains("Service Bus emulator speaks AMQP only")
+                && stderr.contains("set `PlainHttpForTests=true`"),
+            "{stderr}"
+        );
+    }
+
+    // The adapter refuses it as well when the broker comes from the environment at run time.
+    let fake = FakeServiceBus::start();
+    let out = compose_for(&fake, tmp.path(), "publisher", &[]);
+    let stderr = run_http_failing(
+        &out,
+        &[(
+            "MSGPLUG_BROKER",
+            "Endpoint=sb://192.0.2.1;SharedAccessKeyName=k;SharedAccessKey=s;PlainHttpForTests=true",
+        )],
+    );
+    assert!(
+        stderr.contains(
+            "only allowed for a loopback host (127.0.0.1, [::1], localhost), not `192.0.2.1`"
+        ),
+        "{stderr}"
+    );
+    fake.inspect(|s| assert!(s.log.is_empty(), "{:#?}", s.log));
+}
+
+/// Without `PlainHttpForTests` the backend speaks HTTPS, and stock wasmtime checks the
+/// certificate against its built-in roots only: `wasmtime-wasi-http`'s
+/// `default_send_request` builds its rustls client from `webpki_roots::TLS_SERVER_ROOTS`,
+/// and neither `SSL_CERT_FILE`, `SSL_CERT_DIR` nor any `wasmtime run` option adds a CA. So
+/// a local endpoint with a test CA cannot be trusted, and this test pins that: if a later
+/// wasmtime honours `SSL_CERT_FILE`, it fails, and the round trip over TLS can be checked.
+#[test]
+fn sends_go_over_https_and_wasmtime_trusts_only_its_built_in_roots() {
+    let fake = FakeServiceBus::start_tls();
+    fake.create_queue("greetings");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = compose(
+        tmp.path(),
+        "publisher",
+        &["--broker", &fake.tls_connection_string("")],
+    );
+    let ca = FakeServiceBus::ca_pem_path();
+    let mut command = support::wasmtime_run_http(&out, &[("COUNT", "1")]);
+    command
+        .env("SSL_CERT_FILE", &ca)
+        .env("SSL_CERT_DIR", ca.parent().expect("tls/"));
+    let output = support::finish(command.spawn().expect("spawn wasmtime"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    fake.inspect(|s| {
+        assert!(!s.handshakes.is_empty(), "no TLS handshake was tried");
+        for handshake in &s.handshakes {
+            let why = handshake
+                .as_ref()
+                .expect_err("wasmtime trusted the test CA");
+            assert!(
+                why.contains("UnknownCA") || why.contains("BadCertificate"),
+                "{why}"
+            );
+        }
+        assert!(s.log.is_empty(), "nothing reached the fake: {:#?}", s.log);
+    });
+    assert!(
+        stderr.contains("publisher: send failed: https://127.0.0.1:")
+            && stderr.contains("the TLS handshake failed (TlsProtocolError)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("retrying"),
+        "a TLS failure is not retried: {stderr}"
+    );
+}
+
+#[test]
+fn custom_properties_travel_as_the_service_formats_them_and_non_ascii_round_trips() {
+    let fake = FakeServiceBus::start();
+    create_transform_queues(&fake);
+    fake.put_raw(
+        "orders",
+        b"props",
+        None,
+        &[
+            ("Text", r#""say "hi" déjà \u00e9""#),
+            ("Count", "3"),
+            ("Flag", "true"),
+            ("Sent", r#""Wed, 02 Jul 2014 01:32:27 GMT""#),
+            ("Odd", "bare text"),
+        ],
+        json!({}),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut consumer = start_transform(&fake, tmp.path());
+    let output = consumer.wait_for_message("orders.upper");
+    consumer.wait_for_completed("orders");
+    let stderr = consumer.stop();
+
+    // Every property arrives, as a quoted string with nothing escaped; msgplug metadata is
+    // text, so numbers, booleans and dates come back as strings.
+    let custom: Vec<(&str, &str)> = output
+        .custom
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        custom,
+        [
+            ("text", r#""say "hi" déjà \u00e9""#),
+            ("count", r#""3""#),
+            ("flag", r#""true""#),
+            ("sent", r#""Wed, 02 Jul 2014 01:32:27 GMT""#),
+            ("odd", r#""bare text""#),
+            ("transformed-by", r#""transform""#),
+        ],
+        "names arrive in lower case: wasmtime's HTTP stack keeps no header-name case"
+    );
+    assert!(
+        stderr.contains("has custom property `odd` with a value that is neither quoted nor a number or boolean; kept as sent"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_services_default_content_type_is_no_content_type() {
+    let fake = FakeServiceBus::start();
+    create_transform_queues(&fake);
+    fake.put_body("orders", b"untyped");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut consumer = start_transform(&fake, tmp.path());
+    let output = consumer.wait_for_message("orders.upper");
+    consumer.wait_for_completed("orders");
+    consumer.stop();
+    assert_eq!(output.text(), "UNTYPED");
+    assert_eq!(
+        output.content_type, None,
+        "the Atom default the fake reported is not passed on"
+    );
+}
+
+#[test]
+fn requests_without_a_body_carry_a_zero_content_length() {
+    let fake = FakeServiceBus::start();
+    create_transform_queues(&fake);
+    fake.put_body("orders", &[0xff]);
+    fake.put_body("orders", b"ok");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut consumer = start_transform(&fake, tmp.path());
+    consumer.wait_for_completed("orders");
+    consumer.stop();
+    fake.inspect(|s| {
+        let bodiless: Vec<&fake::Exchange> = s
+            .log
+            .iter()
+            .filter(|e| e.path.starts_with("/orders/messages/"))
+            .collect();
+        for method in ["POST", "PUT", "DELETE"] {
+            assert!(bodiless.iter().any(|e| e.method == method), "{:#?}", s.log);
+        }
+        for exchange in bodiless {
+            assert_eq!(
+                exchange.content_length.as_deref(),
+                Some("0"),
+                "{exchange:?}"
+            );
+        }
+        assert_eq!(s.count("POST", "/", 411), 0, "{:#?}", s.log);
+    });
+}
+
+#[test]
+fn busy_sends_are_retried_after_the_services_retry_after_and_nothing_is_redelivered() {
+    let fake = FakeServiceBus::start();
+    create_transform_queues(&fake);
+    fake.put_body("orders", b"busy");
+    fake.fail_sends(&[(503, Some(1)), (429, Some(1)), (500, None)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut consumer = start_transform(&fake, tmp.path());
+    let completed = consumer.wait_for_completed("orders");
+    let stderr = consumer.stop();
+    assert_eq!(completed.delivery_count, 1, "the input was not redelivered");
+    fake.inspect(|s| {
+        assert_eq!(s.queue("orders.upper").messages.len(), 1);
+        assert_eq!(s.count("POST", "/orders.upper/messages", 503), 1);
+        assert_eq!(s.count("POST", "/orders.upper/messages", 429), 1);
+        assert_eq!(s.count("POST", "/orders.upper/messages", 500), 1);
+        assert_eq!(
+            s.count("PUT", "/orders/messages/", 200),
+            0,
+            "never unlocked"
+        );
+    });
+    let retries: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("sending to `orders.upper`: HTTP"))
+        .collect();
+    assert_eq!(retries.len(), 3, "{stderr}");
+    assert!(retries[0].ends_with("retrying in 1s"), "{stderr}");
+    assert!(retries[1].ends_with("retrying in 1s"), "{stderr}");
+}
+
+#[test]
+fn a_quota_refusal_is_not_permission_denied() {
+    let fake = FakeServiceBus::start();
+    fake.create_queue("greetings");
+    fake.fail_sends(&[(403, None)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = compose_for(&fake, tmp.path(), "publisher", &[]);
+    let stderr = run_http_failing(&out, &[("COUNT", "1")]);
+    assert!(
+        stderr.contains("publisher: send failed: sending to `greetings`: HTTP 403: The server is busy. (the entity's quota is exceeded or the message is too large)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("permission denied"), "{stderr}");
+}
+
+#[test]
+fn a_handler_slower_than_the_lock_keeps_it_by_renewing_when_it_sends() {
+    let fake = FakeServiceBus::start();
+    fake.create_queue("greet");
+    fake.create_queue("answers");
+    fake.set_lock_duration(std::time::Duration::from_secs(2));
+    fake.delay_sends(std::time::Duration::from_secs(1));
+    fake.put(
+        "greet",
+        b"ann",
+        None,
+        &[],
+        json!({"MessageId": "req-1", "ReplyTo": "answers"}),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = compose_for(&fake, tmp.path(), "responder", &["greet"]);
+    let mut consumer = Consumer::start(&fake, &out, &[("REPLIES", "4")]);
+    let completed = consumer.wait_for_completed("greet");
+    let stderr = consumer.stop();
+    assert_eq!(completed.delivery_count, 1, "{stderr}");
+    fake.inspect(|s| {
+        assert_eq!(s.queue("answers").messages.len(), 4, "{stderr}");
+        assert!(
+            s.count("POST", "/greet/messages/1/", 200) >= 1,
+            "the lock was renewed: {:#?}",
+            s.log
+        );
+        assert!(s.lost_locks.is_empty(), "{:?}", s.lost_locks);
+    });
+}
+
+#[test]
+fn a_lock_lost_before_complete_is_reported_and_the_message_is_delivered_again() {
+    let fake = FakeServiceBus::start();
+    create_transform_queues(&fake);
+    fake.set_lock_duration(std::time::Duration::from_secs(1));
+    fake.delay_sends(std::time::Duration::from_secs(2));
+    fake.put_body("orders", b"slow");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut consumer = start_transform(&fake, tmp.path());
+    consumer.wait_for("a second delivery after the lock was lost", |s| {
+        let again = s.queue("orders").messages.first()?.delivery_count >= 2;
+        (again && s.count("DELETE", "/orders/messages/", 410) >= 1).then_some(())
+    });
+    let stderr = consumer.stop();
+    assert!(
+        stderr.contains("msgplug: settling the message on `orders` failed: completing a message from `orders`: HTTP 410: The lock supplied is invalid.")
+            && stderr.contains("the message's lock was lost"),
+        "{stderr}"
+    );
+    fake.inspect(|s| assert!(s.queue("orders").completed.is_empty()));
+}
+
+#[test]
+fn a_send_to_a_subscription_is_refused() {
+    let fake = FakeServiceBus::start();
+    fake.create_topic("events", &["audit"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = compose_for(&fake, tmp.path(), "publisher", &[]);
+    let stderr = run_http_failing(
+        &out,
+        &[("COUNT", "1"), ("TOPIC", "events/subscriptions/audit")],
+    );
+    assert!(
+        stderr.contains("is a subscription, which cannot be sent to; send to its topic (`events`)"),
+        "{stderr}"
+    );
+    fake.inspect(|s| assert!(s.queue("events/subscriptions/audit").messages.is_empty()));
 }

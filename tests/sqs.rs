@@ -18,6 +18,10 @@
 //! (long polling from the test), a line on the app's stderr, a queue drained by the
 //! consumer's deletes — and then kills it. Every wait is bounded and fails the test when it
 //! runs out.
+//!
+//! Only what is SQS's own is here (deletes, ignored subscriptions, FIFO queues, temporary
+//! reply queues, SigV4 on the wire, missing credentials); what every backend promises is
+//! checked for SQS by the conformance suite, `tests/conformance/`.
 
 mod support;
 
@@ -29,218 +33,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use support::moto::{Moto, LIMIT};
 use support::{compose, finish, run_http, run_http_failing, text};
-
-/// How long any single wait may take before the test fails.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// The region every test uses (moto accepts any).
-const REGION: &str = "us-east-1";
-
-/// A moto server on a free loopback port, killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-    agent: ureq::Agent,
-}
-
-impl Moto {
-    /// Starts `moto_server` on a port the system picks (`-p 0`) and returns once it
-    /// listens: werkzeug logs ` * Running on http://127.0.0.1:PORT` after binding.
-    fn start() -> Self {
-        let install = "install it with `pip install 'moto[server]'` (the SQS server the tests \
-                       run against; see README: Testing)";
-        let mut child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `moto_server`: {e}; {install}"));
-        // Moto logs every request on stderr: keep reading it for as long as it runs.
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let mut moto = Moto {
-            child,
-            endpoint: String::new(),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(LIMIT))
-                .build()
-                .into(),
-        };
-        let deadline = Instant::now() + LIMIT;
-        let mut seen = Vec::new();
-        while moto.endpoint.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => match line.split_once(" * Running on ") {
-                    Some((_, url)) => moto.endpoint = url.trim().to_string(),
-                    None => seen.push(line),
-                },
-                Err(e) => panic!(
-                    "`moto_server` did not start listening ({e}); {install}; its output:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-        moto
-    }
-
-    /// The `--env` pairs that point a composed app at this server.
-    fn env(&self) -> Vec<(&str, &str)> {
-        self.env_with(&[])
-    }
-
-    /// [`Moto::env`] followed by the app's own `extra` pairs.
-    fn env_with<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-        let mut env = vec![
-            ("AWS_ENDPOINT_URL_SQS", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
-            ("AWS_SECRET_ACCESS_KEY", "test-secret"),
-        ];
-        env.extend_from_slice(extra);
-        env
-    }
-
-    /// Calls SQS `action` with `input`, failing the test on a non-2xx answer.
-    fn call(&self, action: &str, input: Value) -> Value {
-        let mut response = self
-            .agent
-            .post(&self.endpoint)
-            .header("Content-Type", "application/x-amz-json-1.0")
-            .header("X-Amz-Target", format!("AmazonSQS.{action}"))
-            .header(
-                "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=AKIDTEST/20250101/{REGION}/sqs/aws4_request, \
-                     SignedHeaders=host, Signature=0"
-                ),
-            )
-            .send(input.to_string())
-            .unwrap_or_else(|e| panic!("{action} to moto: {e}"));
-        let status = response.status();
-        let body = response.body_mut().read_to_string().expect("read body");
-        assert!(status.is_success(), "{action}: HTTP {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{action}: {e}: {body}"))
-    }
-
-    /// Creates a queue with `attributes` and returns its URL.
-    fn create_queue(&self, name: &str, attributes: Value) -> String {
-        let created = self.call(
-            "CreateQueue",
-            json!({"QueueName": name, "Attributes": attributes}),
-        );
-        created["QueueUrl"].as_str().expect("QueueUrl").to_string()
-    }
-
-    /// Sends `body` with String attributes `attributes` and the extra `fields` (such as
-    /// FIFO ids) to the queue at `url`.
-    fn send(&self, url: &str, body: &str, attributes: &[(&str, &str)], fields: Value) {
-        let mut input = json!({"QueueUrl": url, "MessageBody": body});
-        let attributes: serde_json::Map<String, Value> = attributes
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    json!({"DataType": "String", "StringValue": v}),
-                )
-            })
-            .collect();
-        if !attributes.is_empty() {
-            input["MessageAttributes"] = attributes.into();
-        }
-        for (key, value) in fields.as_object().into_iter().flatten() {
-            input[key] = value.clone();
-        }
-        self.call("SendMessage", input);
-    }
-
-    /// Long-polls the queue at `url` until `count` messages arrived (with every
-    /// attribute), deleting each, and fails the test if they do not within [`LIMIT`].
-    fn take(&self, url: &str, count: usize) -> Vec<Value> {
-        let start = Instant::now();
-        let mut messages = Vec::new();
-        while messages.len() < count {
-            assert!(
-                start.elapsed() < LIMIT,
-                "{} of {count} messages arrived in {url} within {LIMIT:?}: {messages:#?}",
-                messages.len()
-            );
-            let received = self.call(
-                "ReceiveMessage",
-                json!({
-                    "QueueUrl": url,
-                    "MaxNumberOfMessages": 10,
-                    "WaitTimeSeconds": 1,
-                    "MessageAttributeNames": ["All"],
-                    "MessageSystemAttributeNames": ["All"],
-                }),
-            );
-            for message in received["Messages"].as_array().into_iter().flatten() {
-                self.call(
-                    "DeleteMessage",
-                    json!({"QueueUrl": url, "ReceiptHandle": message["ReceiptHandle"]}),
-                );
-                messages.push(message.clone());
-            }
-        }
-        assert_eq!(messages.len(), count, "more messages than expected");
-        messages
-    }
-
-    /// Waits until the queue at `url` holds no message, visible or in flight: every
-    /// message in it was deleted.
-    fn wait_until_drained(&self, url: &str) {
-        let start = Instant::now();
-        loop {
-            let attributes = self.call(
-                "GetQueueAttributes",
-                json!({"QueueUrl": url, "AttributeNames": ["All"]}),
-            )["Attributes"]
-                .clone();
-            let count = |name: &str| -> u64 {
-                attributes[name]
-                    .as_str()
-                    .and_then(|n| n.parse().ok())
-                    .expect("a message count")
-            };
-            if count("ApproximateNumberOfMessages") + count("ApproximateNumberOfMessagesNotVisible")
-                == 0
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < LIMIT,
-                "{url} still holds messages after {LIMIT:?}: {attributes}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The URLs of the queues whose names start with `prefix`.
-    fn queues(&self, prefix: &str) -> Vec<String> {
-        let listed = self.call("ListQueues", json!({"QueueNamePrefix": prefix}));
-        listed["QueueUrls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|u| u.as_str().expect("a URL").to_string())
-            .collect()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A composed component running until it is dropped (then killed), its stdout and stderr
 /// read line by line.
@@ -332,28 +126,6 @@ fn attribute_names(message: &Value) -> Vec<&str> {
 /// The body of a received message.
 fn body(message: &Value) -> &str {
     message["Body"].as_str().expect("a body")
-}
-
-#[test]
-fn sends_over_wasi_http_land_in_the_queue_with_content_type_and_metadata() {
-    let moto = Moto::start();
-    let queue = moto.create_queue("greetings", json!({}));
-    let tmp = tempfile::tempdir().unwrap();
-    let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
-    support::assert_wasi_http_and_no_sockets(&app);
-
-    let output = run_http(&app, &moto.env_with(&[("COUNT", "2")]));
-    assert!(output.status.success(), "{}", text(&output.stderr));
-
-    let mut messages = moto.take(&queue, 2);
-    messages.sort_by_key(|m| attribute(m, "seq").map(String::from));
-    for (i, message) in messages.iter().enumerate() {
-        let seq = (i + 1).to_string();
-        assert_eq!(body(message), format!("hello #{seq}"));
-        assert_eq!(attribute(message, "content-type"), Some("text/plain"));
-        assert_eq!(attribute(message, "seq"), Some(seq.as_str()));
-        assert_eq!(attribute_names(message), ["content-type", "seq"]);
-    }
 }
 
 #[test]
@@ -635,9 +407,118 @@ fn missing_credentials_are_an_error_that_names_the_variables() {
     );
 
     let publisher = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    support::assert_wasi_http_and_no_sockets(&publisher);
     let stderr = run_http_failing(&publisher, &env);
     assert!(
         stderr.starts_with(&format!("publisher: send failed: {wanted}")),
         "{stderr}"
     );
+}
+
+/// A proxy in front of moto that answers the first SendMessage calls with `refusals`
+/// (status, `Retry-After`, body), as a throttling or failing SQS does, and forwards every
+/// other request to moto unchanged. Returns its endpoint; it serves until the test ends.
+fn throttling_proxy(
+    moto: &Moto,
+    refusals: Vec<(u16, Option<&'static str>, &'static str)>,
+) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind a loopback port");
+    let endpoint = format!(
+        "http://{}",
+        server.server_addr().to_ip().expect("an IP address")
+    );
+    let (upstream, agent) = (moto.endpoint.clone(), moto.agent.clone());
+    std::thread::spawn(move || {
+        let mut refusals = refusals.into_iter();
+        for mut request in server.incoming_requests() {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(request.as_reader(), &mut body).expect("body");
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                    .map(|h| h.value.as_str().to_string())
+            };
+            let refusal = (header("X-Amz-Target").as_deref() == Some("AmazonSQS.SendMessage"))
+                .then(|| refusals.next())
+                .flatten();
+            let response = match refusal {
+                Some((status, retry_after, text)) => {
+                    let mut response =
+                        tiny_http::Response::from_string(text).with_status_code(status);
+                    if let Some(seconds) = retry_after {
+                        response.add_header(
+                            tiny_http::Header::from_bytes("Retry-After", seconds).expect("header"),
+                        );
+                    }
+                    response
+                }
+                None => {
+                    let mut forwarded = agent.post(&upstream);
+                    for name in [
+                        "Content-Type",
+                        "X-Amz-Target",
+                        "X-Amz-Date",
+                        "Authorization",
+                    ] {
+                        if let Some(value) = header(name) {
+                            forwarded = forwarded.header(name, value);
+                        }
+                    }
+                    let mut answer = forwarded.send(&body[..]).expect("forward to moto");
+                    let status = answer.status().as_u16();
+                    let text = answer.body_mut().read_to_string().expect("moto's body");
+                    tiny_http::Response::from_string(text).with_status_code(status)
+                }
+            };
+            let _ = request.respond(response);
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn throttled_and_failing_sends_are_retried_and_sent_once() {
+    let moto = Moto::start();
+    let queue = moto.create_queue("greetings", json!({}));
+    let proxy = throttling_proxy(
+        &moto,
+        vec![
+            (
+                400,
+                None,
+                r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            (503, Some("1"), "Service Unavailable"),
+            (
+                400,
+                None,
+                r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"slow down"}"#,
+            ),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let app = compose(tmp.path(), "publisher", &["--broker", "sqs://us-east-1"]);
+    let mut env = moto.env_with(&[("COUNT", "1")]);
+    env[0].1 = &proxy;
+    let output = run_http(&app, &env);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(body(&moto.take(&queue, 1)[0]), "hello #1");
+    let retries: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 3, "{stderr}");
+    assert!(
+        retries[0]
+            .contains("SQS SendMessage on `greetings` failed: ThrottlingException: Rate exceeded"),
+        "{stderr}"
+    );
+    assert!(
+        retries[1].contains("HTTP 503") && retries[1].ends_with("retrying in 1s"),
+        "{stderr}"
+    );
+    assert!(retries[2].contains("RequestThrottled"), "{stderr}");
 }

@@ -9,7 +9,11 @@ use super::{write_atomically, Terminal};
 /// List the adapter components built into msgplug.
 ///
 /// A backend is chosen by the broker URL's scheme; a driver by `--trigger`. Each is a
-/// component built from `adapters-wasm/crates/` and embedded in this binary.
+/// component built from `adapters-wasm/crates/` and embedded in this binary. Each backend's
+/// capabilities follow it, for each of its modes (NATS core and JetStream, ...): delivery
+/// guarantee and what a handler `Err` causes, broker
+/// restarts, request-reply, scale-out, metadata, content type, binary data, the largest
+/// payload, no-responders and credential errors.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   msgplug adapters
@@ -75,12 +79,38 @@ impl AdaptersCommand {
                         Subscriptions::Patterns => {
                             "topic patterns (`*` one token, `>` the rest)".to_string()
                         }
+                        Subscriptions::Native(patterns) => patterns.to_string(),
                         Subscriptions::Names(names) => format!("names of {names}"),
                         Subscriptions::Unused(why) => format!("not used: {why}"),
                     };
                     out.push_str(&format!("{indent:<18} --subscribe: {subscribe}\n"));
                     if let Some(why) = a.queue_group_ignored {
                         out.push_str(&format!("{indent:<18} --queue-group: not used: {why}\n"));
+                    }
+                }
+                // Several modes: each under its name, indented; the others than the
+                // default with only what differs from it.
+                let width = if a.modes.len() > 1 { 20 } else { 18 };
+                let default = a.modes.first().map(|m| m.capabilities.describe());
+                for (i, mode) in a.modes.iter().enumerate() {
+                    if a.modes.len() > 1 {
+                        let but = if i == 0 {
+                            ""
+                        } else {
+                            ", otherwise as the default"
+                        };
+                        let label = mode.label();
+                        out.push_str(&format!(
+                            "{indent:<18} mode {} ({label}){but}:\n",
+                            mode.name
+                        ));
+                    }
+                    for (j, (label, value)) in mode.capabilities.describe().into_iter().enumerate()
+                    {
+                        let same = default.as_ref().is_some_and(|d| d[j].1 == value);
+                        if i == 0 || !same {
+                            out.push_str(&format!("{indent:<width$} {label}: {value}\n"));
+                        }
                     }
                 }
                 if !a.run_env.is_empty() {

@@ -8,6 +8,7 @@ use super::{ComposeOptions, Driver};
 use crate::adapters::{Adapter, Subscriptions};
 use crate::analyze::ComponentInfo;
 use crate::wasmtime_range::NeedsNewerWasmtime;
+use crate::wit::names;
 
 /// Something the user should know about a composition that still succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,11 @@ pub enum Warning {
     },
     /// The output needs more than the oldest supported wasmtime release gives.
     NeedsNewerWasmtime(NeedsNewerWasmtime),
+    /// The app can send metadata, and the backend's broker gets its keys in lower case.
+    MetadataKeysLowerCased {
+        /// The backend's name.
+        backend: &'static str,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -102,6 +108,12 @@ impl fmt::Display for Warning {
                 "the output imports `{import}`, which stock wasmtime does not provide"
             ),
             Warning::NeedsNewerWasmtime(needs) => needs.fmt(f),
+            Warning::MetadataKeysLowerCased { backend } => write!(
+                f,
+                "with the `{backend}` backend, metadata keys the app sends arrive in lower case \
+                 (`OrderId` as `orderid`): they travel as HTTP header names, whose case \
+                 wasmtime's outgoing HTTP does not keep"
+            ),
         }
     }
 }
@@ -125,13 +137,12 @@ pub enum CheckError {
     /// The backend consumes only in a group, and `--queue-group` is missing.
     #[error(
         "the `{backend}` backend needs `--queue-group GROUP-ID` to consume with the `run` \
-         trigger: {why}"
+         trigger: it receives only as a member of a group, and `--queue-group` names it \
+         (for Kafka, the consumer group id)"
     )]
     QueueGroupRequired {
         /// The backend's name.
         backend: &'static str,
-        /// Why.
-        why: &'static str,
     },
     /// An option no part of the composition understands.
     #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
@@ -153,7 +164,7 @@ pub fn check_subscriptions(
 ) -> Result<Vec<Warning>, CheckError> {
     let mut warnings = Vec::new();
     match backend.subscriptions {
-        Subscriptions::Patterns => {}
+        Subscriptions::Patterns | Subscriptions::Native(_) => {}
         Subscriptions::Names(names) => {
             if let Some(topic) = options.subscribe.iter().find(|t| t.contains(['*', '>'])) {
                 return Err(CheckError::WildcardSubscription {
@@ -172,12 +183,12 @@ pub fn check_subscriptions(
             }
         }
     }
-    if let (None, Some(Driver::Run), Some(why)) =
-        (&options.queue_group, driver, backend.queue_group_required())
+    if options.queue_group.is_none()
+        && driver == Some(Driver::Run)
+        && backend.queue_group_required()
     {
         return Err(CheckError::QueueGroupRequired {
             backend: backend.name,
-            why,
         });
     }
     if let (Some(_), Some(why)) = (&options.queue_group, backend.queue_group_ignored) {
@@ -223,6 +234,21 @@ pub fn check_options(
             },
         }),
     }
+}
+
+/// Backends whose broker gets metadata keys in lower case: Service Bus custom properties
+/// are HTTP headers, and wasmtime's outgoing HTTP sends header names in lower case.
+const LOWER_CASED_METADATA: &[&str] = &["backend-servicebus"];
+
+/// Warns when the app can send (imports `producer` or `request-reply`) and `backend` gets
+/// metadata keys in lower case.
+pub fn metadata_warning(app: &ComponentInfo, backend: &Adapter) -> Option<Warning> {
+    let sends = app.imports(names::PRODUCER) || app.imports(names::REQUEST_REPLY);
+    (sends && LOWER_CASED_METADATA.contains(&backend.name)).then_some(
+        Warning::MetadataKeysLowerCased {
+            backend: backend.family(),
+        },
+    )
 }
 
 /// What the app's exports mean with the chosen driver: a hidden entry point, a handler
@@ -282,6 +308,30 @@ mod tests {
             "option `qos` does not apply to backend `backend-nats`; they understand: \
              `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
         );
+    }
+
+    #[test]
+    fn lower_cased_metadata_is_warned_about_when_the_app_can_send() {
+        let app = |imports: &[&str]| ComponentInfo {
+            imports: imports.iter().map(|i| i.to_string()).collect(),
+            exports: Vec::new(),
+            manifest: None,
+            uses_async_abi: false,
+        };
+        let servicebus = adapters::by_name("backend-servicebus").unwrap();
+        let warning = metadata_warning(&app(&[names::TYPES, names::PRODUCER]), servicebus);
+        assert_eq!(
+            warning.map(|w| w.to_string()).as_deref(),
+            Some(
+                "with the `servicebus` backend, metadata keys the app sends arrive in lower case \
+                 (`OrderId` as `orderid`): they travel as HTTP header names, whose case \
+                 wasmtime's outgoing HTTP does not keep"
+            )
+        );
+        assert!(metadata_warning(&app(&[names::REQUEST_REPLY]), servicebus).is_some());
+        assert_eq!(metadata_warning(&app(&[names::TYPES]), servicebus), None);
+        let sqs = adapters::by_name("backend-sqs").unwrap();
+        assert_eq!(metadata_warning(&app(&[names::PRODUCER]), sqs), None);
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Setup {
         }
         checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
         warnings.extend(checks::app_warnings(app, driver, options));
+        warnings.extend(checks::metadata_warning(app, backend));
         let mut settings = Settings::new(
             backend.family(),
             &broker,

@@ -1,44 +1,25 @@
-//! A composed component run on the real `wasmtime` CLI from an async test, with its stderr
-//! read line by line, and the bounded waits of the broker tests (`tests/nats.rs`,
-//! `tests/kafka.rs` include it with `#[path]`).
+//! Composed apps as processes for the broker tests: `wasmtime run -S inherit-network` with its
+//! stderr read line by line (waiting for `subscribed to` and other log lines), every wait
+//! bounded, every process killed when its guard drops.
 
-use std::future::Future;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// How long any single wait may take before the test fails.
-pub const LIMIT: Duration = Duration::from_secs(30);
-
-/// Awaits `future`, failing the test with `what` if it takes longer than [`LIMIT`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within {LIMIT:?}"))
-}
-
-/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`. Valid as a
-/// subject token and as a stream name.
-pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
-}
+use super::nats::{within, LIMIT};
 
 /// A composed component running on `wasmtime run -S inherit-network`, killed when dropped.
 pub struct App {
+    /// The `wasmtime` process.
     child: Child,
+    /// Its stderr lines not read yet.
     lines: mpsc::UnboundedReceiver<String>,
-    stderr: Vec<String>,
+    /// Its stderr lines read so far.
+    pub stderr: Vec<String>,
 }
 
 impl App {
@@ -49,7 +30,7 @@ impl App {
 
     /// Like [`App::start`], with `flags` (such as `-S inherit-network`) after `wasmtime run`.
     pub fn start_with(flags: &[&str], component: &Path, env: &[(&str, &str)]) -> App {
-        let mut command = crate::support::wasmtime();
+        let mut command = super::wasmtime();
         command.arg("run").args(flags);
         for (key, value) in env {
             command.arg("--env").arg(format!("{key}={value}"));
@@ -140,4 +121,13 @@ impl App {
 /// Runs `component` to its end (at most [`LIMIT`]); returns its status and stderr.
 pub async fn run(component: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
     App::start(component, env).finish_within(LIMIT).await
+}
+
+/// The lines of `stderr` that the example app wrote (`reply: ...`, `requester: ...`),
+/// leaving out what the adapter logs.
+pub fn app_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("msgplug"))
+        .collect()
 }

@@ -3,10 +3,17 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod app;
+pub mod moto;
+pub mod nats;
+pub mod rabbitmq;
+pub mod redis;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The repository root.
 pub fn root() -> &'static Path {
@@ -18,6 +25,18 @@ pub fn msgplug() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_msgplug"));
     command.env_remove("RUST_BACKTRACE");
     command
+}
+
+/// A name no other test (or test run) uses: `prefix_<pid>_<nanos>_<n>`. Valid as a NATS
+/// subject token, a JetStream stream name, a Redis channel or key.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{nanos}_{n}", std::process::id())
 }
 
 /// The oldest wasmtime the composed output is promised to run on (36.0.9, the 36 LTS; the
@@ -300,4 +319,25 @@ pub fn assert_wasi_http_and_no_sockets(component: &Path) {
         "{}: {imports:?}",
         component.display()
     );
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Forwards the lines of `stream` to a channel, from a thread of their own.
+pub fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

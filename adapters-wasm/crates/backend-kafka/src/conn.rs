@@ -30,15 +30,11 @@ pub struct Conn {
 impl Conn {
     /// Connects to `address`.
     pub fn open(address: &str) -> Result<Self, Error> {
-        let stream = TcpStream::connect(address).map_err(|e| {
-            Error::connection(format!(
-                "cannot connect to Kafka broker {address}: {}",
-                io_error::text(&e)
-            ))
-        })?;
+        let stream = TcpStream::connect(address)
+            .map_err(|e| io_error::connect_error(&format!("Kafka broker {address}"), &e))?;
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(|e| self::failed(address, &e))?;
+            .map_err(|e| failed(address, &e))?;
         Ok(Self {
             stream,
             address: address.to_string(),
@@ -98,5 +94,5 @@ impl Conn {
 
 /// A lost connection, as an error.
 fn failed(address: &str, e: &std::io::Error) -> Error {
-    Error::connection(format!("connection to {address}: {}", io_error::text(e)))
+    io_error::failed(&format!("the connection to {address}"), e)
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::config::{Auth, Config};
 use crate::protocol::{self, Msg, Parser, ServerOp};
-use common::io_error;
+use common::io_error::{connect_error, failed};
 
 /// How long the `INFO` / `CONNECT` / `PONG` handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,7 +89,8 @@ impl Conn {
     /// Connects to `config.address`, reads `INFO`, sends `CONNECT` and checks it was
     /// accepted with a `PING` / `PONG` round trip, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let stream = TcpStream::connect(&config.address).map_err(|e| connect_error(config, &e))?;
+        let stream =
+            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
         stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
@@ -312,27 +313,4 @@ fn server_error(text: &str) -> Error {
     } else {
         Error::connection(format!("the server says: {text}"))
     }
-}
-
-/// A connection error: `doing` failed with `e`.
-fn failed(doing: &str, e: &std::io::Error) -> Error {
-    Error::connection(format!("{doing} failed: {}", io_error::text(e)))
-}
-
-/// Explains a failed `connect`, with the `wasmtime` flag that is usually missing.
-fn connect_error(config: &Config, e: &std::io::Error) -> Error {
-    let hint = match e.kind() {
-        ErrorKind::PermissionDenied => {
-            "; run wasmtime with `-S inherit-network` so the component may open sockets"
-        }
-        _ if e.to_string().contains("Non-recoverable") => {
-            "; run wasmtime with `-S allow-ip-name-lookup` to resolve host names"
-        }
-        _ => "",
-    };
-    Error::connection(format!(
-        "cannot connect to {}: {}{hint}",
-        config.url,
-        io_error::text(e)
-    ))
 }

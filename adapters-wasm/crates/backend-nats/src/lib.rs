@@ -4,9 +4,9 @@
 //! itself: [`protocol`] is a sans-IO codec of the client protocol, [`headers`] carries a
 //! message's content type and metadata as NATS headers, [`config`] reads the settings,
 //! [`jetstream`] makes the JetStream API bodies and takes the decisions on the answers
-//! (stream and consumer set-up, pulls, publish acknowledgements) — all plain Rust, unit-tested with `cargo test`. The thin I/O layer
-//! (`conn`: a blocking driver over `std::net::TcpStream`; `nats`: the
-//! [`common::Backend`]) is left out of test builds.
+//! (stream and consumer set-up, pulls, publish acknowledgements) — all plain Rust,
+//! unit-tested with `cargo test`. The thin I/O layer (`conn`: a blocking driver over
+//! `std::net::TcpStream`; `nats`: the [`common::Backend`]) is left out of test builds.
 //!
 //! Core mode subscribes to the `--subscribe` subjects (in a queue group if given) on
 //! the first `next`; with `--jetstream STREAM --durable NAME` the backend reads from a

@@ -700,25 +700,7 @@ impl Backend for Nats {
                 Ok(()) => {}
                 Err(e) if e.is_transient() => {
                     self.drop_conn();
-                    let Some(delay) = backoff.failed() else {
-                        return Err(e);
-                    };
-                    let why = match e {
-                        Error::Connection(text) => text,
-                        e => e.to_string(),
-                    };
-                    let delay_ms = delay.as_millis();
-                    log(
-                        Self::NAME,
-                        &match connected {
-                            true => format!(
-                                "lost the connection to {}: {why}; reconnecting in {delay_ms} ms",
-                                self.config.url
-                            ),
-                            false => format!("{why}; retrying in {delay_ms} ms"),
-                        },
-                    );
-                    std::thread::sleep(delay);
+                    backoff.reconnect(Self::NAME, &self.config.url, connected, e)?;
                 }
                 Err(e) => return Err(e),
             }

@@ -12,10 +12,20 @@ pub const KEY_NAME_VAR: &str = "SERVICEBUS_SAS_KEY_NAME";
 /// The environment variable with the SAS key, when the broker setting has none.
 pub const KEY_VAR: &str = "SERVICEBUS_SAS_KEY";
 
+/// The setting that makes the backend speak plain `http://` to a test endpoint (the protocol
+/// fake) instead of `https://`: allowed for a loopback host only, so a SAS token never
+/// crosses a network in clear text.
+pub const PLAIN_HTTP_FOR_TESTS: &str = "PlainHttpForTests";
+
+/// The setting Azure's SDKs use for Microsoft's Service Bus emulator, which speaks AMQP only
+/// and does not serve the REST protocol this backend uses: refused, with the reason.
+const EMULATOR_SETTING: &str = "UseDevelopmentEmulator";
+
 /// A Service Bus namespace and the credentials to use it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Namespace {
-    /// `https://HOST[:PORT]`, or `http://HOST[:PORT]` for the development emulator.
+    /// `https://HOST[:PORT]`, or `http://HOST[:PORT]` for a plaintext test endpoint on a
+    /// loopback address ([`PLAIN_HTTP_FOR_TESTS`]).
     pub base_url: String,
     /// The SAS policy name (`skn`).
     pub key_name: String,
@@ -57,13 +67,15 @@ impl Namespace {
     /// Parses the broker setting; `env` looks up the SAS variables for a setting
     /// that carries no key.
     ///
-    /// * `Endpoint=sb://HOST[:PORT]/;SharedAccessKeyName=NAME;SharedAccessKey=KEY[;EntityPath=ENTITY][;UseDevelopmentEmulator=true]`
+    /// * `Endpoint=sb://HOST[:PORT]/;SharedAccessKeyName=NAME;SharedAccessKey=KEY[;EntityPath=ENTITY][;PlainHttpForTests=true]`
     ///   (keys case-insensitive; other keys such as `TransportType` do not apply to
     ///   the REST protocol and are ignored);
-    /// * `servicebus://HOST[:PORT][/ENTITY][?UseDevelopmentEmulator=true]`, with the
+    /// * `servicebus://HOST[:PORT][/ENTITY][?PlainHttpForTests=true]`, with the
     ///   policy name and key in [`KEY_NAME_VAR`] and [`KEY_VAR`].
     ///
-    /// `UseDevelopmentEmulator=true` means plain `http://` (no TLS); otherwise `https://`.
+    /// The backend speaks `https://`; [`PLAIN_HTTP_FOR_TESTS`]`=true` makes it speak plain
+    /// `http://` (no TLS), which is refused unless the host is a loopback address.
+    /// `UseDevelopmentEmulator` is refused: Microsoft's emulator does not serve REST.
     pub fn parse(broker: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let parsed = match broker.get(..13) {
             Some(s) if s.eq_ignore_ascii_case("servicebus://") => Self::from_url(&broker[13..])?,
@@ -71,7 +83,7 @@ impl Namespace {
         };
         let Parsed {
             host,
-            emulator,
+            plain_http,
             key_name,
             key,
             entity_path,
@@ -95,15 +107,20 @@ impl Namespace {
         if let Some(entity) = &entity_path {
             check_entity(entity, "entity path")?;
         }
+        if plain_http && !is_loopback(&host) {
+            return Err(Error::other(format!(
+                "{PLAIN_HTTP_FOR_TESTS}=true sends the SAS token in clear text, so it is only allowed for a loopback host (127.0.0.1, [::1], localhost), not `{host}`; a Service Bus namespace is reached over https"
+            )));
+        }
         Ok(Self {
-            base_url: format!("{}://{host}", if emulator { "http" } else { "https" }),
+            base_url: format!("{}://{host}", if plain_http { "http" } else { "https" }),
             key_name,
             key,
             entity_path,
         })
     }
 
-    /// Parses `HOST[:PORT][/ENTITY][?UseDevelopmentEmulator=true]` (after `servicebus://`).
+    /// Parses `HOST[:PORT][/ENTITY][?PlainHttpForTests=true]` (after `servicebus://`).
     fn from_url(rest: &str) -> Result<Parsed, Error> {
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -113,15 +130,16 @@ impl Namespace {
             )));
         }
         check_host(host, "servicebus://HOST[:PORT]/ENTITY")?;
-        let mut emulator = false;
+        let mut plain_http = false;
         for param in query.split('&').filter(|p| !p.is_empty()) {
             match param.split_once('=').unwrap_or((param, "")) {
-                (k, v) if k.eq_ignore_ascii_case("UseDevelopmentEmulator") => {
-                    emulator = v.eq_ignore_ascii_case("true")
+                (k, v) if k.eq_ignore_ascii_case(PLAIN_HTTP_FOR_TESTS) => {
+                    plain_http = v.eq_ignore_ascii_case("true")
                 }
+                (k, _) if k.eq_ignore_ascii_case(EMULATOR_SETTING) => return Err(emulator_refused()),
                 (k, _) => {
                     return Err(Error::other(format!(
-                        "unknown servicebus:// URL parameter `{k}`; the only one is `UseDevelopmentEmulator=true`"
+                        "unknown servicebus:// URL parameter `{k}`; the only one is `{PLAIN_HTTP_FOR_TESTS}=true` (a plaintext test endpoint on a loopback address)"
                     )))
                 }
             }
@@ -130,7 +148,7 @@ impl Namespace {
         let entity = (!path.is_empty()).then(|| path.to_string());
         Ok(Parsed {
             host: host.to_string(),
-            emulator,
+            plain_http,
             key_name: None,
             key: None,
             entity_path: entity,
@@ -139,7 +157,7 @@ impl Namespace {
 
     /// Parses an Azure connection string.
     fn from_connection_string(text: &str) -> Result<Parsed, Error> {
-        let (mut endpoint, mut key_name, mut key, mut entity, mut emulator) =
+        let (mut endpoint, mut key_name, mut key, mut entity, mut plain_http) =
             (None, None, None, None, false);
         for (name, value) in connection_string_parts(text) {
             let value = (!value.is_empty()).then(|| value.to_string());
@@ -148,9 +166,10 @@ impl Namespace {
                 "sharedaccesskeyname" => key_name = value,
                 "sharedaccesskey" => key = value,
                 "entitypath" => entity = value,
-                "usedevelopmentemulator" => {
-                    emulator = value.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                "plainhttpfortests" => {
+                    plain_http = value.is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 }
+                "usedevelopmentemulator" => return Err(emulator_refused()),
                 "sharedaccesssignature" => {
                     return Err(Error::other(
                         "connection strings with a SharedAccessSignature are not supported; use SharedAccessKeyName and SharedAccessKey",
@@ -176,7 +195,7 @@ impl Namespace {
         check_host(host, usage)?;
         Ok(Parsed {
             host: host.to_string(),
-            emulator,
+            plain_http,
             key_name,
             key,
             entity_path: entity,
@@ -188,14 +207,34 @@ impl Namespace {
 struct Parsed {
     /// `HOST[:PORT]`.
     host: String,
-    /// Plain http (`UseDevelopmentEmulator=true`).
-    emulator: bool,
+    /// Plain http ([`PLAIN_HTTP_FOR_TESTS`]`=true`).
+    plain_http: bool,
     /// The SAS policy name, if given.
     key_name: Option<String>,
     /// The SAS key, if given.
     key: Option<String>,
     /// The entity, if given.
     entity_path: Option<String>,
+}
+
+/// The error for `UseDevelopmentEmulator`.
+fn emulator_refused() -> Error {
+    Error::other(format!(
+        "{EMULATOR_SETTING} is not supported: Microsoft's Service Bus emulator speaks AMQP only and does not serve the REST protocol msgplug uses; for a plaintext test endpoint on a loopback address, set {PLAIN_HTTP_FOR_TESTS}=true"
+    ))
+}
+
+/// Whether `host` (`HOST[:PORT]`) is a loopback address: `127.0.0.0/8`, `[::1]` or
+/// `localhost`.
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks that `host` is a bare `HOST[:PORT]`; `usage` shows the expected form.
@@ -271,15 +310,65 @@ mod tests {
     }
 
     #[test]
-    fn the_emulator_flag_means_plain_http_and_keys_are_case_insensitive() {
+    fn plain_http_for_tests_means_http_to_loopback_and_keys_are_case_insensitive() {
         let ns = Namespace::parse(
-            " endpoint=sb://127.0.0.1:5300 ; sharedaccesskeyname=k ; SHAREDACCESSKEY=s ; UseDevelopmentEmulator=True; TransportType=Amqp;",
+            " endpoint=sb://127.0.0.1:5300 ; sharedaccesskeyname=k ; SHAREDACCESSKEY=s ; plainhttpfortests=True; TransportType=Amqp;",
             no_env,
         )
         .unwrap();
         assert_eq!(ns.base_url, "http://127.0.0.1:5300");
         assert_eq!((ns.key_name.as_str(), ns.key.as_str()), ("k", "s"));
         assert_eq!(ns.entity_path, None);
+    }
+
+    #[test]
+    fn plain_http_is_refused_for_anything_but_a_loopback_host() {
+        for host in [
+            "127.0.0.1:9",
+            "127.1.2.3",
+            "[::1]:8080",
+            "localhost:1",
+            "LOCALHOST",
+        ] {
+            let ns = Namespace::parse(
+                &format!("servicebus://{host}/q?PlainHttpForTests=true"),
+                sas_env,
+            )
+            .unwrap();
+            assert_eq!(ns.base_url, format!("http://{host}"));
+        }
+        for host in [
+            "ns.servicebus.windows.net",
+            "10.0.0.1:80",
+            "[::2]",
+            "localhost.evil.com",
+            "128.0.0.1",
+        ] {
+            for broker in [
+                format!("servicebus://{host}/q?PlainHttpForTests=true"),
+                format!("Endpoint=sb://{host}/;PlainHttpForTests=true"),
+            ] {
+                let e = Namespace::parse(&broker, sas_env).unwrap_err().to_string();
+                assert!(
+                    e.contains("only allowed for a loopback host"),
+                    "{broker}: {e}"
+                );
+            }
+        }
+        let ns = Namespace::parse("servicebus://ns/q?PlainHttpForTests=false", sas_env).unwrap();
+        assert_eq!(ns.base_url, "https://ns");
+    }
+
+    #[test]
+    fn the_development_emulator_setting_is_refused_with_the_reason() {
+        for broker in [
+            "Endpoint=sb://localhost;UseDevelopmentEmulator=true",
+            "servicebus://127.0.0.1/q?UseDevelopmentEmulator=true",
+        ] {
+            let e = Namespace::parse(broker, sas_env).unwrap_err().to_string();
+            assert!(e.contains("emulator speaks AMQP only"), "{broker}: {e}");
+            assert!(e.contains("set PlainHttpForTests=true"), "{broker}: {e}");
+        }
     }
 
     #[test]
@@ -301,7 +390,7 @@ mod tests {
     #[test]
     fn parses_a_servicebus_url_with_the_key_from_the_environment() {
         let ns = Namespace::parse(
-            "servicebus://127.0.0.1:8080/orders?UseDevelopmentEmulator=true",
+            "servicebus://127.0.0.1:8080/orders?PlainHttpForTests=true",
             sas_env,
         )
         .unwrap();

@@ -5,14 +5,20 @@
 //! * the payload is the HTTP body; the content type is the `Content-Type` header;
 //! * broker properties (`MessageId`, `CorrelationId`, `ReplyTo`, `DeliveryCount`,
 //!   `LockToken`, ...) travel as one JSON object in the `BrokerProperties` header;
-//! * each custom property (msgplug metadata) is a header of its own. msgplug sends
-//!   the value as a JSON string literal (`id: "7"`), so the service stores a string;
-//!   received custom properties are JSON values (strings quoted, as the reference's
-//!   peek-lock example shows), and JSON strings are unquoted. HTTP header names are
-//!   case-insensitive and arrive in lower case, so metadata keys come back lower-cased.
+//! * each custom property (msgplug metadata) is a header of its own, its value formatted
+//!   as the service formats it and as Microsoft's REST SDK sends it: a string in double
+//!   quotes with nothing escaped (`id: "7"`, `note: "say "hi""`), so the service stores a
+//!   string; numbers and booleans bare, dates as quoted RFC 1123 text. Received values
+//!   are read the same way: the quotes of a quoted value are stripped (no JSON
+//!   unescaping), anything else is kept as sent; no property is dropped. Non-ASCII text
+//!   goes as UTF-8 bytes; control characters cannot travel in a header and are refused.
+//!   Header names are case-insensitive and wasmtime's HTTP stack sends and returns
+//!   them in lower case, so metadata keys arrive lower-cased (`OrderId` as `orderid`).
+//! * a peek-lock response without a content type set by the sender carries the service's
+//!   default, `application/atom+xml;type=entry;charset=utf-8`: read as no content type.
 
 use common::{Error, MessageData, Metadata};
-use http_client::{Method, Request, Response};
+use http_client::{Failure, Method, Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Headers that are part of the protocol or of HTTP itself, so never a custom property
@@ -97,6 +103,18 @@ impl Source {
     }
 }
 
+/// The content type the service reports for a message whose sender set none.
+const DEFAULT_CONTENT_TYPE: &str = "application/atom+xml;type=entry;charset=utf-8";
+
+/// Whether `content_type` is the service's default for "none set".
+fn is_default_content_type(content_type: &str) -> bool {
+    let compact: String = content_type
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    compact.eq_ignore_ascii_case(DEFAULT_CONTENT_TYPE)
+}
+
 /// The broker properties msgplug sets or reads (the `BrokerProperties` header).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -113,6 +131,9 @@ pub struct BrokerProperties {
     /// How many times the message has been delivered (received only).
     #[serde(skip_serializing)]
     pub delivery_count: Option<u32>,
+    /// Until when the lock is held, as an RFC 1123 date (received only).
+    #[serde(skip_serializing)]
+    pub locked_until_utc: Option<String>,
 }
 
 /// Builds the request that sends `message` to the queue or topic `entity`
@@ -125,6 +146,12 @@ pub fn send_request(
     authorization: &str,
 ) -> Result<Request, Error> {
     let entity = check_entity(entity, "topic")?;
+    if entity.contains("/subscriptions/") {
+        return Err(Error::other(format!(
+            "topic `{entity}` is a subscription, which cannot be sent to; send to its topic (`{}`)",
+            entity.split("/subscriptions/").next().unwrap_or_default()
+        )));
+    }
     let properties = serde_json::to_string(properties).expect("string fields serialize");
     let mut request = Request::new(Method::Post, format!("{base_url}/{entity}/messages"))
         .header("Authorization", authorization)
@@ -143,31 +170,38 @@ pub fn send_request(
                 "metadata key `{key}` cannot be sent to Service Bus: custom properties travel as HTTP headers, so a key must be an HTTP token (letters, digits, `-`, ...) and not a reserved header name (`content-type`, `x-ms-*`, ...)"
             )));
         }
-        request = request.header(key, json_string(value));
+        request = request.header(key, property_value(key, value)?);
     }
     Ok(request)
 }
 
-/// Quotes `text` as a JSON string of printable ASCII only (`\uXXXX` for the rest), so it
-/// is a valid HTTP header value.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
+/// Formats a metadata value as a custom property header: a string in double quotes, with
+/// nothing escaped (what the service and Microsoft's REST SDK do). A value with a control
+/// character cannot be a header value and is refused rather than changed.
+fn property_value(key: &str, value: &str) -> Result<String, Error> {
+    if value.chars().any(char::is_control) {
+        return Err(Error::other(format!(
+            "metadata `{key}` cannot be sent to Service Bus: its value has a control character (a line break, a tab, ...), which an HTTP header cannot carry"
+        )));
     }
-    out.push('"');
-    out
+    Ok(format!("\"{value}\""))
+}
+
+/// Reads a custom property value as the service formats it: a quoted string loses its
+/// quotes (nothing is unescaped); a number, boolean or anything else is kept as sent.
+/// The second part is true when the value was neither quoted nor a number or boolean.
+fn read_property(raw: &str) -> (String, bool) {
+    let trimmed = raw.trim();
+    if let Some(inner) = trimmed
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        return (inner.to_string(), false);
+    }
+    let scalar = trimmed.eq_ignore_ascii_case("true")
+        || trimmed.eq_ignore_ascii_case("false")
+        || trimmed.parse::<f64>().is_ok();
+    (trimmed.to_string(), !scalar)
 }
 
 /// Builds the peek-lock request for `source`, waiting up to `wait_secs` for a message
@@ -186,6 +220,11 @@ pub fn receive_request(
         ),
     )
     .header("Authorization", authorization)
+}
+
+/// Builds the Renew-Lock request for the message locked at `lock_uri` (`POST` on it).
+pub fn renew_request(lock_uri: &str, authorization: &str) -> Request {
+    Request::new(Method::Post, lock_uri).header("Authorization", authorization)
 }
 
 /// How a locked message is settled.
@@ -215,6 +254,9 @@ pub struct Locked {
     pub lock_uri: String,
     /// Its broker properties.
     pub properties: BrokerProperties,
+    /// Custom properties whose value was neither quoted nor a number or boolean: kept as
+    /// sent, worth a log line.
+    pub unusual: Vec<String>,
 }
 
 /// Parses a successful peek-lock response: `Ok(None)` for 204 (no message within the
@@ -246,22 +288,26 @@ pub fn parse_received(
         None => BrokerProperties::default(),
     };
     let mut metadata = Metadata::default();
+    let mut unusual = Vec::new();
     for (name, value) in &response.headers {
         if is_reserved(name) {
             continue;
         }
-        match serde_json::from_str::<serde_json::Value>(value) {
-            Ok(serde_json::Value::String(text)) => metadata.insert(name.to_ascii_lowercase(), text),
-            Ok(scalar @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                metadata.insert(name.to_ascii_lowercase(), scalar.to_string())
-            }
-            _ => {} // not a custom property: custom properties are JSON values
+        // As the host gives it: wasmtime's HTTP stack gives header names in lower case.
+        let name = name.clone();
+        let (value, odd) = read_property(value);
+        if odd {
+            unusual.push(name.clone());
         }
+        metadata.insert(name, value);
     }
     let message = MessageData {
         topic: Some(source.topic.clone()),
         data: response.body.clone(),
-        content_type: response.header("Content-Type").map(String::from),
+        content_type: response
+            .header("Content-Type")
+            .filter(|c| !is_default_content_type(c))
+            .map(String::from),
         metadata,
         reply_to: properties.reply_to.clone(),
     };
@@ -269,6 +315,7 @@ pub fn parse_received(
         message,
         lock_uri,
         properties,
+        unusual,
     }))
 }
 
@@ -288,49 +335,79 @@ fn lock_uri(base_url: &str, location: &str) -> Result<String, Error> {
     Ok(format!("{base_url}{path}"))
 }
 
-/// What an error response means for the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Retrying cannot help (no permission, no such entity, a bad request).
-    Fatal(Error),
-    /// The service is busy or failing for now (5xx, 429, timeouts): retry later.
-    Transient(Error),
-}
-
-impl Failure {
-    /// The error, whatever its kind.
-    pub fn into_error(self) -> Error {
-        match self {
-            Failure::Fatal(e) | Failure::Transient(e) => e,
-        }
-    }
-
-    /// True when retrying later may help.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Failure::Transient(_))
-    }
-}
-
-impl std::fmt::Display for Failure {
-    /// Writes the error.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Fatal(e) | Failure::Transient(e) => e.fmt(f),
-        }
-    }
-}
-
-/// Classifies a non-2xx `response` to an operation on `entity`; `what` names the
-/// operation (`sending to `orders``).
+/// Classifies a non-2xx `response` to a receive from `entity`; `what` names the
+/// operation (`receiving from `orders``). Busy or failing (408, 429, 5xx) is transient,
+/// with the `Retry-After` the service gave.
 pub fn failure(what: &str, entity: &str, response: &Response) -> Failure {
-    match response.status {
-        404 | 410 => Failure::Fatal(Error::other(format!(
+    let error = match response.status {
+        404 | 410 => Error::other(format!(
             "{what}: Service Bus entity `{entity}` does not exist (HTTP {}); create it, or fix the name",
             response.status
+        )),
+        _ => http_client::status_error(what, response),
+    };
+    Failure::of_response(error, response)
+}
+
+/// Classifies a non-2xx `response` to a send to `entity`, as [`failure`] does, except
+/// that a `403` is what the reference says it means for Send Message: "quota exceeded or
+/// message too large", not a matter of permissions (those are `401`).
+pub fn send_failure(what: &str, entity: &str, response: &Response) -> Failure {
+    match response.status {
+        403 => Failure::lasting(Error::other(format!(
+            "{} (the entity's quota is exceeded or the message is too large)",
+            http_client::status_text(what, response)
         ))),
-        408 | 429 | 500..=599 => Failure::Transient(http_client::status_error(what, response)),
-        _ => Failure::Fatal(http_client::status_error(what, response)),
+        _ => failure(what, entity, response),
     }
+}
+
+/// Classifies a non-2xx `response` to an operation on a lock (complete, unlock, renew):
+/// `404` (no message holds the lock) and `410` (the lock or the entity is gone) mean the
+/// lock was lost, and the service delivers the message again.
+pub fn lock_failure(what: &str, response: &Response) -> Failure {
+    match response.status {
+        404 | 410 => Failure::lasting(Error::other(format!(
+            "{}: the message's lock was lost (it expired after the entity's LockDuration, or the message was settled already); the service delivers the message again",
+            http_client::status_text(what, response)
+        ))),
+        _ => Failure::of_response(http_client::status_error(what, response), response),
+    }
+}
+
+/// Whether `response` to an operation on a lock says the lock was lost.
+pub fn is_lock_lost(response: &Response) -> bool {
+    matches!(response.status, 404 | 410)
+}
+
+/// Reads an RFC 1123 date (`Wed, 02 Jul 2014 01:32:27 GMT`) as seconds since 1970.
+pub fn parse_http_date(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    let _weekday = words.next()?;
+    let day: u64 = words.next()?.parse().ok()?;
+    let month = words.next()?;
+    let year: u64 = words.next()?.parse().ok()?;
+    let mut clock = words.next()?.split(':').map(|n| n.parse::<u64>().ok());
+    let (h, m, sec) = (clock.next()??, clock.next()??, clock.next()??);
+    if words.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let (y, mp) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 #[cfg(test)]
@@ -381,7 +458,7 @@ mod tests {
         message.metadata.insert("id".into(), "7".into());
         message
             .metadata
-            .insert("Note".into(), "say \"hé\"\n".into());
+            .insert("Note".into(), "say \"hé\" 😀".into());
         let properties = BrokerProperties {
             message_id: Some("m1".into()),
             correlation_id: Some("c1".into()),
@@ -409,12 +486,69 @@ mod tests {
                 ),
                 ("Content-Type", "text/plain"),
                 ("id", r#""7""#),
-                ("Note", r#""say \"h\u00e9\"\u000a""#),
+                ("Note", r#""say "hé" 😀""#),
             ]
         );
-        let decoded: String = serde_json::from_str(&request.headers[4].1).unwrap();
-        assert_eq!(decoded, "say \"hé\"\n");
-        assert_eq!(json_string("😀"), r#""\ud83d\ude00""#);
+        message.metadata.insert("bad".into(), "two\nlines".into());
+        let e = send_request(BASE, "orders", &message, &properties, "SAS")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metadata `bad` cannot be sent"), "{e}");
+    }
+
+    #[test]
+    fn a_subscription_cannot_be_sent_to() {
+        let e = send_request(
+            BASE,
+            "events/subscriptions/audit",
+            &MessageData::new(vec![]),
+            &BrokerProperties::default(),
+            "S",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("send to its topic (`events`)"), "{e}");
+    }
+
+    #[test]
+    fn property_values_are_read_as_the_service_formats_them() {
+        assert_eq!(read_property(r#""12345,ABC""#), ("12345,ABC".into(), false));
+        assert_eq!(
+            read_property(r#""say "hi" \u00e9""#),
+            (r#"say "hi" \u00e9"#.into(), false)
+        );
+        assert_eq!(
+            read_property(r#""Wed, 02 Jul 2014 01:32:27 GMT""#).0,
+            "Wed, 02 Jul 2014 01:32:27 GMT"
+        );
+        assert_eq!(read_property("déjà"), ("déjà".into(), true));
+        assert_eq!(read_property(r#""déjà""#), ("déjà".into(), false));
+        assert_eq!(read_property("3"), ("3".into(), false));
+        assert_eq!(read_property("-2.5E3"), ("-2.5E3".into(), false));
+        assert_eq!(read_property("True"), ("True".into(), false));
+        assert_eq!(read_property(r#"""#), (r#"""#.into(), true));
+        assert_eq!(read_property(r#""""#), (String::new(), false));
+    }
+
+    #[test]
+    fn reads_rfc_1123_dates() {
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Wed, 02 Jul 2014 01:32:27 GMT"),
+            Some(1_404_264_747)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2028 23:59:59 GMT"),
+            Some(1_835_481_599)
+        );
+        for bad in [
+            "",
+            "Wed, 02 Jul 2014 01:32:27",
+            "Wed, 02 Foo 2014 01:32:27 GMT",
+            "2014-07-02T01:32:27Z",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -468,6 +602,11 @@ mod tests {
             Method::Delete
         );
         assert_eq!(settle_request("u", Settle::Unlock, "S").method, Method::Put);
+        let renew = renew_request("https://h/q/messages/1/t", "S");
+        assert_eq!(
+            (renew.method, renew.url.as_str()),
+            (Method::Post, "https://h/q/messages/1/t")
+        );
     }
 
     /// The response of the reference's peek-lock example.
@@ -484,6 +623,8 @@ mod tests {
                 ("priority", r#""High""#),
                 ("customer", r#""12345,ABC""#),
                 ("count", "3"),
+                ("sent", r#""Wed, 02 Jul 2014 01:32:27 GMT""#),
+                ("odd", "bare text"),
                 ("date", "Wed, 02 Jul 2014 01:32:27 GMT"),
                 ("x-ms-request-id", r#""r""#),
             ],
@@ -504,8 +645,8 @@ mod tests {
         assert_eq!(message.topic.as_deref(), Some("HttpClientSampleQueue"));
         assert_eq!(message.data, b"This is a message.");
         assert_eq!(
-            message.content_type.as_deref(),
-            Some("application/atom+xml;type=entry;charset=utf-8")
+            message.content_type, None,
+            "the service's default content type means none"
         );
         let metadata: Vec<(&str, &str)> = message.metadata.iter().collect();
         assert_eq!(
@@ -513,8 +654,15 @@ mod tests {
             [
                 ("priority", "High"),
                 ("customer", "12345,ABC"),
-                ("count", "3")
+                ("count", "3"),
+                ("sent", "Wed, 02 Jul 2014 01:32:27 GMT"),
+                ("odd", "bare text"),
             ]
+        );
+        assert_eq!(locked.unusual, ["odd"]);
+        assert_eq!(
+            locked.properties.locked_until_utc.as_deref(),
+            Some("Wed, 02 Jul 2014 01:33:27 GMT")
         );
         assert_eq!(message.reply_to, None);
     }
@@ -530,6 +678,7 @@ mod tests {
                     "BrokerProperties",
                     r#"{"ReplyTo":"answers","DeliveryCount":3}"#,
                 ),
+                ("Content-Type", "application/json"),
             ],
             "",
         );
@@ -542,7 +691,10 @@ mod tests {
         );
         assert_eq!(locked.message.reply_to.as_deref(), Some("answers"));
         assert_eq!(locked.message.topic.as_deref(), Some("t"));
-        assert_eq!(locked.message.content_type, None);
+        assert_eq!(
+            locked.message.content_type.as_deref(),
+            Some("application/json")
+        );
         assert_eq!(locked.properties.delivery_count, Some(3));
         assert_eq!(
             parse_received(BASE, &source, &response(204, &[], "")).unwrap(),
@@ -577,42 +729,60 @@ mod tests {
     #[test]
     fn classifies_failures() {
         let what = "sending to `q`";
-        match failure(what, "q", &response(410, &[], "gone")) {
-            Failure::Fatal(e) => assert_eq!(
-                e.to_string(),
-                "sending to `q`: Service Bus entity `q` does not exist (HTTP 410); create it, or fix the name"
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            failure(what, "q", &response(401, &[], "bad token")),
-            Failure::Fatal(Error::PermissionDenied(_))
-        ));
-        assert!(matches!(
-            failure(what, "q", &response(403, &[], "")),
-            Failure::Fatal(Error::PermissionDenied(_))
-        ));
-        assert!(matches!(
-            failure(what, "q", &response(503, &[], "")),
-            Failure::Transient(_)
-        ));
-        assert!(matches!(
-            failure(what, "q", &response(429, &[], "")),
-            Failure::Transient(_)
-        ));
-        assert!(matches!(
-            failure(what, "q", &response(400, &[], "")),
-            Failure::Fatal(_)
-        ));
+        let gone = failure(what, "q", &response(410, &[], "gone"));
+        assert!(!gone.transient);
         assert_eq!(
-            failure(what, "q", &response(500, &[], "boom"))
-                .into_error()
-                .to_string(),
+            gone.error.to_string(),
+            "sending to `q`: Service Bus entity `q` does not exist (HTTP 410); create it, or fix the name"
+        );
+        assert!(matches!(
+            failure(what, "q", &response(401, &[], "bad token")).error,
+            Error::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            failure("receiving from `q`", "q", &response(403, &[], "")).error,
+            Error::PermissionDenied(_)
+        ));
+        let quota = send_failure(what, "q", &response(403, &[], "QuotaExceeded"));
+        assert_eq!(
+            (quota.error.clone(), quota.transient),
+            (
+                Error::other("sending to `q`: HTTP 403: QuotaExceeded (the entity's quota is exceeded or the message is too large)"),
+                false
+            )
+        );
+        for status in [429, 500, 503] {
+            let busy = failure(
+                what,
+                "q",
+                &response(status, &[("Retry-After", "3")], "busy"),
+            );
+            assert!(busy.transient, "{status}");
+            assert_eq!(busy.retry_after, Some(std::time::Duration::from_secs(3)));
+        }
+        assert!(!failure(what, "q", &response(400, &[], "")).transient);
+        assert_eq!(
+            failure(what, "q", &response(500, &[], "boom")).to_string(),
             "sending to `q`: HTTP 500: boom"
         );
-        let busy = failure(what, "q", &response(503, &[], "busy"));
-        assert!(busy.is_transient());
-        assert_eq!(busy.to_string(), "sending to `q`: HTTP 503: busy");
-        assert!(!failure(what, "q", &response(400, &[], "")).is_transient());
+    }
+
+    #[test]
+    fn a_lost_lock_is_reported_as_such() {
+        for status in [404, 410] {
+            let lost = lock_failure(
+                "completing a message from `q`",
+                &response(status, &[], "The lock supplied is invalid."),
+            );
+            assert!(!lost.transient);
+            assert!(is_lock_lost(&response(status, &[], "")));
+            let text = lost.to_string();
+            assert!(
+                text.starts_with(&format!("completing a message from `q`: HTTP {status}: The lock supplied is invalid.: the message's lock was lost")),
+                "{text}"
+            );
+        }
+        assert!(lock_failure("x", &response(503, &[], "")).transient);
+        assert!(!is_lock_lost(&response(503, &[], "")));
     }
 }

@@ -1,14 +1,16 @@
 //! The [`Backend`] over the Service Bus REST protocol: the only part that does I/O.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
     Settings,
 };
 
+use http_client::Failure;
+
 use crate::config::{self, Namespace};
-use crate::protocol::{self, BrokerProperties, Failure, Settle, Source};
+use crate::protocol::{self, BrokerProperties, Settle, Source};
 use crate::sas::Signer;
 
 /// The Service Bus backend's component type.
@@ -23,17 +25,56 @@ const SHORT_POLL_SECS: u32 = 1;
 const EXCHANGE_MARGIN: Duration = Duration::from_secs(15);
 /// The bound on one send, complete or unlock exchange.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The pauses after a transient failure: 250 ms, doubling up to 30 s.
-const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+/// The longest pause after a transient failure.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The pauses after a transient failure: 250 ms, doubling up to [`BACKOFF_MAX`].
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), BACKOFF_MAX);
 /// How many times completing or unlocking is tried when the service is failing.
 const SETTLE_ATTEMPTS: u32 = 5;
+/// The pauses between tries of a send the service is too busy for: 250 ms, doubling up
+/// to 5 s, or the service's `Retry-After`.
+const SEND_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+/// How long a send keeps trying while the service is busy or failing, before the handler
+/// gets the error (and its input is unlocked for redelivery).
+const SEND_WITHIN: Duration = Duration::from_secs(30);
+/// The lock duration assumed when the service does not say (its default LockDuration).
+const DEFAULT_LOCK: Duration = Duration::from_secs(60);
 
 /// A delivery that is not settled yet.
 struct Lock {
     /// The entity path it was received from (what its SAS token is for).
     source: String,
-    /// Where to complete or unlock it.
+    /// Where to complete, unlock or renew it.
     uri: String,
+    /// When it was taken or last renewed.
+    renewed: Instant,
+    /// How long it lasts from then (the entity's LockDuration, as far as known).
+    lasts: Duration,
+    /// Set once the service said the lock is gone: it is not renewed again.
+    lost: bool,
+}
+
+impl Lock {
+    /// Whether the lock should be renewed now: half its time has passed.
+    fn renewal_due(&self) -> bool {
+        !self.lost && self.renewed.elapsed() >= self.lasts / 2
+    }
+}
+
+/// How long the lock of a message received now lasts: until its `LockedUntilUtc`, or
+/// [`DEFAULT_LOCK`] when the service gives no date (at least a second, at most 5 min).
+fn lock_duration(properties: &BrokerProperties) -> Duration {
+    let until = properties
+        .locked_until_utc
+        .as_deref()
+        .and_then(protocol::parse_http_date);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok();
+    match (until, now) {
+        (Some(until), Some(now)) => Duration::from_secs(until)
+            .saturating_sub(now)
+            .clamp(Duration::from_secs(1), Duration::from_secs(300)),
+        _ => DEFAULT_LOCK,
+    }
 }
 
 /// The state of the Service Bus backend.
@@ -67,6 +108,10 @@ impl ServiceBus {
     }
 
     /// Sends `message` to `entity` with `properties`; `Ok` once the service accepted it.
+    /// While the service is busy or failing (429, 503, 5xx, a lost connection) the send is
+    /// tried again, after the service's `Retry-After` or a capped backoff, for up to
+    /// [`SEND_WITHIN`]; every try carries the same `MessageId`. Before each try, the locks
+    /// held on the handler's input are renewed when due.
     fn post(
         &mut self,
         entity: &str,
@@ -74,20 +119,79 @@ impl ServiceBus {
         mut properties: BrokerProperties,
     ) -> Result<(), Error> {
         properties.message_id = Some(common::random_id());
-        let authorization = self.authorization(entity);
-        let request = protocol::send_request(
-            &self.namespace.base_url,
-            entity,
-            message,
-            &properties,
-            &authorization,
-        )?
-        .timeout(REQUEST_TIMEOUT);
-        let response = http_client::send(&request)?;
-        if response.is_success() {
-            return Ok(());
+        let what = format!("sending to `{entity}`");
+        let attempt = || {
+            // A send that keeps being retried must not outlast the input's lock.
+            self.renew_locks();
+            let authorization = self.authorization(entity);
+            let request = protocol::send_request(
+                &self.namespace.base_url,
+                entity,
+                message,
+                &properties,
+                &authorization,
+            )
+            .map_err(Failure::lasting)?
+            .timeout(REQUEST_TIMEOUT);
+            let response = http_client::send(&request).map_err(|e| transport_failure(&what, e))?;
+            if response.is_success() {
+                return Ok(());
+            }
+            Err(protocol::send_failure(&what, entity, &response))
+        };
+        http_client::retry_within(SEND_BACKOFF, SEND_WITHIN, attempt, |failure, pause| {
+            log(Self::NAME, &format!("{failure}; retrying in {pause:?}"))
+        })
+    }
+
+    /// Renews each lock held on an unsettled delivery whose renewal is due (Renew-Lock,
+    /// `POST` on the lock URI). WASI 0.2 gives the backend no thread or timer of its own,
+    /// so this runs when the handler calls the backend (a send or reply) and before a
+    /// receive. A lock the service says is gone is logged and marked lost; completing
+    /// that delivery then reports it. Other failures are logged and tried again later.
+    fn renew_locks(&mut self) {
+        let due: Vec<(DeliveryId, String, String)> = self
+            .locks
+            .unsettled_mut()
+            .filter(|(_, lock)| lock.renewal_due())
+            .map(|(id, lock)| (id, lock.source.clone(), lock.uri.clone()))
+            .collect();
+        for (id, source, uri) in due {
+            let what = format!("renewing the lock on a message from `{source}`");
+            let authorization = self.authorization(&source);
+            let request = protocol::renew_request(&uri, &authorization).timeout(REQUEST_TIMEOUT);
+            let (renewed, lost) = match http_client::send(&request) {
+                Ok(response) if response.is_success() => (true, false),
+                Ok(response) if protocol::is_lock_lost(&response) => {
+                    log(
+                        Self::NAME,
+                        &protocol::lock_failure(&what, &response).to_string(),
+                    );
+                    (false, true)
+                }
+                Ok(response) => {
+                    let text = http_client::status_text(&what, &response);
+                    log(
+                        Self::NAME,
+                        &format!("{text}; trying again on the next call"),
+                    );
+                    (false, false)
+                }
+                Err(e) => {
+                    log(
+                        Self::NAME,
+                        &format!("{what}: {e}; trying again on the next call"),
+                    );
+                    (false, false)
+                }
+            };
+            if let Some((_, lock)) = self.locks.unsettled_mut().find(|(open, _)| *open == id) {
+                if renewed {
+                    lock.renewed = Instant::now();
+                }
+                lock.lost = lost;
+            }
         }
-        Err(protocol::failure(&format!("sending to `{entity}`"), entity, &response).into_error())
     }
 
     /// Polls `source` once, waiting up to `wait_secs`: a locked message, or `None` when
@@ -107,10 +211,12 @@ impl ServiceBus {
             return Err(protocol::failure(&what, &source.path, &response));
         }
         protocol::parse_received(&self.namespace.base_url, source, &response)
-            .map_err(Failure::Fatal)
+            .map_err(Failure::lasting)
     }
 
     /// Completes or unlocks delivery `id`, retrying a few times while the service fails.
+    /// A lock lost before the message is completed is an error that says so (the service
+    /// delivers the message again); a lost lock on unlocking only gets a log line.
     fn settle(&mut self, id: DeliveryId, settle: Settle) -> Result<(), Error> {
         let lock = self.locks.settle(id)?;
         let what = match settle {
@@ -123,25 +229,26 @@ impl ServiceBus {
                 .timeout(REQUEST_TIMEOUT);
             match http_client::send(&request) {
                 Ok(response) if response.is_success() => Ok(()),
-                Ok(response) if response.status == 404 => {
-                    // The reference: no message holds that lock. It expired (or the message
-                    // was settled already); the service redelivers what was not completed.
+                Ok(response) if settle == Settle::Unlock && protocol::is_lock_lost(&response) => {
+                    // Unlocked already: the service delivers the message again either way.
                     log(
                         Self::NAME,
-                        &format!("{what}: its lock was lost (HTTP 404; did it expire?); the service will deliver it again"),
+                        &protocol::lock_failure(&what, &response).to_string(),
                     );
                     Ok(())
                 }
-                Ok(response) => Err(protocol::failure(&what, &lock.source, &response)),
+                Ok(response) => Err(protocol::lock_failure(&what, &response)),
                 Err(e) => Err(transport_failure(&what, e)),
             }
         };
         BACKOFF
             .tries(SETTLE_ATTEMPTS)
-            .retry(attempt, Failure::is_transient, |failure, pause| {
-                log(Self::NAME, &format!("{failure}; retrying in {pause:?}"))
-            })
-            .map_err(Failure::into_error)
+            .retry(
+                attempt,
+                |failure| failure.transient,
+                |failure, pause| log(Self::NAME, &format!("{failure}; retrying in {pause:?}")),
+            )
+            .map_err(|failure| failure.error)
     }
 }
 
@@ -149,9 +256,11 @@ impl ServiceBus {
 /// a request that cannot be made (or is denied by the host) is not.
 fn transport_failure(what: &str, error: Error) -> Failure {
     match error {
-        Error::Connection(text) => Failure::Transient(Error::connection(format!("{what}: {text}"))),
-        Error::Timeout => Failure::Transient(Error::connection(format!("{what}: timed out"))),
-        Error::Other(_) | Error::PermissionDenied(_) => Failure::Fatal(error),
+        Error::Connection(text) => {
+            Failure::of_exchange(Error::connection(format!("{what}: {text}")))
+        }
+        Error::Timeout => Failure::of_exchange(Error::connection(format!("{what}: timed out"))),
+        Error::Other(_) | Error::PermissionDenied(_) => Failure::lasting(error),
     }
 }
 
@@ -204,6 +313,7 @@ impl Backend for ServiceBus {
         _message: &MessageData,
         _options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
+        self.renew_locks();
         Err(Error::other(
             "request-reply is not supported by the Service Bus backend: its REST protocol cannot receive from sessions or temporary reply queues; send the request to a queue and consume the replies from another one instead",
         ))
@@ -232,12 +342,19 @@ impl Backend for ServiceBus {
         } else {
             SHORT_POLL_SECS
         };
+        self.renew_locks();
         loop {
             let source = self.sources[self.turn].clone();
             self.turn = (self.turn + 1) % self.sources.len();
             match self.receive(&source, wait) {
                 Ok(Some(locked)) => {
                     self.backoff.reset();
+                    for name in &locked.unusual {
+                        log(
+                            Self::NAME,
+                            &format!("a message from `{}` has custom property `{name}` with a value that is neither quoted nor a number or boolean; kept as sent", source.path),
+                        );
+                    }
                     self.replying = locked
                         .message
                         .reply_to
@@ -246,16 +363,23 @@ impl Backend for ServiceBus {
                     let lock = Lock {
                         source: source.path,
                         uri: locked.lock_uri,
+                        renewed: Instant::now(),
+                        lasts: lock_duration(&locked.properties),
+                        lost: false,
                     };
                     return Ok(Event::Delivery(self.locks.deliver(lock), locked.message));
                 }
                 Ok(None) => self.backoff.reset(),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(e)) => {
+                Err(failure) if !failure.transient => return Err(failure.error),
+                Err(failure) => {
                     let Some(pause) = self.backoff.failed() else {
-                        return Err(e);
+                        return Err(failure.error);
                     };
-                    log(Self::NAME, &format!("{e}; retrying in {pause:?}"));
+                    // The service's Retry-After, within the backoff's longest pause.
+                    let pause = failure
+                        .retry_after
+                        .map_or(pause, |after| after.min(BACKOFF_MAX));
+                    log(Self::NAME, &format!("{failure}; retrying in {pause:?}"));
                     std::thread::sleep(pause);
                 }
             }

@@ -24,7 +24,10 @@
 //!   to a dead-letter queue. A buffered message whose handling starts after the queue's
 //!   visibility timeout may be delivered twice. While consuming, throttling and
 //!   connection failures are retried with capped exponential backoff (1 s to 30 s;
-//!   `ack`/`nack` try 3 times); a failed `send` is returned to the app.
+//!   `ack`/`nack` try 3 times). A `send` SQS throttles or fails (`ThrottlingException`,
+//!   `RequestThrottled`, `ServiceUnavailable`, 5xx, a lost connection) is tried again after
+//!   its `Retry-After` or a capped backoff (250 ms to 5 s), for up to 30 s; then, or on
+//!   any other error, the error is returned to the app.
 //! * **request-reply**: `request` creates a temporary queue `msgplug-reply-<hex>`,
 //!   sends the request with its URL in the attribute `reply-to`, long-polls it for the
 //!   replies and deletes it (so the credentials need `sqs:CreateQueue` and

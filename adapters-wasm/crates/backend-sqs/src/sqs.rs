@@ -7,7 +7,7 @@ use common::{
     log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
     Settings,
 };
-use http_client::{Method, Request};
+use http_client::{Failure, Method, Request};
 
 use crate::config::Config;
 use crate::protocol::{self, Queue, Received, MAX_MESSAGES, MAX_WAIT_SECONDS};
@@ -25,6 +25,12 @@ const POLL_GRACE: Duration = Duration::from_secs(30);
 const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// How often `ack` and `nack` try before giving up.
 const SETTLE_ATTEMPTS: u32 = 3;
+/// The pauses between tries of a send SQS is throttling or failing: 250 ms, doubling up
+/// to 5 s, or the service's `Retry-After`.
+const SEND_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+/// How long a send keeps trying while SQS throttles or fails, before the handler gets
+/// the error.
+const SEND_WITHIN: Duration = Duration::from_secs(30);
 
 /// The state of the SQS backend.
 pub struct Sqs {
@@ -48,10 +54,26 @@ impl Sqs {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        let url = http_client::parse_url(&self.config.endpoint)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error::other("the system clock is before 1970; SigV4 needs the time"))?;
+        self.try_call(action, queue, body, timeout)
+            .map_err(|failure| failure.error)
+    }
+
+    /// [`Sqs::call`], saying whether trying again may help: throttling
+    /// (`ThrottlingException`, `RequestThrottled`, ...), `ServiceUnavailable`, 5xx and a
+    /// lost connection are transient, with the service's `Retry-After`.
+    fn try_call(
+        &self,
+        action: &str,
+        queue: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failure> {
+        let url = http_client::parse_url(&self.config.endpoint).map_err(Failure::lasting)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| {
+            Failure::lasting(Error::other(
+                "the system clock is before 1970; SigV4 needs the time",
+            ))
+        })?;
         let amz_date = sigv4::amz_date(now.as_secs());
         let mut headers = vec![
             (
@@ -84,12 +106,15 @@ impl Sqs {
             body,
             timeout: Some(timeout),
         };
-        let response = http_client::send(&request)?;
+        let response = http_client::send(&request).map_err(Failure::of_exchange)?;
         if response.is_success() {
-            Ok(response.body)
-        } else {
-            Err(protocol::response_error(action, queue, &response))
+            return Ok(response.body);
         }
+        let error = protocol::response_error(action, queue, &response);
+        let mut failure = Failure::of_response(error, &response);
+        // Throttling comes as a 400 with its code in the body.
+        failure.transient |= matches!(failure.error, Error::Connection(_));
+        Err(failure)
     }
 
     /// Returns the URL of the queue `topic` names, looking names up once.
@@ -254,14 +279,23 @@ impl Backend for Sqs {
         })
     }
 
+    /// Sends with `SendMessage`; while SQS throttles or fails, tries again after its
+    /// `Retry-After` or a capped backoff, for up to [`SEND_WITHIN`].
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
         let url = self.queue_url(topic)?;
         let name = protocol::queue_name(&url).to_string();
-        let sent = self.call(
-            "SendMessage",
-            &name,
-            protocol::send_message(&url, message),
-            CALL_TIMEOUT,
+        let sent = http_client::retry_within(
+            SEND_BACKOFF,
+            SEND_WITHIN,
+            || {
+                self.try_call(
+                    "SendMessage",
+                    &name,
+                    protocol::send_message(&url, message),
+                    CALL_TIMEOUT,
+                )
+            },
+            |failure, pause| log(Self::NAME, &format!("{failure}; retrying in {pause:?}")),
         );
         if sent.is_err() {
             // The queue may have been deleted since it was looked up.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::{log, Error};
+
 /// Pauses between tries that double from a first pause up to a longest one, with an
 /// optional limit on the number of tries.
 ///
@@ -83,10 +85,59 @@ impl Backoff {
     }
 }
 
+/// What a backend's reconnect loop says about a failed step: the connection to `url` was
+/// `lost` (it was up), or a reconnect attempt failed, because of `e`.
+pub fn reconnect_message(url: &str, lost: bool, e: &Error, pause: Duration) -> String {
+    let why = match e {
+        Error::Connection(text) => text.clone(),
+        e => e.to_string(),
+    };
+    let ms = pause.as_millis();
+    match lost {
+        true => format!("lost the connection to {url}: {why}; reconnecting in {ms} ms"),
+        false => format!("{why}; retrying in {ms} ms"),
+    }
+}
+
+impl Backoff {
+    /// One turn of a backend's reconnect loop after the transient error `e`: logs it as
+    /// `backend` (see [`reconnect_message`]) and sleeps the pause; `Err(e)` once the tries
+    /// are used up.
+    pub fn reconnect(
+        &mut self,
+        backend: &str,
+        url: &str,
+        lost: bool,
+        e: Error,
+    ) -> Result<(), Error> {
+        let Some(pause) = self.failed() else {
+            return Err(e);
+        };
+        log(backend, &reconnect_message(url, lost, &e, pause));
+        std::thread::sleep(pause);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+
+    #[test]
+    fn reconnect_messages_and_giving_up() {
+        let e = Error::connection("refused");
+        assert_eq!(
+            reconnect_message("nats://h:1", true, &e, Duration::from_millis(100)),
+            "lost the connection to nats://h:1: refused; reconnecting in 100 ms"
+        );
+        assert_eq!(
+            reconnect_message("nats://h:1", false, &Error::Timeout, Duration::from_secs(5)),
+            "timeout; retrying in 5000 ms"
+        );
+        let mut b = Backoff::new(Duration::from_nanos(1), Duration::from_nanos(1)).tries(2);
+        assert_eq!(b.reconnect("x", "u", true, e.clone()), Ok(()));
+        assert_eq!(b.reconnect("x", "u", true, e.clone()), Err(e));
+    }
 
     const MS: Duration = Duration::from_millis(1);
 

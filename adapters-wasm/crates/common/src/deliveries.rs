@@ -41,6 +41,11 @@ impl<T> Deliveries<T> {
         self.last_id
     }
 
+    /// What each delivery not settled yet needs, to look at or update (a lock renewed).
+    pub fn unsettled_mut(&mut self) -> impl Iterator<Item = (DeliveryId, &mut T)> {
+        self.unsettled.iter_mut().map(|(id, token)| (*id, token))
+    }
+
     /// Takes what settling delivery `id` needs; the id is settled from then on. An id
     /// that was never handed out, or is settled already, is an error.
     pub fn settle(&mut self, id: DeliveryId) -> Result<T, Error> {
@@ -88,6 +93,18 @@ mod tests {
         assert!(d.settle(0).is_err());
         assert!(d.settle(2).is_err());
         assert_eq!(d.settle(1), Ok(()));
+    }
+
+    #[test]
+    fn unsettled_deliveries_can_be_updated_until_settled() {
+        let mut d = Deliveries::new();
+        let (a, b) = (d.deliver(1), d.deliver(2));
+        d.settle(a).unwrap();
+        for (_, token) in d.unsettled_mut() {
+            *token += 10;
+        }
+        assert_eq!(d.unsettled_mut().map(|(id, _)| id).collect::<Vec<_>>(), [b]);
+        assert_eq!(d.settle(b), Ok(12));
     }
 
     #[test]

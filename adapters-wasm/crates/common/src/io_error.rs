@@ -1,6 +1,7 @@
-//! I/O errors as text for error messages (the socket-based backends).
+//! I/O errors as text for error messages, and as the connection errors of a TCP backend
+//! (every backend that speaks to its broker over `std::net`).
 
-use std::io::Error;
+use std::io::{Error, ErrorKind};
 
 /// The text of `e` without the ` (os error N)` that std appends to an OS error: on
 /// wasm32-wasip2 `N` is a WASI errno, which misleads anyone who reads it as the host's
@@ -21,11 +22,30 @@ pub fn text(e: &Error) -> String {
     text
 }
 
+/// A connection error: `doing` failed with `e`.
+pub fn failed(doing: &str, e: &Error) -> crate::Error {
+    crate::Error::connection(format!("{doing} failed: {}", text(e)))
+}
+
+/// Explains a failed `connect` to `url`, with the `wasmtime` flag that is usually missing.
+pub fn connect_error(url: &str, e: &Error) -> crate::Error {
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "; run wasmtime with `-S inherit-network` so the component may open sockets"
+        }
+        _ if e.to_string().contains("Non-recoverable") => {
+            "; run wasmtime with `-S allow-ip-name-lookup` to resolve host names"
+        }
+        _ => "",
+    };
+    crate::Error::connection(format!("cannot connect to {url}: {}{hint}", text(e)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Error, ErrorKind};
 
-    use super::text;
+    use super::{connect_error, failed, text};
 
     #[test]
     fn os_errors_read_without_their_wasi_errno() {
@@ -43,5 +63,28 @@ mod tests {
             "failed to lookup address information: Non-recoverable error"
         );
         assert_eq!(text(&Error::from(ErrorKind::TimedOut)), "timed out");
+    }
+
+    #[test]
+    fn connection_errors_name_what_failed_and_the_missing_flag() {
+        let e = failed("reading from the server", &Error::from(ErrorKind::TimedOut));
+        assert_eq!(
+            e.to_string(),
+            "connection: reading from the server failed: timed out"
+        );
+        let denied = connect_error("nats://h:1", &Error::from(ErrorKind::PermissionDenied));
+        assert!(
+            denied.to_string().contains("`-S inherit-network`"),
+            "{denied}"
+        );
+        let lookup = Error::other("failed to lookup address information: Non-recoverable error");
+        let lookup = connect_error("redis://h:1", &lookup);
+        assert!(lookup
+            .to_string()
+            .starts_with("connection: cannot connect to redis://h:1: "));
+        assert!(
+            lookup.to_string().contains("`-S allow-ip-name-lookup`"),
+            "{lookup}"
+        );
     }
 }

@@ -34,7 +34,7 @@ pub mod bindings;
 #[cfg(not(test))]
 pub use adapter::{load_settings, Adapter};
 pub use backend::{Backend, DeliveryId, Event, RequestOptions};
-pub use backoff::Backoff;
+pub use backoff::{reconnect_message, Backoff};
 /// Exports a backend: `type Component = common::Adapter<MyBackend>; common::export!(Component);`.
 #[cfg(not(test))]
 pub use bindings::export;

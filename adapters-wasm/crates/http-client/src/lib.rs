@@ -7,9 +7,10 @@
 //!
 //! Only [`send`] touches WASI; [`parse_url`] and [`status_error`] are plain Rust.
 
+use std::fmt;
 use std::time::Duration;
 
-use common::Error;
+use common::{Backoff, Error};
 
 /// An HTTP method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,7 @@ impl Request {
 pub struct Response {
     /// The status code.
     pub status: u16,
-    /// Header names (lower case, as wasi:http gives them) and values, in order.
+    /// Header names (lower case, as wasmtime gives them) and values, in order.
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
@@ -164,16 +165,21 @@ pub fn parse_url(url: &str) -> Result<Url<'_>, Error> {
 /// [`Error::Other`] with the status and the start of the body. `what` names the
 /// operation (`sending to `orders``).
 pub fn status_error(what: &str, response: &Response) -> Error {
-    let excerpt = body_excerpt(&response.body);
-    let text = if excerpt.is_empty() {
-        format!("{what}: HTTP {}", response.status)
-    } else {
-        format!("{what}: HTTP {}: {excerpt}", response.status)
-    };
+    let text = status_text(what, response);
     match response.status {
         401 | 403 => Error::PermissionDenied(text),
         408 | 504 => Error::Timeout,
         _ => Error::Other(text),
+    }
+}
+
+/// `WHAT: HTTP STATUS: BODY` with the start of the body (without it when it is empty).
+pub fn status_text(what: &str, response: &Response) -> String {
+    let excerpt = body_excerpt(&response.body);
+    if excerpt.is_empty() {
+        format!("{what}: HTTP {}", response.status)
+    } else {
+        format!("{what}: HTTP {}: {excerpt}", response.status)
     }
 }
 
@@ -186,6 +192,132 @@ fn body_excerpt(body: &[u8]) -> String {
         line.push('…');
     }
     line
+}
+
+/// The headers `request` goes out with: names and values as given (the host decides the
+/// case of the names on the wire: wasmtime sends them in lower case), plus a
+/// `content-length` when the request sets none. Without it the host sends a body
+/// chunked, which some servers read as empty, and a `POST`, `PUT` or `DELETE` with no
+/// body goes out without any length, which some services answer with `411 Length
+/// Required`; so those get `content-length: 0`.
+pub fn wire_headers(request: &Request) -> Vec<(String, Vec<u8>)> {
+    let mut headers: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    let needs_length = !request.body.is_empty() || request.method != Method::Get;
+    if needs_length
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        headers.push((
+            "content-length".into(),
+            request.body.len().to_string().into_bytes(),
+        ));
+    }
+    headers
+}
+
+/// How long the server asks the client to wait before trying again: a `Retry-After` of
+/// whole seconds (an HTTP date is not understood: `None`, as for no header).
+pub fn retry_after(response: &Response) -> Option<Duration> {
+    let seconds: u64 = response.header("Retry-After")?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A failed try of an operation over HTTP: the error it ends with, whether trying again
+/// may help, and how long the server asked to wait first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, as the operation reports it when it gives up.
+    pub error: Error,
+    /// True when the service is busy or failing for now (throttling, 5xx, a lost
+    /// connection): trying again later may help.
+    pub transient: bool,
+    /// The server's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure that trying again cannot mend.
+    pub fn lasting(error: Error) -> Self {
+        Self {
+            error,
+            transient: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure of the exchange itself, `error` from [`send`]: a lost connection or a
+    /// timeout is transient.
+    pub fn of_exchange(error: Error) -> Self {
+        Self {
+            transient: error.is_transient(),
+            error,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that is transient when `response`'s status says the service is busy or
+    /// failing (408, 429, 5xx), with its `Retry-After`; `error` is how the caller reads
+    /// the response.
+    pub fn of_response(error: Error, response: &Response) -> Self {
+        Self {
+            error,
+            transient: matches!(response.status, 408 | 429 | 500..=599),
+            retry_after: retry_after(response),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    /// Writes the error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// The pause before the next try after a transient failure: the server's `retry_after`
+/// when it gave one, the `backoff` pause otherwise; `None` (give up now) when that pause
+/// would end after the `left` time of the operation's bound.
+pub fn pause_before_retry(
+    backoff: Duration,
+    retry_after: Option<Duration>,
+    left: Duration,
+) -> Option<Duration> {
+    let pause = retry_after.unwrap_or(backoff);
+    (pause <= left).then_some(pause)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, the `backoff`'s tries are used up,
+/// or the next pause would pass `within` from the start; between tries it pauses as
+/// [`pause_before_retry`] says, after calling `on_retry` with the failure and the pause
+/// (to log them). Returns the last error.
+pub fn retry_within<T>(
+    mut backoff: Backoff,
+    within: Duration,
+    mut attempt: impl FnMut() -> Result<T, Failure>,
+    mut on_retry: impl FnMut(&Failure, Duration),
+) -> Result<T, Error> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let failure = match attempt() {
+            Ok(value) => return Ok(value),
+            Err(failure) if failure.transient => failure,
+            Err(failure) => return Err(failure.error),
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let pause = backoff
+            .failed()
+            .and_then(|pause| pause_before_retry(pause, failure.retry_after, left));
+        let Some(pause) = pause else {
+            return Err(failure.error);
+        };
+        on_retry(&failure, pause);
+        std::thread::sleep(pause);
+    }
 }
 
 /// Sends `request` over outgoing `wasi:http` and reads the whole response.
@@ -217,18 +349,7 @@ mod wasi {
     pub(super) fn send(request: &Request) -> Result<Response, Error> {
         let deadline = request.timeout.map(|t| Instant::now() + t);
         let url = parse_url(&request.url)?;
-        let mut headers: Vec<(String, Vec<u8>)> = request
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone().into_bytes()))
-            .collect();
-        // Without it the host sends the body chunked, which some servers read as empty.
-        if !request.body.is_empty() && !headers.iter().any(|(k, _)| k == "content-length") {
-            headers.push((
-                "content-length".into(),
-                request.body.len().to_string().into_bytes(),
-            ));
-        }
+        let headers = wire_headers(request);
         let fields = Fields::from_list(&headers)
             .map_err(|e| Error::other(format!("invalid header for {}: {e:?}", request.url)))?;
         let outgoing = OutgoingRequest::new(fields);
@@ -361,6 +482,12 @@ mod wasi {
         Ok(data)
     }
 
+    /// The name of a TLS error code, without the `ErrorCode::` prefix.
+    fn tls_error_name(error: &ErrorCode) -> String {
+        let text = format!("{error:?}");
+        text.trim_start_matches("ErrorCode::").to_string()
+    }
+
     fn stream_error(error: StreamError, url: &str) -> Error {
         match error {
             StreamError::LastOperationFailed(e) => {
@@ -390,9 +517,15 @@ mod wasi {
             | ErrorCode::ConnectionRefused
             | ErrorCode::ConnectionTerminated
             | ErrorCode::ConnectionLimitReached
-            | ErrorCode::TlsProtocolError
+            // What a connection that breaks mid-request gives (the server went away).
+            | ErrorCode::HttpProtocolError => Error::connection(format!("{url}: {error:?}")),
+            // Not transient: a certificate the host does not trust stays untrusted.
+            ErrorCode::TlsProtocolError
             | ErrorCode::TlsCertificateError
-            | ErrorCode::TlsAlertReceived(_) => Error::connection(format!("{url}: {error:?}")),
+            | ErrorCode::TlsAlertReceived(_) => Error::other(format!(
+                "{url}: the TLS handshake failed ({}): wasmtime checks the server's certificate against its built-in web PKI roots (webpki-roots) only",
+                tls_error_name(&error)
+            )),
             other => Error::other(format!("{url}: {other:?}")),
         }
     }
@@ -467,6 +600,105 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn requests_without_a_body_but_get_carry_a_zero_length() {
+        let text = |r: &Request| -> Vec<(String, String)> {
+            wire_headers(r)
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+                .collect()
+        };
+        for method in [Method::Post, Method::Put, Method::Delete] {
+            let request = Request::new(method, "http://h/").header("Authorization", "x");
+            assert_eq!(
+                text(&request),
+                [
+                    ("Authorization".to_string(), "x".to_string()),
+                    ("content-length".to_string(), "0".to_string())
+                ],
+                "{method:?}"
+            );
+        }
+        assert!(text(&Request::new(Method::Get, "http://h/")).is_empty());
+        let request = Request::new(Method::Post, "http://h/")
+            .header("OrderId", "déjà")
+            .body("abc");
+        assert_eq!(
+            text(&request),
+            [
+                ("OrderId".to_string(), "déjà".to_string()),
+                ("content-length".to_string(), "3".to_string())
+            ],
+            "values go out as UTF-8 bytes, names as given"
+        );
+    }
+
+    #[test]
+    fn retries_honour_retry_after_within_the_bound() {
+        let ms = Duration::from_millis;
+        assert_eq!(pause_before_retry(ms(250), None, ms(1000)), Some(ms(250)));
+        assert_eq!(
+            pause_before_retry(ms(250), Some(ms(800)), ms(1000)),
+            Some(ms(800))
+        );
+        assert_eq!(pause_before_retry(ms(250), Some(ms(2000)), ms(1000)), None);
+        assert_eq!(pause_before_retry(ms(2000), None, ms(1000)), None);
+
+        let mut busy = response(503, "busy");
+        busy.headers.push(("retry-after".into(), " 2 ".into()));
+        assert_eq!(retry_after(&busy), Some(Duration::from_secs(2)));
+        let failure = Failure::of_response(status_error("x", &busy), &busy);
+        assert!(failure.transient);
+        assert_eq!(failure.retry_after, Some(Duration::from_secs(2)));
+        let bad = response(400, "");
+        assert!(!Failure::of_response(status_error("x", &bad), &bad).transient);
+        assert!(Failure::of_response(Error::other("x"), &response(429, "")).transient);
+        assert!(Failure::of_exchange(Error::connection("refused")).transient);
+        assert!(!Failure::of_exchange(Error::other("bad url")).transient);
+
+        let pause = Duration::from_nanos(1);
+        let mut tries = 0;
+        let mut logged = Vec::new();
+        let outcome = retry_within(
+            Backoff::new(pause, pause),
+            Duration::from_secs(5),
+            || {
+                tries += 1;
+                match tries {
+                    1 | 2 => Err(Failure::of_exchange(Error::connection(format!(
+                        "try {tries}"
+                    )))),
+                    _ => Ok(tries),
+                }
+            },
+            |failure, _| logged.push(failure.to_string()),
+        );
+        assert_eq!(outcome, Ok(3));
+        assert_eq!(logged, ["connection: try 1", "connection: try 2"]);
+        let mut tries = 0;
+        let too_long = retry_within(
+            Backoff::new(pause, pause),
+            Duration::from_millis(10),
+            || -> Result<(), Failure> {
+                tries += 1;
+                Err(Failure {
+                    error: Error::connection("busy"),
+                    transient: true,
+                    retry_after: Some(Duration::from_secs(60)),
+                })
+            },
+            |_, _| panic!("a Retry-After beyond the bound is not waited for"),
+        );
+        assert_eq!((too_long, tries), (Err(Error::connection("busy")), 1));
+        let lasting = retry_within(
+            Backoff::new(pause, pause),
+            Duration::from_secs(5),
+            || -> Result<(), Failure> { Err(Failure::lasting(Error::other("no"))) },
+            |_, _| panic!("a lasting failure is not retried"),
+        );
+        assert_eq!(lasting, Err(Error::other("no")));
     }
 
     #[test]

@@ -1,0 +1,57 @@
+//! `relay`: an event handler that relays every message verbatim.
+//!
+//! Written against the standard `wasi:messaging@0.2.0-draft` world
+//! `messaging-core`: it exports `incoming-handler` and imports `producer`.
+//! Each message is sent again, byte for byte (binary data too), to
+//! `<topic>.relayed` (`unknown.relayed` when it has no topic), with its
+//! content-type and metadata unchanged. A send error is the handler's error.
+//!
+//! Failing on demand: a message with the metadata `fail: once` makes the
+//! handler return `Err` the first time this instance sees its data, and relays
+//! it when it comes again. A broker that redelivers after an `Err` shows
+//! up as one failure and one relayed message; one that does not, as one failure
+//! and nothing relayed. The conformance suite (`tests/conformance/`) uses this.
+
+wit_bindgen::generate!({
+    path: "../../wit/deps/messaging",
+    world: "messaging-core",
+});
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use exports::wasi::messaging::incoming_handler::Guest;
+use wasi::messaging::producer;
+use wasi::messaging::types::{Client, Error, Message};
+
+thread_local! {
+    /// The data of the `fail: once` messages that failed already.
+    static FAILED: RefCell<HashSet<Vec<u8>>> = RefCell::new(HashSet::new());
+}
+
+struct Relay;
+
+impl Guest for Relay {
+    fn handle(message: Message) -> Result<(), Error> {
+        let data = message.data();
+        let metadata = message.metadata().unwrap_or_default();
+        let fail_once = metadata.iter().any(|(k, v)| k == "fail" && v == "once");
+        if fail_once && FAILED.with(|failed| failed.borrow_mut().insert(data.clone())) {
+            return Err(Error::Other(
+                "failing once, as the metadata `fail: once` asks".into(),
+            ));
+        }
+        let topic = message.topic().unwrap_or_else(|| "unknown".into());
+        let relayed = Message::new(&data);
+        if let Some(content_type) = message.content_type() {
+            relayed.set_content_type(&content_type);
+        }
+        if !metadata.is_empty() {
+            relayed.set_metadata(&metadata);
+        }
+        let client = Client::connect("default")?;
+        producer::send(&client, &format!("{topic}.relayed"), relayed)
+    }
+}
+
+export!(Relay);
