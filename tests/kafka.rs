@@ -216,15 +216,25 @@ fn assert_keyed_order(read: &[Read]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_outside_a_handler_waits_for_acks_all() {
+    publisher_sends_seven(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_batches_are_produced() {
+    // rskafka reads them (its gzip codec), so they are sound gzip record batches.
+    publisher_sends_seven(&["--option", "compression=gzip"]).await;
+}
+
+/// The publisher composed with `extra` sends 7 records to a topic of 3 partitions; all are
+/// there, once each, as soon as it exits.
+async fn publisher_sends_seven(extra: &[&str]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let kafka = client(SHARED).await;
     let topic = unique("pub");
     create_topic(&kafka, &topic, 3).await;
-    let component = support::compose(
-        dir.path(),
-        "publisher",
-        &["--broker", "kafka://127.0.0.1:9092"],
-    );
+    let mut args = vec!["--broker", "kafka://127.0.0.1:9092"];
+    args.extend_from_slice(extra);
+    let component = support::compose(dir.path(), "publisher", &args);
     let (status, stderr) = run(&component, &[("TOPIC", &topic), ("COUNT", "7")]).await;
     assert!(status.success(), "publisher failed:\n{stderr}");
     // Every send returned after the produce response, so all 7 are there at once.

@@ -40,6 +40,8 @@ pub struct Config {
     pub retry_backoff_ms: u64,
     /// Produce idempotently when the broker offers it (`idempotent`, default true).
     pub idempotent: bool,
+    /// Compress produced batches with gzip (`compression=gzip`; default `none`).
+    pub gzip: bool,
 }
 
 impl Config {
@@ -79,14 +81,15 @@ impl Config {
                 )))
             }
         };
-        match option("compression") {
-            None | Some("none") => {}
+        let gzip = match option("compression") {
+            None | Some("none") => false,
+            Some("gzip") => true,
             Some(other) => {
                 return Err(Error::other(format!(
-                    "--option compression={other}: this adapter produces uncompressed batches only (`none`); it reads uncompressed and gzip batches"
+                    "--option compression={other}: this adapter produces `none` or `gzip` batches; it reads uncompressed and gzip batches"
                 )))
             }
-        }
+        };
         let idempotent = match option("idempotent") {
             None | Some("true") => true,
             Some("false") => false,
@@ -106,6 +109,7 @@ impl Config {
             bootstrap,
             topics: settings.subscribe.clone(),
             group: settings.queue_group.clone(),
+            gzip,
             client_id: option("client_id").unwrap_or("msgplug").to_string(),
             offset_reset,
             session_timeout_ms: number("session_timeout_ms", 10_000, 1_000, 3_600_000)? as i32,
@@ -247,6 +251,8 @@ mod tests {
         s.options.insert("session_timeout_ms".into(), "5".into());
         assert!(Config::from_settings(&s).is_err());
         s.options.remove("session_timeout_ms");
+        s.options.insert("compression".into(), "gzip".into());
+        assert!(Config::from_settings(&s).unwrap().gzip);
         s.options.insert("compression".into(), "zstd".into());
         let e = Config::from_settings(&s).unwrap_err().to_string();
         assert!(e.contains("uncompressed"), "{e}");

@@ -365,7 +365,7 @@ impl Kafka {
             let batch = PartitionBatch {
                 topic: topic.clone(),
                 partition: *partition,
-                batch: records::encode_batch(recs, producer),
+                batch: records::encode_batch(recs, producer, self.config.gzip),
             };
             match by_leader.iter_mut().find(|(a, _)| *a == address) {
                 Some((_, v)) => v.push(batch),
