@@ -600,7 +600,7 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             BackendOption {
                 key: "compression",
-                help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed and gzip batches are read; snappy, lz4 and zstd are refused)",
+                help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
             },
         ],
         modes: &[Mode::only(Capabilities {

@@ -1,5 +1,6 @@
 //! Compressing record batches with gzip, and decompressing them: gzip (pure Rust,
-//! `miniz_oxide`); snappy, lz4 and zstd are refused with an error that names the codec.
+//! `miniz_oxide`) and snappy (`snap`; raw, or in the xerial framing the Java client writes);
+//! lz4 and zstd are refused with an error that names the codec.
 
 /// The largest decompressed batch accepted (a guard against decompression bombs).
 const MAX_PLAIN: usize = 64 << 20;
@@ -9,18 +10,56 @@ const MAX_PLAIN: usize = 64 << 20;
 pub fn decompress(codec: i16, data: &[u8]) -> Result<Vec<u8>, String> {
     match codec {
         1 => gunzip(data),
+        2 => unsnappy(data),
         _ => {
             let name = match codec {
-                2 => "snappy",
                 3 => "lz4",
                 4 => "zstd",
                 _ => "an unknown codec",
             };
             Err(format!(
-                "the record batch is compressed with {name} (codec {codec}), which this adapter cannot decompress; it reads uncompressed and gzip batches (set the producer's compression.type to none or gzip)"
+                "the record batch is compressed with {name} (codec {codec}), which this adapter cannot decompress; it reads uncompressed, gzip and snappy batches (set the producer's compression.type to none, gzip or snappy)"
             ))
         }
     }
+}
+
+/// The xerial snappy framing's header: magic, version and compatible version.
+const XERIAL: &[u8; 8] = b"\x82SNAPPY\0";
+
+/// Decompresses snappy data: xerial-framed (`XERIAL`, two version words, then blocks of a
+/// 4-byte big-endian length and raw snappy data), or raw snappy.
+fn unsnappy(data: &[u8]) -> Result<Vec<u8>, String> {
+    let bad = |why: String| format!("snappy record batch: {why}");
+    let raw = |block: &[u8], out: &mut Vec<u8>| {
+        let len = snap::raw::decompress_len(block).map_err(|e| bad(e.to_string()))?;
+        if out.len() + len > MAX_PLAIN {
+            return Err(bad(format!("more than {MAX_PLAIN} bytes")));
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(block, &mut out[start..])
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(())
+    };
+    let mut out = Vec::new();
+    match data.strip_prefix(XERIAL) {
+        None => raw(data, &mut out)?,
+        Some(rest) => {
+            let mut rest = rest.get(8..).ok_or_else(|| bad("cut-off header".into()))?;
+            while !rest.is_empty() {
+                let (len, tail) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| bad("cut-off block length".into()))?;
+                let len = u32::from_be_bytes(*len) as usize;
+                let block = tail.get(..len).ok_or_else(|| bad("cut-off block".into()))?;
+                raw(block, &mut out)?;
+                rest = &tail[len..];
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One gzip member (RFC 1952) of `data`: a bare header, raw deflate data (level 6), the
@@ -102,8 +141,25 @@ mod tests {
     }
 
     #[test]
+    fn snappy_decompresses_raw_and_xerial_framed() {
+        let text = b"hello hello hello".repeat(20);
+        let block = snap::raw::Encoder::new().compress_vec(&text).unwrap();
+        assert_eq!(decompress(2, &block).unwrap(), text);
+        let mut framed = XERIAL.to_vec();
+        framed.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+        for _ in 0..2 {
+            framed.extend_from_slice(&(block.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&block);
+        }
+        assert_eq!(decompress(2, &framed).unwrap(), text.repeat(2));
+        for cut in [7, 12, 17, framed.len() - 1] {
+            assert!(decompress(2, &framed[..cut]).is_err(), "{cut}");
+        }
+    }
+
+    #[test]
     fn other_codecs_are_named() {
-        for (codec, name) in [(2, "snappy"), (3, "lz4"), (4, "zstd"), (7, "unknown")] {
+        for (codec, name) in [(3, "lz4"), (4, "zstd"), (7, "unknown")] {
             let e = decompress(codec, b"x").unwrap_err();
             assert!(e.contains(name), "{e}");
         }

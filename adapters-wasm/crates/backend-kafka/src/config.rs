@@ -86,7 +86,7 @@ impl Config {
             Some("gzip") => true,
             Some(other) => {
                 return Err(Error::other(format!(
-                    "--option compression={other}: this adapter produces `none` or `gzip` batches; it reads uncompressed and gzip batches"
+                    "--option compression={other}: this adapter produces `none` or `gzip` batches; it reads uncompressed, gzip and snappy batches"
                 )))
             }
         };
