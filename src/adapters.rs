@@ -184,6 +184,9 @@ pub enum RequestReply {
 pub enum ScaleOut {
     /// Instances composed (or run) with the same `--queue-group` share the messages.
     QueueGroup,
+    /// Like [`ScaleOut::QueueGroup`], and the backend receives only in a group:
+    /// `--queue-group` (the group's id) is required to receive.
+    QueueGroupRequired,
     /// Receivers of one queue always compete for its messages; no flag needed.
     Competing,
     /// Each instance has its own input: nothing is shared.
@@ -287,6 +290,7 @@ impl std::fmt::Display for ScaleOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ScaleOut::QueueGroup => "`--queue-group`",
+            ScaleOut::QueueGroupRequired => "`--queue-group` (required)",
             ScaleOut::Competing => "competing consumers",
             ScaleOut::None => "no",
         })
@@ -640,6 +644,65 @@ pub const ADAPTERS: &[Adapter] = &[
         bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
     },
     Adapter {
+        name: "backend-kafka",
+        kind: AdapterKind::Backend,
+        schemes: &["kafka"],
+        summary: "Kafka: acks=all (idempotent) producer; consumer groups with commit after Ok, a failed record retried in its partition; request-reply over a reply topic",
+        host_needs: "`-S inherit-network` (TCP to the brokers)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Names("topics"),
+        queue_group_ignored: None,
+        run_env: &[],
+        options: &[
+            BackendOption {
+                key: "client_id",
+                help: "the client id sent to the brokers (default msgplug)",
+            },
+            BackendOption {
+                key: "auto_offset_reset",
+                help: "where a group without a committed offset starts: `earliest` or `latest` (default latest)",
+            },
+            BackendOption {
+                key: "session_timeout_ms",
+                help: "the consumer group session timeout; a handler slower than it loses its partitions (default 10000)",
+            },
+            BackendOption {
+                key: "max_poll_records",
+                help: "the most fetched records held for delivery at once (default 500)",
+            },
+            BackendOption {
+                key: "retry_backoff_ms",
+                help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
+            },
+            BackendOption {
+                key: "idempotent",
+                help: "`false`: produce without the idempotent producer (default true where the broker offers it)",
+            },
+            BackendOption {
+                key: "compression",
+                help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
+            },
+        ],
+        modes: &[Mode::only(Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            request_reply: RequestReply::SeveralReplies,
+            scale_out: ScaleOut::QueueGroupRequired,
+            metadata: true,
+            content_type: true,
+            binary: true,
+            max_payload: MaxPayload::NotLimited {
+                note: "the broker's `message.max.bytes` refuses a larger record batch with `MESSAGE_TOO_LARGE`: 1 MiB by default on Kafka, no limit on tansu",
+            },
+            // The broker cannot tell whether a consumer group reads the request topic.
+            no_responders: false,
+            // No SASL yet: a Kafka listener without SASL accepts every client, so there
+            // are no credentials to refuse.
+            credentials: false,
+        })],
+        bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
+    },
+    Adapter {
         name: "backend-http",
         kind: AdapterKind::Backend,
         schemes: &["http", "https"],
@@ -776,6 +839,16 @@ pub const DRIVER_HTTP: Adapter = Adapter {
 };
 
 impl Adapter {
+    /// For backends that consume only as a member of a group (every mode declares
+    /// [`ScaleOut::QueueGroupRequired`]): `--queue-group` is required to receive.
+    pub fn queue_group_required(&self) -> bool {
+        !self.modes.is_empty()
+            && self
+                .modes
+                .iter()
+                .all(|m| m.capabilities.scale_out == ScaleOut::QueueGroupRequired)
+    }
+
     /// The name without its `backend-`/`driver-` prefix: the backend family (`nats`) or
     /// the trigger (`run`).
     pub fn family(&self) -> &'static str {
@@ -783,9 +856,6 @@ impl Adapter {
         name.split_once('-').map_or(name, |(_, family)| family)
     }
 }
-
-/// Broker URL schemes that are planned but have no adapter yet.
-pub const PLANNED_SCHEMES: &[&str] = &["kafka"];
 
 /// Broker URL schemes that will not get a backend, with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
@@ -809,18 +879,9 @@ const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
-    /// No backend handles this broker URL scheme, and none is planned.
+    /// No backend handles this broker URL scheme.
     #[error("unknown broker scheme `{scheme}`; supported: {}", supported_schemes())]
     UnknownScheme {
-        /// The scheme as given.
-        scheme: String,
-    },
-    /// The scheme is known but its backend is not built yet.
-    #[error(
-        "the `{scheme}` backend is not available in this version of msgplug; supported: {}",
-        supported_schemes()
-    )]
-    SchemeNotYetSupported {
         /// The scheme as given.
         scheme: String,
     },
@@ -871,12 +932,9 @@ pub fn backend_for_scheme(scheme: &str) -> Result<&'static Adapter, AdapterError
             reason,
         });
     }
-    let scheme = scheme.to_string();
-    if PLANNED_SCHEMES.contains(&scheme.as_str()) {
-        Err(AdapterError::SchemeNotYetSupported { scheme })
-    } else {
-        Err(AdapterError::UnknownScheme { scheme })
-    }
+    Err(AdapterError::UnknownScheme {
+        scheme: scheme.to_string(),
+    })
 }
 
 /// The adapter called `name`.
@@ -1010,8 +1068,7 @@ mod tests {
         assert_eq!(backend_for_scheme("local").unwrap().name, "backend-local");
         assert_eq!(backend_for_scheme("https").unwrap().name, "backend-http");
         assert_eq!(backend_for_scheme("mqtt").unwrap().name, "backend-mqtt");
-        let err = backend_for_scheme("kafka").unwrap_err().to_string();
-        assert!(err.contains("not available in this version"), "{err}");
+        assert_eq!(backend_for_scheme("kafka").unwrap().name, "backend-kafka");
         let err = backend_for_scheme("tls").unwrap_err().to_string();
         assert!(err.contains("wasi:sockets has none"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();

@@ -128,6 +128,7 @@ pub fn check(family: &str, broker: &BrokerUrl) -> Option<Result<Vec<FromEnv>, Br
         "amqp" => amqp(url),
         "mqtt" => mqtt(url),
         "redis" => redis(url),
+        "kafka" => kafka(url),
         "http" => http(url),
         "sqs" => sqs(url),
         "servicebus" => servicebus(url),
@@ -314,6 +315,44 @@ fn redis(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
         true => Vec::new(),
         false => vec![REDIS_CREDENTIALS],
     })
+}
+
+/// `backend-kafka` (`config.rs`, `parse_url`): `kafka://HOST[:PORT][,HOST[:PORT]...]`.
+fn kafka(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
+    let invalid = invalid(
+        "kafka",
+        url,
+        "expected `kafka://HOST[:PORT][,HOST[:PORT]...]`",
+    );
+    let rest = url
+        .strip_prefix("kafka://")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(invalid("a path or query is not allowed"));
+    }
+    if rest.contains('@') {
+        return Err(invalid(
+            "credentials in the URL are not supported (SASL is not implemented yet)",
+        ));
+    }
+    for server in rest.split(',') {
+        let host = match server.rsplit_once(':') {
+            Some((host, port))
+                if !host.ends_with(':') && (!host.starts_with('[') || host.ends_with(']')) =>
+            {
+                if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                    return Err(invalid(&format!("bad port `{port}`")));
+                }
+                host
+            }
+            _ => server,
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(invalid("no host"));
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Whether the `%XX` escapes in `text` decode to UTF-8 (as `percent_decode_str` reads them).
@@ -583,6 +622,7 @@ mod tests {
             "nats",
             "amqp",
             "redis",
+            "kafka",
             "http",
             "sqs",
             "servicebus",

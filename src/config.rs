@@ -184,6 +184,15 @@ pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
             has_secret: map_connection_string_secrets(trimmed, |_| String::new()) != trimmed,
         });
     }
+    if trimmed.starts_with("kafka://") && trimmed.contains(',') {
+        // A Kafka bootstrap list (`kafka://a:9092,b:9092`) is not one URL authority; the
+        // kafka check (`broker.rs`) reads it as the backend does.
+        return Ok(BrokerUrl {
+            url: trimmed.to_string(),
+            scheme: "kafka".to_string(),
+            has_secret: false,
+        });
+    }
     let url = url::Url::parse(trimmed).map_err(|source| SettingsError::MalformedUrl {
         url: input.to_string(),
         source,

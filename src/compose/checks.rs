@@ -178,6 +178,16 @@ pub enum CheckError {
     /// NATS `--durable` names a JetStream consumer, so it needs `--jetstream`.
     #[error("--durable with the NATS backend names a JetStream durable consumer: pass --jetstream STREAM too")]
     DurableNeedsJetStream,
+    /// The backend consumes only in a group, and `--queue-group` is missing.
+    #[error(
+        "the `{backend}` backend needs `--queue-group GROUP-ID` to consume with the `run` \
+         trigger: it receives only as a member of a group, and `--queue-group` names it \
+         (for Kafka, the consumer group id)"
+    )]
+    QueueGroupRequired {
+        /// The backend's name.
+        backend: &'static str,
+    },
     /// An option no part of the composition understands.
     #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
     UnknownOption {
@@ -216,6 +226,14 @@ pub fn check_subscriptions(
                 });
             }
         }
+    }
+    if options.queue_group.is_none()
+        && driver == Some(Driver::Run)
+        && backend.queue_group_required()
+    {
+        return Err(CheckError::QueueGroupRequired {
+            backend: backend.name,
+        });
     }
     if let (Some(_), Some(why)) = (&options.queue_group, backend.queue_group_ignored) {
         warnings.push(Warning::QueueGroupIgnored {
@@ -405,6 +423,22 @@ mod tests {
                 why: by("backend-sqs").queue_group_ignored.unwrap()
             }],
             "without a driver, SubscriptionsUnused says it already"
+        );
+        let kafka = options(&["orders"], None);
+        let err = check_subscriptions(&kafka, by("backend-kafka"), run).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CheckError::QueueGroupRequired {
+                    backend: "backend-kafka",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            check_subscriptions(&kafka, by("backend-kafka"), None).unwrap(),
+            []
         );
     }
 }

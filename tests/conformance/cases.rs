@@ -390,7 +390,7 @@ fn three_in_a_group_share_3000_messages(target: Target) {
     const ROUND: usize = 100;
     let mut s = setup(target);
     let group = match s.capabilities.scale_out {
-        ScaleOut::QueueGroup => Some("workers"),
+        ScaleOut::QueueGroup | ScaleOut::QueueGroupRequired => Some("workers"),
         ScaleOut::Competing => None,
         ScaleOut::None => return not_applicable(
             target,

@@ -29,6 +29,7 @@ mod fake;
 mod amqp;
 mod cases;
 mod http;
+mod kafka;
 mod local;
 mod mqtt;
 mod nats;
@@ -55,6 +56,7 @@ const BACKENDS: &[&dyn Backend] = &[
     &mqtt::Mqtt,
     &redis::Redis,
     &amqp::Amqp,
+    &kafka::Kafka,
     &sqs::Sqs,
     &servicebus::ServiceBus,
     &http::Http,

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod app;
+pub mod kafka;
 pub mod moto;
 pub mod mqtt;
 pub mod nats;
