@@ -48,6 +48,8 @@ pub enum Warning {
         /// The import name.
         import: String,
     },
+    /// Redis pub/sub (the default mode) with a driver: at-most-once delivery.
+    RedisPubSubAtMostOnce,
     /// What the MQTT backend cannot do with these settings.
     Mqtt(MqttLimit),
     /// The output needs more than the oldest supported wasmtime release gives.
@@ -115,6 +117,12 @@ impl fmt::Display for Warning {
                  arrives while the app is down, or whose handler fails, is lost); pass \
                  --durable CLIENT-ID for a persistent session with at-least-once delivery"
             ),
+            Warning::RedisPubSubAtMostOnce => write!(
+                f,
+                "Redis pub/sub delivers at-most-once (what is published while the app is down \
+                 or reconnecting, or whose handler fails, is lost); for at-least-once delivery \
+                 use a Streams consumer group: `?mode=streams` with `--queue-group GROUP`"
+            ),
             Warning::Mqtt(MqttLimit::NoProperties) => write!(
                 f,
                 "MQTT 3.1.1 has no message properties: metadata and content type are not \
@@ -157,6 +165,26 @@ pub fn mqtt_warnings(
         warnings.push(Warning::Mqtt(MqttLimit::NoProperties));
     }
     warnings
+}
+
+/// The Redis backend's limit with the broker URL `url`, the `options`, and a driver
+/// (`consumes`) or not: pub/sub, the default mode, is at-most-once.
+pub fn redis_warnings(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    consumes: bool,
+) -> Vec<Warning> {
+    let streams = |mode: &str| mode == "streams";
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let in_url = query
+        .split('&')
+        .any(|pair| pair.strip_prefix("mode=").is_some_and(streams));
+    let in_options = options.get("mode").is_some_and(|m| streams(m));
+    if consumes && !in_url && !in_options {
+        vec![Warning::RedisPubSubAtMostOnce]
+    } else {
+        Vec::new()
+    }
 }
 
 /// An error in the options that no backend or driver of the composition can honour.
@@ -324,6 +352,22 @@ pub fn app_warnings(
 mod tests {
     use super::*;
     use crate::adapters;
+
+    #[test]
+    fn redis_pub_sub_with_a_driver_is_warned_about_as_at_most_once() {
+        let none = BTreeMap::new();
+        let streams = BTreeMap::from([("mode".to_string(), "streams".to_string())]);
+        let pubsub = BTreeMap::from([("mode".to_string(), "pubsub".to_string())]);
+        let url = "redis://127.0.0.1:6379";
+        let warned = [Warning::RedisPubSubAtMostOnce];
+        assert_eq!(redis_warnings(url, &none, true), warned);
+        assert_eq!(redis_warnings(url, &pubsub, true), warned);
+        assert_eq!(redis_warnings(url, &streams, true), []);
+        assert_eq!(redis_warnings("redis://h/2?mode=streams", &none, true), []);
+        assert_eq!(redis_warnings("redis://h?mode=pubsub", &none, true), warned);
+        // A publish-only app receives nothing, so nothing is delivered at all.
+        assert_eq!(redis_warnings(url, &none, false), []);
+    }
 
     #[test]
     fn options_must_apply_to_the_backend_or_the_driver() {

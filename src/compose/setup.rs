@@ -74,6 +74,13 @@ impl Setup {
                 driver.is_some(),
             ));
         }
+        if backend.family() == "redis" {
+            warnings.extend(checks::redis_warnings(
+                &broker.url,
+                &options.options,
+                driver.is_some(),
+            ));
+        }
         warnings.extend(checks::app_warnings(app, driver, options));
         warnings.extend(checks::metadata_warning(app, backend));
         let mut settings = Settings::new(
