@@ -1,6 +1,6 @@
 //! What the AMQP backend reads from [`Settings`] and the environment.
 
-use common::{Error, Settings};
+use common::{Authority, Error, Settings};
 use percent_encoding::percent_decode_str;
 
 /// The port an `amqp://` URL without one means.
@@ -179,30 +179,11 @@ fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
         vhost if vhost.is_empty() => "/".to_string(),
         vhost => vhost,
     };
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, authority),
-    };
-    let (user, password) = match userinfo.map(|u| u.split_once(':')) {
-        None => (None, None),
-        Some(Some((user, password))) => (Some(decode(user)?), Some(decode(password)?)),
-        Some(None) => (Some(decode(userinfo.unwrap_or_default())?), None),
-    };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| invalid(&format!("bad port `{port}`")))?;
-            (host, port)
-        }
-        _ => (host_port, DEFAULT_PORT),
-    };
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    let address = format!("{host}:{port}");
+    let Authority {
+        user,
+        password,
+        address,
+    } = Authority::parse(authority, DEFAULT_PORT).map_err(|why| invalid(&why))?;
     let shown_vhost = match path {
         "" => String::new(),
         path => format!("/{path}"),

@@ -1,7 +1,6 @@
 //! What the MQTT backend reads from [`Settings`] and the environment.
 
-use common::{Error, Settings};
-use percent_encoding::percent_decode_str;
+use common::{Authority, Error, Settings};
 
 use crate::protocol::Version;
 
@@ -184,36 +183,11 @@ fn parse_url(settings: &Settings) -> Result<UrlParts, Error> {
     if rest.contains(['/', '#', ',']) {
         return Err(invalid("only one broker, without a path, is supported"));
     }
-    let (userinfo, host_port) = match rest.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, rest),
-    };
-    let decode = |text: &str| {
-        percent_decode_str(text)
-            .decode_utf8()
-            .map(|t| t.into_owned())
-            .map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))
-    };
-    let (user, pass) = match userinfo.map(|u| u.split_once(':')) {
-        None => (None, None),
-        Some(Some((user, pass))) => (Some(decode(user)?), Some(decode(pass)?)),
-        Some(None) => (Some(decode(userinfo.unwrap_or_default())?), None),
-    };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| invalid(&format!("bad port `{port}`")))?;
-            (host, port)
-        }
-        _ => (host_port, DEFAULT_PORT),
-    };
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    let address = format!("{host}:{port}");
+    let Authority {
+        user,
+        password: pass,
+        address,
+    } = Authority::parse(rest, DEFAULT_PORT).map_err(|why| invalid(&why))?;
     Ok((format!("mqtt://{address}"), address, version, user, pass))
 }
 

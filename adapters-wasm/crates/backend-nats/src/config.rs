@@ -1,7 +1,6 @@
 //! What the NATS backend reads from [`Settings`] and the environment.
 
-use common::{Error, Settings};
-use percent_encoding::percent_decode_str;
+use common::{Authority, Error, Settings};
 
 use crate::protocol::{check_name, check_subject};
 
@@ -147,43 +146,20 @@ fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
             "only one server, without a path or query, is supported",
         ));
     }
-    let (userinfo, host_port) = match rest.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, rest),
-    };
-    let decode = |text: &str| {
-        percent_decode_str(text)
-            .decode_utf8()
-            .map(|t| t.into_owned())
-            .map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))
-    };
-    let auth = match userinfo.map(|u| u.split_once(':')) {
-        None => Auth::default(),
-        Some(Some((user, pass))) => Auth {
-            user: Some(decode(user)?),
-            pass: Some(decode(pass)?),
-            token: None,
-        },
-        Some(None) => Auth {
-            token: Some(decode(userinfo.unwrap_or_default())?),
+    let authority = Authority::parse(rest, DEFAULT_PORT).map_err(|why| invalid(&why))?;
+    // A user without a password is a token.
+    let auth = match (authority.user, authority.password) {
+        (Some(token), None) => Auth {
+            token: Some(token),
             ..Auth::default()
         },
+        (user, pass) => Auth {
+            user,
+            pass,
+            token: None,
+        },
     };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| invalid(&format!("bad port `{port}`")))?;
-            (host, port)
-        }
-        _ => (host_port, DEFAULT_PORT),
-    };
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    let address = format!("{host}:{port}");
+    let address = authority.address;
     Ok((format!("nats://{address}"), address, auth))
 }
 

@@ -1,7 +1,6 @@
 //! What the Redis backend reads from [`Settings`] and the environment.
 
-use common::{Error, Settings};
-use percent_encoding::percent_decode_str;
+use common::{Authority, Error, Settings};
 
 /// The port a `redis://` URL without one means.
 const DEFAULT_PORT: u16 = 6379;
@@ -195,40 +194,16 @@ fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
                 .map_err(|_| invalid(&format!("bad database number `{text}`")))?,
         ),
     };
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, authority),
+    let Authority {
+        user,
+        password,
+        address,
+    } = Authority::parse(authority, DEFAULT_PORT).map_err(|why| invalid(&why))?;
+    // `redis://:pass@host` names no user: empty credentials are none.
+    let auth = Auth {
+        user: user.filter(|u| !u.is_empty()),
+        pass: password.filter(|p| !p.is_empty()),
     };
-    let decode = |text: &str| {
-        let text = percent_decode_str(text)
-            .decode_utf8()
-            .map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))?;
-        Ok::<_, Error>((!text.is_empty()).then(|| text.into_owned()))
-    };
-    let auth = match userinfo {
-        None => Auth::default(),
-        Some(userinfo) => {
-            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            Auth {
-                user: decode(user)?,
-                pass: decode(pass)?,
-            }
-        }
-    };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => (
-            host,
-            port.parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| invalid(&format!("bad port `{port}`")))?,
-        ),
-        _ => (host_port, DEFAULT_PORT),
-    };
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    let address = format!("{host}:{port}");
     let url = match db {
         Some(db) => format!("redis://{address}/{db}"),
         None => format!("redis://{address}"),

@@ -18,6 +18,7 @@
 //! with `cargo test` (the glue is left out of test builds: a test binary cannot
 //! carry the exports of world `backend`).
 
+mod authority;
 mod backend;
 mod backoff;
 mod deliveries;
@@ -33,6 +34,7 @@ pub mod bindings;
 
 #[cfg(not(test))]
 pub use adapter::{load_settings, Adapter};
+pub use authority::Authority;
 pub use backend::{Backend, DeliveryId, Event, RequestOptions};
 pub use backoff::{reconnect_message, Backoff};
 /// Exports a backend: `type Component = common::Adapter<MyBackend>; common::export!(Component);`.
