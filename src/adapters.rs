@@ -425,7 +425,13 @@ pub const ADAPTERS: &[Adapter] = &[
         pulls: true,
         subscriptions: Subscriptions::Patterns,
         queue_group_ignored: None,
-        run_env: &["NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"],
+        run_env: &[
+            "NATS_USER",
+            "NATS_PASSWORD",
+            "NATS_TOKEN",
+            "NATS_NKEY",
+            "NATS_CREDS",
+        ],
         options: &[
             BackendOption {
                 key: "jetstream",

@@ -60,7 +60,13 @@ pub struct BrokerUrlError {
 
 const NATS_CREDENTIALS: FromEnv = FromEnv {
     what: "credentials, if the server needs them,",
-    vars: &["NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"],
+    vars: &[
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+        "NATS_NKEY",
+        "NATS_CREDS",
+    ],
     required: false,
     credentials: true,
 };

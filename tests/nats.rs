@@ -29,7 +29,7 @@ use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
 
 use support::app::{app_lines, run, App};
-use support::nats::{connect_with, round_trip, within, Server, LIMIT};
+use support::nats::{connect_with, round_trip, within, Operator, Server, LIMIT};
 use support::{compose, unique};
 
 /// The shared server of the ordinary tests.
@@ -539,5 +539,120 @@ async fn a_host_name_without_allow_ip_name_lookup_fails_with_an_error_naming_the
         stderr.contains(&format!("cannot connect to {by_name}"))
             && stderr.contains("`-S allow-ip-name-lookup`"),
         "the error names the broker and the missing flag:\n{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// NKey and JWT (`.creds`) authentication: the adapter signs the server's nonce.
+
+/// A server of the test's own started with `config` (a nats-server configuration file).
+async fn server_with_config(dir: &Path, config: &str) -> Server {
+    let path = dir.join("nats-server.conf");
+    std::fs::write(&path, config).expect("write the server configuration");
+    Server::start(&["-c", path.to_str().expect("a UTF-8 path")]).await
+}
+
+/// Runs `publisher` (composed for `url`) with `env`; returns its status and stderr.
+async fn publish_one(publisher: &Path, topic: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let mut all = vec![("TOPIC", topic), ("COUNT", "1")];
+    all.extend_from_slice(env);
+    let (status, stderr) = run(publisher, &all).await;
+    (status.success(), stderr)
+}
+
+/// Asserts that a refused publish says `permission denied` with the server's own text,
+/// and shows no part of `secret`.
+fn assert_refused(ok: bool, stderr: &str, secret: &str) {
+    assert!(
+        !ok,
+        "the publisher succeeded with refused credentials:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("publisher: send failed: permission denied")
+            && stderr.contains("Authorization Violation"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(secret),
+        "the secret was printed:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nkey_user_publishes_with_the_seed_from_nats_nkey_and_a_wrong_seed_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let config = format!(
+        "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+        user.public_key()
+    );
+    let server = server_with_config(tmp.path(), &config).await;
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &server.url()]);
+    let nats = connect_with(
+        &server.url(),
+        async_nats::ConnectOptions::with_nkey(seed.clone()),
+    )
+    .await;
+    let topic = unique("nkey");
+    let mut inbox = nats.subscribe(topic.clone()).await.unwrap();
+    round_trip(&nats).await;
+
+    let (ok, stderr) = publish_one(&publisher, &topic, &[("NATS_NKEY", &seed)]).await;
+    assert!(ok, "publisher failed:\n{stderr}");
+    assert_eq!(data(&next(&mut inbox).await), "hello #1");
+
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    let (ok, stderr) = publish_one(&publisher, &topic, &[("NATS_NKEY", &stranger)]).await;
+    assert_refused(ok, &stderr, &stranger);
+    // Nothing signed, nothing accepted.
+    let (ok, stderr) = publish_one(&publisher, &topic, &[]).await;
+    assert!(!ok && stderr.contains("permission denied"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_user_from_nats_creds_handles_messages_and_a_user_of_another_issuer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let operator = Operator::generate();
+    let server = server_with_config(tmp.path(), &operator.server_config()).await;
+    let url = server.url();
+    let nats = connect_with(
+        &url,
+        async_nats::ConnectOptions::with_credentials(&operator.creds()).unwrap(),
+    )
+    .await;
+    let base = unique("creds");
+    let transform = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", &url, "--subscribe", &format!("{base}.*")],
+    );
+    let mut upper = nats.subscribe(format!("{base}.*.upper")).await.unwrap();
+    round_trip(&nats).await;
+    let creds = operator.creds();
+    let _app = App::subscribed(&transform, &[("NATS_CREDS", &creds)]).await;
+    nats.publish(format!("{base}.eu"), "hi".into())
+        .await
+        .unwrap();
+    let message = next(&mut upper).await;
+    assert_eq!(
+        (message.subject.as_str(), data(&message)),
+        (format!("{base}.eu.upper").as_str(), "HI")
+    );
+
+    // A user JWT that the account did not sign.
+    let forged = operator.creds_signed_by(&nkeys::KeyPair::new_account());
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &url]);
+    let (ok, stderr) = publish_one(&publisher, &base, &[("NATS_CREDS", &forged)]).await;
+    let seed = forged
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .expect("a seed line");
+    assert_refused(ok, &stderr, seed);
+    // Not a `.creds` file: the adapter says so before it connects.
+    let (ok, stderr) = publish_one(&publisher, &base, &[("NATS_CREDS", "SUAB")]).await;
+    assert!(
+        !ok && stderr.contains("NATS_CREDS has no user JWT") && !stderr.contains("SUAB"),
+        "{stderr}"
     );
 }

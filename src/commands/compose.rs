@@ -19,9 +19,9 @@ use super::{check_output_path, read_component, write_atomically, Terminal};
 /// MSGPLUG_BROKER, MSGPLUG_SUBSCRIBE (comma-separated) and MSGPLUG_QUEUE_GROUP
 /// (e.g. `wasmtime run --env MSGPLUG_SUBSCRIBE=a,b out.wasm`). Credentials are never baked
 /// unless they are in the --broker URL (which warns): backends read them from the
-/// environment at run time (NATS_USER/NATS_PASSWORD/NATS_TOKEN, AWS_ACCESS_KEY_ID/
-/// AWS_SECRET_ACCESS_KEY, SERVICEBUS_SAS_KEY_NAME/SERVICEBUS_SAS_KEY), and the printed
-/// command forwards them with `--env NAME`.
+/// environment at run time (NATS_USER/NATS_PASSWORD/NATS_TOKEN/NATS_NKEY/NATS_CREDS,
+/// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SERVICEBUS_SAS_KEY_NAME/SERVICEBUS_SAS_KEY),
+/// and the printed command forwards them with `--env NAME`.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
   # Handle NDJSON messages from stdin with the embedded `local` backend:

@@ -144,3 +144,102 @@ impl Server {
             .expect("wait for nats-server");
     }
 }
+
+/// An operator, an account and a user of that account, as `nsc` would make them, for a
+/// server in operator (JWT) mode: [`Operator::server_config`] and the user's `.creds`.
+/// (The system account is there because JetStream needs one in operator mode.)
+pub struct Operator {
+    operator: nkeys::KeyPair,
+    system: nkeys::KeyPair,
+    account: nkeys::KeyPair,
+}
+
+impl Operator {
+    /// A new operator with one account.
+    pub fn generate() -> Operator {
+        Operator {
+            operator: nkeys::KeyPair::new_operator(),
+            system: nkeys::KeyPair::new_account(),
+            account: nkeys::KeyPair::new_account(),
+        }
+    }
+
+    /// The nats-server configuration that trusts the operator and knows the account
+    /// (`resolver: MEMORY`, the account JWT preloaded).
+    pub fn server_config(&self) -> String {
+        let operator = jwt(
+            &self.operator,
+            &self.operator.public_key(),
+            serde_json::json!({
+                "system_account": self.system.public_key(), "type": "operator", "version": 2,
+            }),
+        );
+        let unlimited = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        let account = |key: &nkeys::KeyPair| {
+            let claims =
+                serde_json::json!({ "limits": unlimited, "type": "account", "version": 2 });
+            format!(
+                "{}: {}",
+                key.public_key(),
+                jwt(&self.operator, &key.public_key(), claims)
+            )
+        };
+        format!(
+            "operator: {operator}\nsystem_account: {}\nresolver: MEMORY\n\
+             resolver_preload: {{\n{}\n{}\n}}\n",
+            self.system.public_key(),
+            account(&self.system),
+            account(&self.account),
+        )
+    }
+
+    /// The `.creds` file content of a new user of the account, signed by `signer`
+    /// (the account's key for a good user).
+    pub fn creds_signed_by(&self, signer: &nkeys::KeyPair) -> String {
+        let user = nkeys::KeyPair::new_user();
+        let claims = serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        });
+        let token = jwt(signer, &user.public_key(), claims);
+        let seed = user.seed().expect("a user seed");
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        )
+    }
+
+    /// The `.creds` of a new user of the account.
+    pub fn creds(&self) -> String {
+        self.creds_signed_by(&self.account)
+    }
+}
+
+/// A NATS JWT: `claims` (the `nats` part) about `subject`, issued and signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs();
+    let payload = serde_json::json!({
+        "jti": unique("jti"),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": subject,
+        "nats": claims,
+    });
+    let signed = format!("{header}.{}", encode(payload.to_string().as_bytes()));
+    let signature = issuer.sign(signed.as_bytes()).expect("signing a JWT");
+    format!("{signed}.{}", encode(&signature))
+}

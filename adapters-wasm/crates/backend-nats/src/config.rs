@@ -2,6 +2,7 @@
 
 use common::{Authority, Error, Settings};
 
+use crate::auth::Signer;
 use crate::protocol::{check_name, check_subject};
 
 /// The port a `nats://` URL without one means.
@@ -19,6 +20,8 @@ pub struct Auth {
     pub pass: Option<String>,
     /// `auth_token`.
     pub token: Option<String>,
+    /// The NKey (`NATS_NKEY`) or user credentials (`NATS_CREDS`) that sign the nonce.
+    pub signer: Option<Signer>,
 }
 
 /// A durable JetStream pull consumer to read from (`--jetstream` with `--durable`).
@@ -53,13 +56,17 @@ pub struct Config {
 
 impl Config {
     /// Reads the settings; `env` maps a variable name to its value
-    /// (`NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN` win over the URL's credentials).
+    /// (`NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN` win over the URL's credentials;
+    /// `NATS_NKEY` or `NATS_CREDS` add a key that signs the server's nonce).
     pub fn from_settings(
         settings: &Settings,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let (url, address, url_auth) = parse_url(settings)?;
-        let auth = auth_from_env(url_auth, env);
+        let auth = Auth {
+            signer: Signer::from_env(&env).map_err(Error::other)?,
+            ..auth_from_env(url_auth, &env)
+        };
         let subscribe = if settings.subscribe.is_empty() {
             vec![">".to_string()]
         } else {
@@ -156,7 +163,7 @@ fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
         (user, pass) => Auth {
             user,
             pass,
-            token: None,
+            ..Auth::default()
         },
     };
     let address = authority.address;
@@ -164,7 +171,7 @@ fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
 }
 
 /// Applies `NATS_TOKEN`, or `NATS_USER` / `NATS_PASSWORD`, over the URL's credentials.
-fn auth_from_env(url: Auth, env: impl Fn(&str) -> Option<String>) -> Auth {
+fn auth_from_env(url: Auth, env: &impl Fn(&str) -> Option<String>) -> Auth {
     let var = |name| env(name).filter(|v: &String| !v.is_empty());
     if let Some(token) = var("NATS_TOKEN") {
         return Auth {
@@ -177,7 +184,7 @@ fn auth_from_env(url: Auth, env: impl Fn(&str) -> Option<String>) -> Auth {
         (user, pass) => Auth {
             user: user.or(url.user),
             pass: pass.or(url.pass),
-            token: None,
+            ..Auth::default()
         },
     }
 }

@@ -48,6 +48,9 @@ pub struct ServerInfo {
     /// Whether the server only accepts TLS connections.
     #[serde(default)]
     pub tls_required: bool,
+    /// What an NKey must sign in `CONNECT`, if the server asks for one.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// The `max_payload` of a server that does not say (the server's default, 1 MiB).
@@ -102,6 +105,7 @@ impl Conn {
                 max_payload: default_max_payload(),
                 headers: false,
                 tls_required: false,
+                nonce: None,
             },
             pings_sent: 0,
             pongs_received: 0,
@@ -134,7 +138,10 @@ impl Conn {
                 config.url
             )));
         }
-        protocol::encode_connect(&mut conn.out, &connect_json(&config.auth));
+        protocol::encode_connect(
+            &mut conn.out,
+            &connect_json(&config.auth, conn.info.nonce.as_deref()),
+        );
         let target = conn.ping()?;
         conn.await_pong(target, deadline).map_err(|e| match e {
             Error::Timeout => Error::connection(format!(
@@ -276,8 +283,9 @@ impl Conn {
     }
 }
 
-/// The `CONNECT` options: no `+OK`s, headers and no-responders on, the credentials.
-fn connect_json(auth: &Auth) -> String {
+/// The `CONNECT` options: no `+OK`s, headers and no-responders on, the credentials
+/// (with an NKey, its signature of the server's `nonce`).
+fn connect_json(auth: &Auth, nonce: Option<&str>) -> String {
     let mut options = json!({
         "verbose": false,
         "pedantic": false,
@@ -298,6 +306,9 @@ fn connect_json(auth: &Auth) -> String {
     if let Some(token) = &auth.token {
         options["auth_token"] = json!(token);
     }
+    if let Some(signer) = &auth.signer {
+        signer.sign_connect(&mut options, nonce);
+    }
     options.to_string()
 }
 
@@ -306,7 +317,7 @@ fn server_error(text: &str) -> Error {
     let lower = text.to_ascii_lowercase();
     if lower.contains("authorization violation") || lower.contains("authentication") {
         Error::PermissionDenied(format!(
-            "the server refused the credentials ({text}); set NATS_USER and NATS_PASSWORD, or NATS_TOKEN"
+            "the server refused the credentials ({text}); set NATS_USER and NATS_PASSWORD, NATS_TOKEN, NATS_NKEY (a user NKey seed) or NATS_CREDS (a .creds file's content)"
         ))
     } else if lower.starts_with("permissions violation") {
         Error::PermissionDenied(format!("the server says: {text}"))

@@ -3,6 +3,7 @@
 //! No NATS client crate builds for wasm32-wasip2, so this crate speaks the protocol
 //! itself: [`protocol`] is a sans-IO codec of the client protocol, [`headers`] carries a
 //! message's content type and metadata as NATS headers, [`config`] reads the settings,
+//! [`auth`] signs the server's nonce with a user's NKey,
 //! [`jetstream`] makes the JetStream API bodies and takes the decisions on the answers
 //! (stream and consumer set-up, pulls, publish acknowledgements) — all plain Rust,
 //! unit-tested with `cargo test`. The thin I/O layer (`conn`: a blocking driver over
@@ -12,6 +13,7 @@
 //! the first `next`; with `--jetstream STREAM --durable NAME` the backend reads from a
 //! durable pull consumer instead and acks each delivery after the handler returned.
 
+mod auth;
 mod config;
 #[cfg(not(test))]
 mod conn;
