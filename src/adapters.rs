@@ -659,7 +659,7 @@ pub const ADAPTERS: &[Adapter] = &[
         pulls: true,
         subscriptions: Subscriptions::Names("topics"),
         queue_group_ignored: None,
-        run_env: &[],
+        run_env: &["KAFKA_USERNAME", "KAFKA_PASSWORD"],
         options: &[
             BackendOption {
                 key: "client_id",
@@ -689,6 +689,10 @@ pub const ADAPTERS: &[Adapter] = &[
                 key: "compression",
                 help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
             },
+            BackendOption {
+                key: "sasl_mechanism",
+                help: "`PLAIN` (default when KAFKA_USERNAME and KAFKA_PASSWORD are set), `SCRAM-SHA-256` or `SCRAM-SHA-512`",
+            },
         ],
         modes: &[Mode::only(Capabilities {
             receive: Receive::AT_LEAST_ONCE,
@@ -702,9 +706,8 @@ pub const ADAPTERS: &[Adapter] = &[
             },
             // The broker cannot tell whether a consumer group reads the request topic.
             no_responders: false,
-            // No SASL yet: a Kafka listener without SASL accepts every client, so there
-            // are no credentials to refuse.
-            credentials: false,
+            // A SASL listener refuses a wrong password with SASL_AUTHENTICATION_FAILED.
+            credentials: true,
         })],
         bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
     },

@@ -88,6 +88,12 @@ const REDIS_CREDENTIALS: FromEnv = FromEnv {
     required: false,
     credentials: true,
 };
+const KAFKA_CREDENTIALS: FromEnv = FromEnv {
+    what: "SASL credentials, if the broker needs them,",
+    vars: &["KAFKA_USERNAME", "KAFKA_PASSWORD"],
+    required: false,
+    credentials: true,
+};
 const AWS_CREDENTIALS: FromEnv = FromEnv {
     what: "AWS credentials (a session token only with temporary ones)",
     vars: &[
@@ -339,7 +345,7 @@ fn kafka(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     }
     if rest.contains('@') {
         return Err(invalid(
-            "credentials in the URL are not supported (SASL is not implemented yet)",
+            "credentials in the URL are not supported: set KAFKA_USERNAME and KAFKA_PASSWORD at run time",
         ));
     }
     for server in rest.split(',') {
@@ -358,7 +364,7 @@ fn kafka(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
             return Err(invalid("no host"));
         }
     }
-    Ok(Vec::new())
+    Ok(vec![KAFKA_CREDENTIALS])
 }
 
 /// Whether the `%XX` escapes in `text` decode to UTF-8 (as `percent_decode_str` reads them).

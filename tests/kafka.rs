@@ -545,3 +545,74 @@ async fn a_broker_restart_midstream_loses_nothing_accepted() {
         "the app saw the broker go: {stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// SASL against a tansu that requires authentication. Tansu 0.6 cannot be given a user (it
+// changes credentials only for an authenticated client), so every user is unknown to it:
+// the whole SCRAM exchange runs (tansu's SCRAM server answers an unknown user with a made-up
+// salt and refuses the proof), and the refusal must be `permission-denied`. A successful
+// proof is checked only by the unit tests (the RFC 7677 example); PLAIN not at all (tansu
+// offers no PLAIN).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scram_exchange_refused_by_the_broker_is_permission_denied_without_the_password() {
+    let broker = Tansu::requiring_authentication().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("kafka://{}", broker.address());
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let option = format!("sasl_mechanism={mechanism}");
+        let publisher = support::compose(
+            dir.path(),
+            "publisher",
+            &["--broker", &url, "--option", &option],
+        );
+        let (status, stderr) = run(
+            &publisher,
+            &[
+                ("COUNT", "1"),
+                ("KAFKA_USERNAME", "alice"),
+                ("KAFKA_PASSWORD", "the-password"),
+            ],
+        )
+        .await;
+        assert!(
+            !status.success(),
+            "{mechanism}: tansu accepted an unknown user"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "publisher: send failed: permission denied: SASL {mechanism} authentication as `alice` with {}: the server refused the credentials: unknown-user",
+                broker.address()
+            )) && !stderr.contains("the-password"),
+            "{mechanism}:\n{stderr}"
+        );
+    }
+}
+
+/// Credentials for a listener without SASL: tansu answers `UNSUPPORTED_SASL_MECHANISM`
+/// even for the mechanism it lists, and the error says what that means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_for_a_broker_without_sasl_are_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let publisher = support::compose(
+        dir.path(),
+        "publisher",
+        &[
+            "--broker",
+            "kafka://127.0.0.1:9092",
+            "--option",
+            "sasl_mechanism=SCRAM-SHA-256",
+        ],
+    );
+    let env = [
+        ("COUNT", "1"),
+        ("KAFKA_USERNAME", "alice"),
+        ("KAFKA_PASSWORD", "pw"),
+    ];
+    let (status, stderr) = run(&publisher, &env).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Kafka broker 127.0.0.1:9092 refused SASL SCRAM-SHA-256 although it lists it: SASL is not enabled on its listener"),
+        "{stderr}"
+    );
+}

@@ -114,6 +114,8 @@ pub struct Tansu {
     /// Its S3 storage: the `moto_server`, its port and the bucket; `None`: memory storage.
     s3: Option<(Process, u16, String)>,
     port: u16,
+    /// Whether it requires SASL (`--authentication`; tansu offers SCRAM-SHA-256/512).
+    authentication: bool,
 }
 
 impl Tansu {
@@ -123,6 +125,21 @@ impl Tansu {
             tansu: None,
             s3: None,
             port: free_port(),
+            authentication: false,
+        };
+        broker.launch().await;
+        broker
+    }
+
+    /// A broker with memory storage that requires SASL (`--authentication`). It knows no
+    /// user: tansu 0.6 changes credentials only for an authenticated client, and keeps
+    /// none that were added before authentication was required.
+    pub async fn requiring_authentication() -> Tansu {
+        let mut broker = Tansu {
+            tansu: None,
+            s3: None,
+            port: free_port(),
+            authentication: true,
         };
         broker.launch().await;
         broker
@@ -160,6 +177,7 @@ impl Tansu {
             tansu: None,
             s3: Some((moto, moto_port, bucket)),
             port: free_port(),
+            authentication: false,
         };
         broker.launch().await;
         broker
@@ -180,6 +198,9 @@ impl Tansu {
             "--advertised-listener-url".into(),
             listener,
         ];
+        if self.authentication {
+            args.push("--authentication".into());
+        }
         let mut env = Vec::new();
         if let Some((_, moto_port, bucket)) = &self.s3 {
             args.extend(["--storage-engine".into(), format!("s3://{bucket}/")]);

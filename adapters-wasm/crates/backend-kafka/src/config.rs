@@ -1,7 +1,10 @@
 //! What the Kafka backend reads from [`Settings`]: the bootstrap brokers, the topics,
-//! the consumer group and the `--option` keys.
+//! the consumer group and the `--option` keys; and from the environment: the SASL
+//! credentials.
 
 use common::{Error, Settings};
+
+use crate::sasl::{Mechanism, Sasl};
 
 /// The port a `kafka://` broker without one means.
 const DEFAULT_PORT: u16 = 9092;
@@ -42,11 +45,18 @@ pub struct Config {
     pub idempotent: bool,
     /// Compress produced batches with gzip (`compression=gzip`; default `none`).
     pub gzip: bool,
+    /// How to authenticate, if at all (`KAFKA_USERNAME`, `KAFKA_PASSWORD`,
+    /// `sasl_mechanism`).
+    pub sasl: Option<Sasl>,
 }
 
 impl Config {
-    /// Reads the settings.
-    pub fn from_settings(settings: &Settings) -> Result<Self, Error> {
+    /// Reads the settings; `env` maps a variable name to its value (`KAFKA_USERNAME`,
+    /// `KAFKA_PASSWORD`).
+    pub fn from_settings(
+        settings: &Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
         let bootstrap = parse_url(settings)?;
         for topic in &settings.subscribe {
             check_topic(topic).map_err(|e| Error::other(format!("cannot subscribe: {e}")))?;
@@ -99,6 +109,7 @@ impl Config {
                 )))
             }
         };
+        let sasl = sasl_from(option("sasl_mechanism"), env)?;
         if let Some(group) = &settings.queue_group {
             if group.trim().is_empty() || group.len() > 255 {
                 return Err(Error::other(format!("invalid consumer group id `{group}`")));
@@ -116,7 +127,46 @@ impl Config {
             max_poll_records: number("max_poll_records", 500, 1, 100_000)? as usize,
             retry_backoff_ms: number("retry_backoff_ms", 500, 1, 60_000)?,
             idempotent,
+            sasl,
         })
+    }
+}
+
+/// The SASL settings: the credentials from the environment, the mechanism from
+/// `--option sasl_mechanism` (`PLAIN` when credentials come without one).
+fn sasl_from(
+    mechanism: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Sasl>, Error> {
+    let var = |name| env(name).filter(|v: &String| !v.is_empty());
+    let mechanism = mechanism
+        .map(|name| {
+            Mechanism::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+                Error::other(format!(
+                    "--option sasl_mechanism={name}: expected one of {}",
+                    known.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    match (var("KAFKA_USERNAME"), var("KAFKA_PASSWORD"), mechanism) {
+        (Some(username), Some(password), mechanism) => Ok(Some(Sasl {
+            mechanism: mechanism.unwrap_or(Mechanism::Plain),
+            username,
+            password,
+        })),
+        (None, None, None) => Ok(None),
+        (None, None, Some(mechanism)) => Err(Error::other(format!(
+            "--option sasl_mechanism={} needs credentials: set KAFKA_USERNAME and KAFKA_PASSWORD at run time",
+            mechanism.name()
+        ))),
+        (Some(_), None, _) => Err(Error::other(
+            "KAFKA_USERNAME is set but KAFKA_PASSWORD is not: SASL needs both",
+        )),
+        (None, Some(_), _) => Err(Error::other(
+            "KAFKA_PASSWORD is set but KAFKA_USERNAME is not: SASL needs both",
+        )),
     }
 }
 
@@ -138,7 +188,7 @@ fn parse_url(settings: &Settings) -> Result<Vec<String>, Error> {
     }
     if rest.contains('@') {
         return Err(bad(
-            "credentials in the URL are not supported (SASL is not implemented yet)",
+            "credentials in the URL are not supported: set KAFKA_USERNAME and KAFKA_PASSWORD at run time",
         ));
     }
     let mut out = Vec::new();
@@ -198,16 +248,66 @@ mod tests {
         }
     }
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn sasl_from_the_environment_and_the_mechanism_option() {
+        let mut s = settings("kafka://h");
+        let creds = |name: &str| match name {
+            "KAFKA_USERNAME" => Some("alice".to_string()),
+            "KAFKA_PASSWORD" => Some("pw".to_string()),
+            _ => None,
+        };
+        assert_eq!(Config::from_settings(&s, no_env).unwrap().sasl, None);
+        let sasl = Config::from_settings(&s, creds).unwrap().sasl.unwrap();
+        assert_eq!(
+            (
+                sasl.mechanism,
+                sasl.username.as_str(),
+                sasl.password.as_str()
+            ),
+            (Mechanism::Plain, "alice", "pw")
+        );
+        s.options
+            .insert("sasl_mechanism".into(), "SCRAM-SHA-512".into());
+        let sasl = Config::from_settings(&s, creds).unwrap().sasl.unwrap();
+        assert_eq!(sasl.mechanism, Mechanism::ScramSha512);
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("needs credentials: set KAFKA_USERNAME"), "{e}");
+        s.options.insert("sasl_mechanism".into(), "GSSAPI".into());
+        let e = Config::from_settings(&s, creds).unwrap_err().to_string();
+        assert!(
+            e.contains("expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+            "{e}"
+        );
+        s.options.remove("sasl_mechanism");
+        let only_user = |name: &str| (name == "KAFKA_USERNAME").then(|| "alice".to_string());
+        let e = Config::from_settings(&s, only_user)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KAFKA_PASSWORD is not"), "{e}");
+        let only_password = |name: &str| (name == "KAFKA_PASSWORD").then(|| "pw".to_string());
+        let e = Config::from_settings(&s, only_password)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("KAFKA_USERNAME is not") && !e.contains("pw"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn agrees_with_the_shared_url_cases() {
-        assert_agrees_with_broker_url_cases("kafka", &[], |url, _env| {
-            Config::from_settings(&settings(url))
+        assert_agrees_with_broker_url_cases("kafka", &[], |url, env| {
+            Config::from_settings(&settings(url), env).map(drop)
         });
     }
 
     #[test]
     fn bootstrap_list_and_defaults() {
-        let c = Config::from_settings(&settings("kafka://a:1,b,[::1]:3,[::1]")).unwrap();
+        let c = Config::from_settings(&settings("kafka://a:1,b,[::1]:3,[::1]"), no_env).unwrap();
         assert_eq!(c.bootstrap, ["a:1", "b:9092", "[::1]:3", "[::1]:9092"]);
         assert_eq!(c.client_id, "msgplug");
         assert_eq!(c.offset_reset, OffsetReset::Latest);
@@ -225,10 +325,10 @@ mod tests {
             ("kafka://", "no host"),
             ("kafka://a,", "no host"),
             ("kafka://h/t", "path"),
-            ("kafka://u:p@h", "SASL"),
+            ("kafka://u:p@h", "set KAFKA_USERNAME"),
             ("nats://h", "needs the `nats` backend"),
         ] {
-            let e = Config::from_settings(&settings(url))
+            let e = Config::from_settings(&settings(url), no_env)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(why), "{url}: {e}");
@@ -238,27 +338,27 @@ mod tests {
             .insert("auto_offset_reset".into(), "earliest".into());
         s.options.insert("session_timeout_ms".into(), "6000".into());
         s.options.insert("client_id".into(), "me".into());
-        let c = Config::from_settings(&s).unwrap();
+        let c = Config::from_settings(&s, no_env).unwrap();
         assert_eq!(
             (c.offset_reset, c.session_timeout_ms, c.client_id.as_str()),
             (OffsetReset::Earliest, 6000, "me")
         );
         s.options.insert("idempotent".into(), "false".into());
-        assert!(!Config::from_settings(&s).unwrap().idempotent);
+        assert!(!Config::from_settings(&s, no_env).unwrap().idempotent);
         s.options.insert("idempotent".into(), "no".into());
-        assert!(Config::from_settings(&s).is_err());
+        assert!(Config::from_settings(&s, no_env).is_err());
         s.options.remove("idempotent");
         s.options.insert("session_timeout_ms".into(), "5".into());
-        assert!(Config::from_settings(&s).is_err());
+        assert!(Config::from_settings(&s, no_env).is_err());
         s.options.remove("session_timeout_ms");
         s.options.insert("compression".into(), "gzip".into());
-        assert!(Config::from_settings(&s).unwrap().gzip);
+        assert!(Config::from_settings(&s, no_env).unwrap().gzip);
         s.options.insert("compression".into(), "zstd".into());
-        let e = Config::from_settings(&s).unwrap_err().to_string();
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
         assert!(e.contains("uncompressed"), "{e}");
         s.options.remove("compression");
         s.subscribe = vec!["orders.>".into()];
-        let e = Config::from_settings(&s).unwrap_err().to_string();
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
         assert!(e.contains("no wildcards"), "{e}");
     }
 }

@@ -16,6 +16,7 @@ use crate::group::{assign_range, Partition, Progress};
 use crate::headers;
 use crate::protocol::{self, code, Api, ClusterMetadata, FetchPosition, PartitionBatch};
 use crate::records::{self, ProducerId, Record};
+use crate::sasl::{Mechanism, Sasl, Scram};
 
 /// The Kafka backend's component type.
 type Component = common::Adapter<Kafka>;
@@ -128,6 +129,72 @@ fn kafka_error(what: &str, error: i16) -> Error {
     }
 }
 
+/// Authenticates `conn` with SASL: `SaslHandshake` names the mechanism, then the
+/// messages of the exchange travel in `SaslAuthenticate` requests.
+fn authenticate(conn: &mut Conn, sasl: &Sasl, address: &str, client_id: &str) -> Result<(), Error> {
+    let mechanism = sasl.mechanism.name();
+    let body = conn.request(
+        protocol::SASL_HANDSHAKE,
+        client_id,
+        &protocol::encode_sasl_handshake(mechanism),
+        REQUEST_TIMEOUT,
+    )?;
+    let (error, offered) = protocol::decode_sasl_handshake(&body).map_err(malformed)?;
+    if error == code::UNSUPPORTED_SASL_MECHANISM && offered.iter().any(|m| m == mechanism) {
+        return Err(Error::other(format!(
+            "Kafka broker {address} refused SASL {mechanism} although it lists it: SASL is not enabled on its listener (leave KAFKA_USERNAME and KAFKA_PASSWORD unset for it)"
+        )));
+    }
+    if error == code::UNSUPPORTED_SASL_MECHANISM {
+        return Err(Error::other(format!(
+            "Kafka broker {address} does not offer SASL {mechanism} (it offers {}): set --option sasl_mechanism to one of them",
+            offered.join(", ")
+        )));
+    }
+    if error != 0 {
+        return Err(kafka_error(&format!("SaslHandshake with {address}"), error));
+    }
+    let mut exchange = |message: &[u8]| -> Result<Vec<u8>, Error> {
+        let body = conn.request(
+            protocol::SASL_AUTHENTICATE,
+            client_id,
+            &protocol::encode_sasl_authenticate(message),
+            REQUEST_TIMEOUT,
+        )?;
+        let answer = protocol::decode_sasl_authenticate(&body).map_err(malformed)?;
+        if answer.error != 0 {
+            let text = format!(
+                "SASL {mechanism} authentication as `{}` with {address}",
+                sasl.username
+            );
+            let error = kafka_error(&text, answer.error);
+            return Err(match (error, answer.message) {
+                (Error::PermissionDenied(text), Some(words)) => {
+                    Error::PermissionDenied(format!("{text}: {words}"))
+                }
+                (error, _) => error,
+            });
+        }
+        Ok(answer.auth_bytes)
+    };
+    let refused = |why: String| {
+        Error::PermissionDenied(format!(
+            "SASL {mechanism} authentication as `{}` with {address}: {why}",
+            sasl.username
+        ))
+    };
+    match sasl.mechanism {
+        Mechanism::Plain => exchange(&sasl.plain_message()).map(drop),
+        Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
+            let mut scram = Scram::new(sasl, &common::random_id());
+            let server_first = exchange(&scram.client_first())?;
+            let client_final = scram.client_final(&server_first).map_err(refused)?;
+            let server_final = exchange(&client_final)?;
+            scram.verify_server_final(&server_final).map_err(refused)
+        }
+    }
+}
+
 /// Words malformed data from a broker.
 fn malformed(e: crate::wire::Malformed) -> Error {
     Error::connection(e.to_string())
@@ -171,6 +238,16 @@ impl Kafka {
         protocol::check_versions(&ranges, &protocol::REQUIRED)
             .map_err(|e| Error::other(format!("Kafka broker {address}: {e}")))?;
         self.idempotent &= protocol::supports(&ranges, protocol::INIT_PRODUCER_ID);
+        if let Some(sasl) = &self.config.sasl {
+            protocol::check_versions(
+                &ranges,
+                &[protocol::SASL_HANDSHAKE, protocol::SASL_AUTHENTICATE],
+            )
+            .map_err(|e| {
+                Error::other(format!("Kafka broker {address} cannot authenticate: {e}"))
+            })?;
+            authenticate(&mut conn, sasl, address, &self.config.client_id)?;
+        }
         Ok(conn)
     }
 
@@ -885,7 +962,7 @@ impl Backend for Kafka {
     const NAME: &'static str = "kafka";
 
     fn open(settings: Settings) -> Result<Self, Error> {
-        let config = Config::from_settings(&settings)?;
+        let config = Config::from_settings(&settings, |name| std::env::var(name).ok())?;
         let mut kafka = Self {
             conns: HashMap::new(),
             brokers: HashMap::new(),

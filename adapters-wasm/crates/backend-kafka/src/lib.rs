@@ -5,7 +5,8 @@
 //! [`protocol::REQUIRED`]): [`wire`] holds the primitives, [`protocol`] the requests and
 //! responses, [`records`] the record batches (CRC-32C, murmur2 partitioning),
 //! [`headers`] maps messages to records and back, [`group`] holds the range assignor and
-//! the commit bookkeeping, [`config`] reads the settings — all plain Rust, unit-tested
+//! the commit bookkeeping, [`sasl`] makes the SASL PLAIN and SCRAM messages, [`config`]
+//! reads the settings — all plain Rust, unit-tested
 //! with `cargo test`. The I/O layer (`conn`: one blocking connection per broker;
 //! `kafka`: the [`common::Backend`]) is left out of test builds.
 //!
@@ -28,4 +29,5 @@ mod headers;
 mod kafka;
 mod protocol;
 mod records;
+mod sasl;
 mod wire;

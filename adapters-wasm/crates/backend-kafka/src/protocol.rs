@@ -98,6 +98,20 @@ pub const SYNC_GROUP: Api = Api {
     version: 1,
     flexible: false,
 };
+/// `SaslHandshake` v1 (the mechanism; the exchange follows in `SaslAuthenticate`).
+pub const SASL_HANDSHAKE: Api = Api {
+    key: 17,
+    name: "SaslHandshake",
+    version: 1,
+    flexible: false,
+};
+/// `SaslAuthenticate` v1 (one SASL message each way).
+pub const SASL_AUTHENTICATE: Api = Api {
+    key: 36,
+    name: "SaslAuthenticate",
+    version: 1,
+    flexible: false,
+};
 /// `ApiVersions` v0 (every broker answers it).
 pub const API_VERSIONS: Api = Api {
     key: 18,
@@ -169,6 +183,10 @@ pub mod code {
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     /// The topic was created a moment ago and is not usable yet.
     pub const NOT_CONTROLLER: i16 = 41;
+    /// The broker does not offer the SASL mechanism asked for.
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    /// The broker refused the SASL credentials.
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 
     /// The name of a Kafka error code, for messages.
     pub fn name(code: i16) -> &'static str {
@@ -201,6 +219,9 @@ pub mod code {
             DUPLICATE_SEQUENCE_NUMBER => "DUPLICATE_SEQUENCE_NUMBER",
             MEMBER_ID_REQUIRED => "MEMBER_ID_REQUIRED",
             45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            UNSUPPORTED_SASL_MECHANISM => "UNSUPPORTED_SASL_MECHANISM",
+            34 => "ILLEGAL_SASL_STATE",
+            SASL_AUTHENTICATION_FAILED => "SASL_AUTHENTICATION_FAILED",
             _ => "an error",
         }
     }
@@ -222,9 +243,9 @@ pub mod code {
         )
     }
 
-    /// True for the authorization failures.
+    /// True for the authorization and authentication failures.
     pub fn is_denied(code: i16) -> bool {
-        matches!(code, 29..=31)
+        matches!(code, 29..=31 | SASL_AUTHENTICATION_FAILED)
     }
 }
 
@@ -304,6 +325,53 @@ pub fn decode_api_versions(body: &[u8]) -> Result<(i16, Vec<VersionRange>), Malf
         })
     })?;
     Ok((error, ranges))
+}
+
+/// The `SaslHandshake` request body: the mechanism's name.
+pub fn encode_sasl_handshake(mechanism: &str) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.str(mechanism);
+    w.0
+}
+
+/// Reads a `SaslHandshake` response: the error code and the mechanisms the broker offers.
+pub fn decode_sasl_handshake(body: &[u8]) -> Result<(i16, Vec<String>), Malformed> {
+    let mut r = Reader::new(body);
+    let error = r.i16("SaslHandshake error")?;
+    let mechanisms = r.array("SaslHandshake mechanisms", |r| r.str("mechanism"))?;
+    Ok((error, mechanisms))
+}
+
+/// The `SaslAuthenticate` request body: one SASL message.
+pub fn encode_sasl_authenticate(message: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.bytes(Some(message));
+    w.0
+}
+
+/// A `SaslAuthenticate` response.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SaslAuthenticated {
+    /// The error code.
+    pub error: i16,
+    /// The broker's words about the error, if any.
+    pub message: Option<String>,
+    /// The broker's SASL message.
+    pub auth_bytes: Vec<u8>,
+}
+
+/// Reads a `SaslAuthenticate` response (the session lifetime that follows is ignored:
+/// a broker that ends the session closes the connection, and the adapter reconnects).
+pub fn decode_sasl_authenticate(body: &[u8]) -> Result<SaslAuthenticated, Malformed> {
+    let mut r = Reader::new(body);
+    Ok(SaslAuthenticated {
+        error: r.i16("SaslAuthenticate error")?,
+        message: r.nstr("SaslAuthenticate error message")?,
+        auth_bytes: r
+            .bytes("SaslAuthenticate auth bytes")?
+            .unwrap_or_default()
+            .to_vec(),
+    })
 }
 
 /// Checks that the broker speaks every version in `apis`: the error names the first
@@ -889,6 +957,33 @@ mod tests {
             (7, &[5u8][..])
         );
         assert!(response(&[0, 0, 0, 7, 1, 3, 9, 9], true).is_err());
+    }
+
+    #[test]
+    fn sasl_requests_and_responses() {
+        // Key and version, after the size.
+        assert_eq!(frame(SASL_HANDSHAKE, 1, "c", &[])[4..8], [0, 17, 0, 1]);
+        assert_eq!(frame(SASL_AUTHENTICATE, 1, "c", &[])[4..8], [0, 36, 0, 1]);
+        assert_eq!(encode_sasl_handshake("PLAIN"), b"\0\x05PLAIN");
+        let mut w = Writer::default();
+        w.i16(0).i32(2).str("SCRAM-SHA-256").str("SCRAM-SHA-512");
+        assert_eq!(
+            decode_sasl_handshake(&w.0).unwrap(),
+            (0, vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()])
+        );
+        assert_eq!(encode_sasl_authenticate(b"hi"), [0, 0, 0, 2, b'h', b'i']);
+        let mut w = Writer::default();
+        w.i16(58).nstr(Some("bad proof")).bytes(None).i64(0);
+        assert_eq!(
+            decode_sasl_authenticate(&w.0).unwrap(),
+            SaslAuthenticated {
+                error: 58,
+                message: Some("bad proof".into()),
+                auth_bytes: vec![],
+            }
+        );
+        assert!(decode_sasl_authenticate(&[0]).is_err());
+        assert!(code::is_denied(code::SASL_AUTHENTICATION_FAILED));
     }
 
     #[test]
