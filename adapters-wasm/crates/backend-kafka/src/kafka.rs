@@ -154,6 +154,10 @@ fn authenticate(conn: &mut Conn, sasl: &Sasl, address: &str, client_id: &str) ->
     if error != 0 {
         return Err(kafka_error(&format!("SaslHandshake with {address}"), error));
     }
+    let what = format!(
+        "SASL {mechanism} authentication as `{}` with {address}",
+        sasl.username
+    );
     let mut exchange = |message: &[u8]| -> Result<Vec<u8>, Error> {
         let body = conn.request(
             protocol::SASL_AUTHENTICATE,
@@ -163,11 +167,7 @@ fn authenticate(conn: &mut Conn, sasl: &Sasl, address: &str, client_id: &str) ->
         )?;
         let answer = protocol::decode_sasl_authenticate(&body).map_err(malformed)?;
         if answer.error != 0 {
-            let text = format!(
-                "SASL {mechanism} authentication as `{}` with {address}",
-                sasl.username
-            );
-            let error = kafka_error(&text, answer.error);
+            let error = kafka_error(&what, answer.error);
             return Err(match (error, answer.message) {
                 (Error::PermissionDenied(text), Some(words)) => {
                     Error::PermissionDenied(format!("{text}: {words}"))
@@ -177,12 +177,7 @@ fn authenticate(conn: &mut Conn, sasl: &Sasl, address: &str, client_id: &str) ->
         }
         Ok(answer.auth_bytes)
     };
-    let refused = |why: String| {
-        Error::PermissionDenied(format!(
-            "SASL {mechanism} authentication as `{}` with {address}: {why}",
-            sasl.username
-        ))
-    };
+    let refused = |why: String| Error::PermissionDenied(format!("{what}: {why}"));
     match sasl.mechanism {
         Mechanism::Plain => exchange(&sasl.plain_message()).map(drop),
         Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
