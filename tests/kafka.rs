@@ -5,9 +5,10 @@
 //! Broker: tansu (a Kafka-compatible broker in Rust; `.ci/services` starts it on
 //! 127.0.0.1:9092). The restart test starts its own tansu on a free port, storing in S3 on
 //! its own `moto_server`, since tansu's default memory storage forgets everything on a
-//! restart. Tansu's quirks shape the tests: the first join of a group takes about half the
-//! session timeout (so the tests use short ones), and a consumer closed while its join is
-//! pending can leave its group stuck (so every test uses its own group and topics).
+//! restart; the SASL test starts its own tansu that requires authentication. Tansu's quirks
+//! shape the tests: the first join of a group takes about half the session timeout (so the
+//! tests use short ones), and a consumer closed while its join is pending can leave its
+//! group stuck (so every test uses its own group and topics).
 //!
 //! Synchronisation: a composed consumer logs `subscribed to` once it has joined its group
 //! and knows its partitions; the tests produce after that line. Output is read with
