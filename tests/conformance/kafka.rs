@@ -293,9 +293,9 @@ impl Broker for KafkaBroker {
 
     fn can_check_credentials(&self) -> Result<(), &'static str> {
         Err(
-            "the shared tansu runs without SASL, and a SASL tansu keeps its users only on \
-             S3 storage (too slow for the suite); tests/kafka.rs checks SCRAM credentials \
-             against a tansu of its own",
+            "the case's tansu runs without SASL, since tansu 0.6 cannot be given a user once \
+             it requires authentication (and keeps none added before); tests/kafka.rs checks \
+             that a tansu requiring SASL refuses a SCRAM login with permission-denied",
         )
     }
 }
