@@ -1,5 +1,7 @@
 //! What the NATS backend reads from [`Settings`] and the environment.
 
+use std::fmt;
+
 use common::{Authority, Error, Settings};
 
 use crate::auth::Signer;
@@ -11,8 +13,9 @@ const DEFAULT_PORT: u16 = 4222;
 /// The JetStream ack wait when `ack_wait_ms` is not given (the server's default).
 const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
 
-/// How the client proves who it is (the `CONNECT` fields).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How the client proves who it is (the `CONNECT` fields). Its [`Debug`] masks the
+/// password and the token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Auth {
     /// `user`, with `pass`.
     pub user: Option<String>,
@@ -22,6 +25,18 @@ pub struct Auth {
     pub token: Option<String>,
     /// The NKey (`NATS_NKEY`) or user credentials (`NATS_CREDS`) that sign the nonce.
     pub signer: Option<Signer>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = |secret: &Option<String>| secret.as_ref().map(|_| "****");
+        f.debug_struct("Auth")
+            .field("user", &self.user)
+            .field("pass", &masked(&self.pass))
+            .field("token", &masked(&self.token))
+            .field("signer", &self.signer)
+            .finish()
+    }
 }
 
 /// A durable JetStream pull consumer to read from (`--jetstream` with `--durable`).
@@ -243,9 +258,15 @@ mod tests {
         assert_eq!(c.url, "nats://h:4222");
         assert_eq!(c.auth.user.as_deref(), Some("alice"));
         assert_eq!(c.auth.pass.as_deref(), Some("s@cret"));
-        let c = config("nats://tok@h").unwrap();
-        assert_eq!(c.auth.token.as_deref(), Some("tok"));
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("alice") && !shown.contains("s@cret"),
+            "{shown}"
+        );
+        let c = config("nats://xyzzy@h").unwrap();
+        assert_eq!(c.auth.token.as_deref(), Some("xyzzy"));
         assert_eq!(c.auth.user, None);
+        assert!(!format!("{c:?}").contains("xyzzy"));
     }
 
     #[test]
