@@ -52,6 +52,7 @@ impl Backend for Mqtt {
             mosquitto,
             kind,
             outputs: HashMap::new(),
+            session: None,
         })
     }
 }
@@ -186,6 +187,9 @@ struct MqttBroker {
     mosquitto: Mosquitto,
     kind: Kind,
     outputs: HashMap<String, Receiver<Received>>,
+    /// The session every durable instance resumes, once [`Broker::take_over_unsettled`]
+    /// asked for one (otherwise each instance has its own).
+    session: Option<String>,
 }
 
 impl Broker for MqttBroker {
@@ -219,8 +223,9 @@ impl Broker for MqttBroker {
             ("MQTT_PASSWORD".into(), credentials.password().into()),
         ];
         if self.kind == Kind::Durable {
-            // Instances in one group need a session each.
-            env.push(("MSGPLUG_CLIENT_ID".into(), unique("app")));
+            // Instances in one group need a session each, successors the same one.
+            let client_id = self.session.clone().unwrap_or_else(|| unique("app"));
+            env.push(("MSGPLUG_CLIENT_ID".into(), client_id));
         }
         env
     }
@@ -300,5 +305,9 @@ impl Broker for MqttBroker {
 
     fn can_check_credentials(&self) -> Result<(), &'static str> {
         Ok(())
+    }
+
+    fn take_over_unsettled(&mut self) {
+        self.session = Some(unique("app"));
     }
 }
