@@ -296,12 +296,20 @@ async fn jetstream_relay_loses_nothing_across_restarts_and_keeps_its_memory_flat
     let end = samples.last().expect("a sample").rss_kib;
     let peak = samples.iter().map(|s| s.rss_kib).max().expect("a sample");
     let bound = RSS_GROWTH_LIMIT_KIB;
+    let stderr = app.stderr_so_far();
+    let logged = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();
+    let (reconnects, failures) = (logged("reconnected to"), logged("failed"));
     println!(
         "soak: {total} messages, {restarts} broker restarts, {:.1?}: {} lost, {duplicates} \
          duplicates ({stored} outputs); RSS KiB: {first} at start, {baseline} after the \
-         warm-up ({warm_up} handled), {end} at the end, {peak} at most (bound: +{bound})",
+         warm-up ({warm_up} handled), {end} at the end, {peak} at most (bound: +{bound}); \
+         the app reconnected {reconnects} times and logged {failures} failures",
         elapsed,
         lost.len()
+    );
+    assert!(
+        reconnects >= restarts,
+        "every restart must have cut the app off ({reconnects} reconnects logged):\n{stderr}"
     );
     assert!(
         lost.is_empty(),
