@@ -229,7 +229,21 @@ impl Nats {
             .and_then(|block| headers::decode(block).ok())
             .and_then(|h| h.status);
         match jetstream::pub_ack(status, &msg.payload) {
-            PubAck::Stored | PubAck::NoStream => {}
+            PubAck::Stored => {}
+            PubAck::NoStream => {
+                // Sends there keep waiting for JetStream (and fail like this one while no
+                // stream answers) until the capture is asked again: one that is back
+                // stores them, and a stream deleted for good makes the subject core NATS
+                // again after [`CAPTURE_TTL`]. Counting it as sent would lose every message
+                // sent while a stopping server has shut the stream down but still takes
+                // the acks of the deliveries that made them.
+                self.captured
+                    .insert(subject.clone(), (true, Instant::now()));
+                self.refused.push(format!(
+                    "no JetStream stream stored the message sent to `{subject}` (status 503: \
+                     the stream is gone, or the server is stopping or starting)"
+                ));
+            }
             PubAck::Refused(why) => self.refused.push(format!(
                 "JetStream did not store the message sent to `{subject}`: {why}"
             )),
