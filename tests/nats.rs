@@ -488,7 +488,7 @@ async fn a_send_to_a_stream_that_stops_answering_fails_instead_of_counting_as_st
     assert_eq!(
         app_lines(&stderr),
         [
-            "publisher: send failed: no JetStream stream stored the message sent to `out` \
+            "publisher: send failed: connection: no JetStream stream stored the message sent to `out` \
              (status 503: the stream is gone, or the server is stopping or starting)"
         ]
     );
