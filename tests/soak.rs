@@ -54,8 +54,9 @@ const WARM_UP: f64 = 0.1;
 ///
 /// Measured (README, "Soak"): the resident set of `wasmtime` running the relay is at its
 /// working size from the first sample on (44 MiB, nearly all of it wasmtime's own); it
-/// then grows once by 192 to 320 KiB when the first restart makes the adapter reconnect,
-/// and not at all after that (100,000 messages, 3 restarts). 1 MiB is three times that.
+/// then grows once, by at most 320 KiB in every run measured, when the first restart makes
+/// the adapter reconnect, and not at all after that (100,000 messages with 3 and with 20
+/// restarts). 1 MiB is three times that.
 /// A leak in delivery bookkeeping keeps at least an ack subject or a delivery id per
 /// message (about 60 bytes with the allocator's overhead): over the 27,000 messages after
 /// the warm-up of the short run that is 1.5 MiB, over the 90,000 of the full run 5 MiB.
