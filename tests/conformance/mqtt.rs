@@ -1,5 +1,6 @@
 //! MQTT, in its three modes: `clean` (MQTT 5, clean session), `durable` (`--durable`: a
-//! persistent session, each running instance with its own `MSGPLUG_CLIENT_ID`) and `3.1.1`
+//! persistent session, each running instance with its own `MSGPLUG_CLIENT_ID`, or all of
+//! them with one when a case asks for successors) and `3.1.1`
 //! (`?version=3.1.1`). Every case starts a `mosquitto` of its own on a free port (a written
 //! config: user `u` with password `p`, persistence on, so a graceful restart keeps sessions
 //! and queued messages; no limit on queued messages), checked with `rumqttc` (MQTT 5), an

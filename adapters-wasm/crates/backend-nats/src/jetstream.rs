@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(
             pub_ack(Some(503), b""),
             PubAck::NoStream,
-            "no stream took it after all"
+            "no stream answered: not stored"
         );
     }
 
