@@ -461,6 +461,39 @@ async fn with_the_server_down_a_publish_says_connection_refused_in_words() {
     );
 }
 
+/// A send to a subject whose stream stops answering fails instead of counting as sent:
+/// JetStream's 503 (no stream there now) is not a publish ack. Deleting the stream makes it
+/// answer so; a stopping server does the same for a moment while it still takes acks, which
+/// lost messages in the soak (`tests/soak.rs`) until such a send failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_to_a_stream_that_stops_answering_fails_instead_of_counting_as_stored() {
+    let server = Server::start(&[]).await;
+    let url = server.url();
+    let nats = connect(&url).await;
+    let js = jetstream(&nats);
+    let stream = create_stream(&js, "OUT", &["out"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let publisher = compose(tmp.path(), "publisher", &["--broker", &url]);
+    let app = App::start(&publisher, &[("TOPIC", "out"), ("COUNT", "4000000000")]);
+    within("a message stored in OUT", async {
+        while stream.get_info().await.map_or(0, |i| i.state.messages) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    js.delete_stream("OUT").await.expect("delete stream OUT");
+
+    let (status, stderr) = app.finish_within(LIMIT).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        app_lines(&stderr),
+        [
+            "publisher: send failed: connection: no JetStream stream stored the message sent to `out` \
+             (status 503: the stream is gone, or the server is stopping or starting)"
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_core_subscription_resumes_after_a_server_restart() {
     let mut server = Server::start(&[]).await;

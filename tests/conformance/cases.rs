@@ -35,6 +35,10 @@ pub const ALL: &[(&str, Case)] = &[
         handler_err_is_redelivered_or_reported,
     ),
     (
+        "trap_exits_non_zero_and_the_next_instance_gets_the_message",
+        trap_exits_non_zero_and_the_next_instance_gets_the_message,
+    ),
+    (
         "three_in_a_group_share_3000_messages",
         three_in_a_group_share_3000_messages,
     ),
@@ -380,6 +384,88 @@ fn handler_err_is_redelivered_or_reported(target: Target) {
             assert_eq!(app.seen("failing once"), 1, "{}", app.stderr_so_far());
         }
     }
+}
+
+/// How `wasmtime run` (49 and 36 alike) exits when the guest traps: 128 + SIGABRT.
+const TRAP_EXIT_STATUS: i32 = 134;
+
+/// A handler that traps (the relay panics on the metadata `trap: yes` when started with
+/// `TRAP_ON_METADATA`) ends its instance: `wasmtime run` exits with status 134 and says
+/// `wasm trap` after the panic message. On an at-least-once mode the message it was handling
+/// was never settled, so the next instance (started without the variable) handles it, and
+/// nothing else is lost: the message sent after it is handled too (duplicates are counted
+/// and printed). Where each instance has an input of its own, nothing outlives the
+/// instance and the case does not apply.
+fn trap_exits_non_zero_and_the_next_instance_gets_the_message(target: Target) {
+    let mut s = setup(target);
+    if s.capabilities.receive.delivery == Delivery::AtMostOnce {
+        return not_applicable(
+            target,
+            "declared: at-most-once (the message a trapped handler was given is not seen again)",
+        );
+    }
+    if s.capabilities.scale_out == ScaleOut::None {
+        return not_applicable(
+            target,
+            "declared: each instance has its own input, which ends with it (an AMQP exclusive \
+             queue is deleted), so no next instance takes over what a trapped one held",
+        );
+    }
+    if !s.capabilities.metadata {
+        return not_applicable(
+            target,
+            "the relay is told to trap by metadata, which this mode does not carry",
+        );
+    }
+    s.broker.take_over_unsettled();
+    let input = Input {
+        topic: "in",
+        group: None,
+    };
+    let relay = s.receiver("relay", input, "in.relayed");
+    let first = App::receiving(&mut *s.broker, &relay, &[("TRAP_ON_METADATA", "1")]);
+    s.broker.publish("in", &Msg::data("before"));
+    assert_eq!(s.next("in.relayed").text(), "before");
+    let trapping = Msg {
+        data: b"traps once".to_vec(),
+        content_type: None,
+        metadata: BTreeMap::from([("trap".into(), "yes".into())]),
+    };
+    s.broker.publish("in", &trapping);
+    s.broker.publish("in", &Msg::data("after"));
+
+    let (status, stderr) = first.finish();
+    assert_eq!(status.code(), Some(TRAP_EXIT_STATUS), "{stderr}");
+    let panicked = "trapping, as the metadata `trap: yes` and `TRAP_ON_METADATA` ask";
+    let trapped = "wasm trap: wasm `unreachable` instruction executed";
+    assert!(
+        stderr.contains(panicked) && stderr.contains(trapped),
+        "the panic message, then wasmtime's `{trapped}`:\n{stderr}"
+    );
+
+    let mut second = App::receiving(&mut *s.broker, &relay, &[]);
+    let mut relayed = vec!["before".to_string()];
+    let mut missing = BTreeSet::from(["traps once".to_string(), "after".to_string()]);
+    // SQS and Service Bus give the message back when its 5 s lease ends, Kafka once the
+    // group dropped the dead member (6 s session timeout) and rebalanced.
+    let deadline = Instant::now() + LIMIT * 2;
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(message) = s.broker.next("in.relayed", left) else {
+            panic!(
+                "never handled after the trap: {missing:?}; the second instance's stderr:\n{}",
+                second.stderr_so_far()
+            );
+        };
+        missing.remove(&message.text());
+        relayed.push(message.text());
+    }
+    let duplicates = relayed.len() - relayed.iter().collect::<BTreeSet<_>>().len();
+    println!(
+        "{}: the message a trapped handler held was handled by the next instance; \
+         {duplicates} handled twice",
+        target.name()
+    );
 }
 
 /// Three instances sharing the work (in one `--queue-group`, or as competing consumers)

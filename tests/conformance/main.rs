@@ -220,6 +220,14 @@ pub trait Broker {
 
     /// Whether wrong credentials can be given to this broker, or why not.
     fn can_check_credentials(&self) -> Result<(), &'static str>;
+
+    /// Makes every receiving app started from now on the successor of the one before: it
+    /// takes over what an instance that died left unsettled, within a few seconds. Where the
+    /// broker keeps that per client, every instance resumes one session (MQTT); where it
+    /// gives a delivery back only after a lease, the lease becomes 5 s (SQS visibility
+    /// timeout, Service Bus lock duration). Called before the app is composed; brokers that
+    /// hand a dead consumer's deliveries to the next one anyway have nothing to do.
+    fn take_over_unsettled(&mut self) {}
 }
 
 /// A message as a native client sees it.

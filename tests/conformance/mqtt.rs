@@ -1,5 +1,6 @@
 //! MQTT, in its three modes: `clean` (MQTT 5, clean session), `durable` (`--durable`: a
-//! persistent session, each running instance with its own `MSGPLUG_CLIENT_ID`) and `3.1.1`
+//! persistent session, each running instance with its own `MSGPLUG_CLIENT_ID`, or all of
+//! them with one when a case asks for successors) and `3.1.1`
 //! (`?version=3.1.1`). Every case starts a `mosquitto` of its own on a free port (a written
 //! config: user `u` with password `p`, persistence on, so a graceful restart keeps sessions
 //! and queued messages; no limit on queued messages), checked with `rumqttc` (MQTT 5), an
@@ -52,6 +53,7 @@ impl Backend for Mqtt {
             mosquitto,
             kind,
             outputs: HashMap::new(),
+            session: None,
         })
     }
 }
@@ -186,6 +188,9 @@ struct MqttBroker {
     mosquitto: Mosquitto,
     kind: Kind,
     outputs: HashMap<String, Receiver<Received>>,
+    /// The session every durable instance resumes, once [`Broker::take_over_unsettled`]
+    /// asked for one (otherwise each instance has its own).
+    session: Option<String>,
 }
 
 impl Broker for MqttBroker {
@@ -219,8 +224,9 @@ impl Broker for MqttBroker {
             ("MQTT_PASSWORD".into(), credentials.password().into()),
         ];
         if self.kind == Kind::Durable {
-            // Instances in one group need a session each.
-            env.push(("MSGPLUG_CLIENT_ID".into(), unique("app")));
+            // Instances in one group need a session each, successors the same one.
+            let client_id = self.session.clone().unwrap_or_else(|| unique("app"));
+            env.push(("MSGPLUG_CLIENT_ID".into(), client_id));
         }
         env
     }
@@ -300,5 +306,9 @@ impl Broker for MqttBroker {
 
     fn can_check_credentials(&self) -> Result<(), &'static str> {
         Ok(())
+    }
+
+    fn take_over_unsettled(&mut self) {
+        self.session = Some(unique("app"));
     }
 }

@@ -175,4 +175,8 @@ impl Broker for Fake {
     fn can_check_credentials(&self) -> Result<(), &'static str> {
         Ok(())
     }
+
+    fn take_over_unsettled(&mut self) {
+        self.fake().set_lock_duration(Duration::from_secs(5));
+    }
 }

@@ -30,6 +30,7 @@ impl Backend for Sqs {
             moto: Arc::new(Moto::start()),
             queues: HashMap::new(),
             received: HashMap::new(),
+            attributes: json!({}),
         })
     }
 }
@@ -40,6 +41,8 @@ struct MotoBroker {
     queues: HashMap<String, String>,
     /// Messages received while looking for others, by topic.
     received: HashMap<String, VecDeque<Msg>>,
+    /// The attributes of the queues created from now on.
+    attributes: Value,
 }
 
 /// The queue name of `topic`.
@@ -104,7 +107,7 @@ impl MotoBroker {
         let moto = &self.moto;
         self.queues
             .entry(topic.to_string())
-            .or_insert_with(|| moto.create_queue(&queue_name(topic), json!({})))
+            .or_insert_with(|| moto.create_queue(&queue_name(topic), self.attributes.clone()))
             .clone()
     }
 }
@@ -222,5 +225,9 @@ impl Broker for MotoBroker {
 
     fn can_check_credentials(&self) -> Result<(), &'static str> {
         Err("moto checks no credentials (the SigV4 signer is checked against botocore in tests/sqs.rs)")
+    }
+
+    fn take_over_unsettled(&mut self) {
+        self.attributes = json!({"VisibilityTimeout": "5"});
     }
 }

@@ -62,6 +62,11 @@ impl App {
         }
     }
 
+    /// The process id of the `wasmtime` process (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the app has not been waited for")
+    }
+
     /// Starts `component` and waits until it logs `subscribed to`.
     pub async fn subscribed(component: &Path, env: &[(&str, &str)]) -> App {
         let mut app = App::start(component, env);

@@ -11,6 +11,13 @@
 //! it when it comes again. A broker that redelivers after an `Err` shows
 //! up as one failure and one relayed message; one that does not, as one failure
 //! and nothing relayed. The conformance suite (`tests/conformance/`) uses this.
+//!
+//! Trapping on demand: when the environment variable `TRAP_ON_METADATA` is set,
+//! a message with the metadata `trap: yes` makes the handler panic (a trap:
+//! the instance is gone and `wasmtime run` exits non-zero). Without the
+//! variable such a message is relayed like any other, so a second instance
+//! started without it handles what the first one left unsettled. Nothing is
+//! kept across instances: the variable alone decides.
 
 wit_bindgen::generate!({
     path: "../../wit/deps/messaging",
@@ -35,7 +42,11 @@ impl Guest for Relay {
     fn handle(message: Message) -> Result<(), Error> {
         let data = message.data();
         let metadata = message.metadata().unwrap_or_default();
-        let fail_once = metadata.iter().any(|(k, v)| k == "fail" && v == "once");
+        let has = |key: &str, value: &str| metadata.iter().any(|(k, v)| k == key && v == value);
+        if has("trap", "yes") && std::env::var_os("TRAP_ON_METADATA").is_some() {
+            panic!("trapping, as the metadata `trap: yes` and `TRAP_ON_METADATA` ask");
+        }
+        let fail_once = has("fail", "once");
         if fail_once && FAILED.with(|failed| failed.borrow_mut().insert(data.clone())) {
             return Err(Error::Other(
                 "failing once, as the metadata `fail: once` asks".into(),

@@ -298,7 +298,9 @@ pub enum PubAck {
     Stored,
     /// JetStream refused to store it (stream full, wrong expected sequence, ...): why.
     Refused(String),
-    /// No stream took it after all (status 503: it was deleted): as in core NATS.
+    /// No stream answered (status 503): the stream that captured the subject is not there
+    /// now. It may be gone for good, or the server is stopping or starting and has shut
+    /// down or not yet loaded it: the message was not stored.
     NoStream,
     /// Not a JetStream answer: a core subscriber replied to the reply address;
     /// JetStream's answer is still due.
@@ -438,7 +440,7 @@ mod tests {
         assert_eq!(
             pub_ack(Some(503), b""),
             PubAck::NoStream,
-            "no stream took it after all"
+            "no stream answered: not stored"
         );
     }
 

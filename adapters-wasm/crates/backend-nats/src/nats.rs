@@ -95,6 +95,9 @@ pub struct Nats {
     pub_acks: HashMap<String, String>,
     /// Why JetStream refused to store sent messages, since the last `flush`.
     refused: Vec<String>,
+    /// Sends to streams' subjects that no stream answered (status 503), since the last
+    /// `flush`: a `connection` error, as the server is most likely stopping.
+    unstored: Vec<String>,
 }
 
 impl Nats {
@@ -229,7 +232,21 @@ impl Nats {
             .and_then(|block| headers::decode(block).ok())
             .and_then(|h| h.status);
         match jetstream::pub_ack(status, &msg.payload) {
-            PubAck::Stored | PubAck::NoStream => {}
+            PubAck::Stored => {}
+            PubAck::NoStream => {
+                // Sends there keep waiting for JetStream (and fail like this one while no
+                // stream answers) until the capture is asked again: one that is back
+                // stores them, and a stream deleted for good makes the subject core NATS
+                // again after [`CAPTURE_TTL`]. Counting it as sent would lose every message
+                // sent while a stopping server has shut the stream down but still takes
+                // the acks of the deliveries that made them.
+                self.captured
+                    .insert(subject.clone(), (true, Instant::now()));
+                self.unstored.push(format!(
+                    "no JetStream stream stored the message sent to `{subject}` (status 503: \
+                     the stream is gone, or the server is stopping or starting)"
+                ));
+            }
             PubAck::Refused(why) => self.refused.push(format!(
                 "JetStream did not store the message sent to `{subject}`: {why}"
             )),
@@ -647,6 +664,7 @@ impl Backend for Nats {
             captured: HashMap::new(),
             pub_acks: HashMap::new(),
             refused: Vec::new(),
+            unstored: Vec::new(),
         };
         nats.establish()?;
         Ok(nats)
@@ -718,7 +736,7 @@ impl Backend for Nats {
     /// Confirms every message sent so far: a `PING` / `PONG` round trip (the server has
     /// processed them), then JetStream's acknowledgements of those sent to streams'
     /// subjects. Fails if a connection was lost before it confirmed some, or JetStream
-    /// refused to store some.
+    /// refused to store some or no stream answered for some.
     fn flush(&mut self) -> Result<(), Error> {
         self.in_handler = false;
         if self.unconfirmed == 0 && self.lost == 0 {
@@ -735,10 +753,14 @@ impl Backend for Nats {
         self.lost = 0;
         self.pub_acks.clear();
         let refused = std::mem::take(&mut self.refused);
+        let unstored = std::mem::take(&mut self.unstored);
         result?;
-        match refused.is_empty() {
+        if !refused.is_empty() {
+            return Err(Error::Other(refused.join("; ")));
+        }
+        match unstored.is_empty() {
             true => Ok(()),
-            false => Err(Error::Other(refused.join("; "))),
+            false => Err(Error::connection(unstored.join("; "))),
         }
     }
 }
