@@ -13,8 +13,8 @@ fuzz_target!(|input: &[u8]| {
     let [content_type, headers, body] = fields(input, 3)[..] else {
         unreachable!()
     };
-    let content_type = (!content_type.is_empty())
-        .then(|| String::from_utf8_lossy(content_type).into_owned());
+    let content_type =
+        (!content_type.is_empty()).then(|| String::from_utf8_lossy(content_type).into_owned());
     let headers: Vec<(String, &[u8])> = headers
         .split(|&b| b == b'\n')
         .filter_map(|line| {
@@ -28,10 +28,11 @@ fuzz_target!(|input: &[u8]| {
     };
     // Binary mode can carry neither attribute names outside `a-z0-9` (structured mode
     // has them) nor a data type that marks the body as a structured-mode event.
-    let structured_type = event
-        .content_type
-        .as_deref()
-        .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/cloudevents"));
+    let structured_type = event.content_type.as_deref().is_some_and(|t| {
+        t.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/cloudevents")
+    });
     if structured_type || !event.attributes.iter().all(|(n, _)| is_attribute_name(n)) {
         return;
     }

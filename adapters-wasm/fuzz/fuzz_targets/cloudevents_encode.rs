@@ -19,7 +19,10 @@ fuzz_target!(|input: &[u8]| {
         ("type".to_string(), "fuzz".to_string()),
     ];
     for pair in parts[2..].chunks(2) {
-        let (name, value) = (text(pair[0]), text(pair.get(1).copied().unwrap_or_default()));
+        let (name, value) = (
+            text(pair[0]),
+            text(pair.get(1).copied().unwrap_or_default()),
+        );
         if !is_attribute_name(&name) || name == "specversion" || value.is_empty() {
             continue;
         }
@@ -30,7 +33,11 @@ fuzz_target!(|input: &[u8]| {
     }
     attributes[4..].sort();
     let content_type = Some(text(parts[0])).filter(|t| {
-        !t.is_empty() && !t.trim().to_ascii_lowercase().starts_with("application/cloudevents")
+        !t.is_empty()
+            && !t
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("application/cloudevents")
     });
     let event = Event {
         attributes,

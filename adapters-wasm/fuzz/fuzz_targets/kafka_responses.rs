@@ -14,7 +14,10 @@ fuzz_target!(|input: &[u8]| {
             if let Ok((_, inner)) = kafka::response(body, which % 2 == 1) {
                 assert!(inner.len() <= body.len());
                 let offset = inner.as_ptr() as usize - body.as_ptr() as usize;
-                assert!(offset + inner.len() <= body.len(), "the body is inside the frame");
+                assert!(
+                    offset + inner.len() <= body.len(),
+                    "the body is inside the frame"
+                );
             }
             if let Some(prefix) = body.first_chunk::<4>() {
                 let _ = kafka::frame_size(*prefix);

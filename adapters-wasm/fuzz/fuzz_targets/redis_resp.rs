@@ -11,7 +11,9 @@ fuzz_target!(|input: &[u8]| {
 
     let args = fields(input, 8);
     let name = String::from_utf8_lossy(args[0]);
-    let command = args[1..].iter().fold(Cmd::new(&name), |cmd, arg| cmd.arg(arg));
+    let command = args[1..]
+        .iter()
+        .fold(Cmd::new(&name), |cmd, arg| cmd.arg(arg));
     let mut encoded = Vec::new();
     command.encode(&mut encoded);
     let mut parser = Parser::default();

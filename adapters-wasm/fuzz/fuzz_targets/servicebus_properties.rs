@@ -25,13 +25,18 @@ fuzz_target!(|input: &[u8]| {
     };
     for line in text(headers).lines() {
         if let Some((name, value)) = line.split_once(':') {
-            response.headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            response
+                .headers
+                .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
     let source = Source::parse("orders/subscriptions/audit").expect("a valid entity");
     let base_url = "https://example.servicebus.windows.net";
     if let Ok(Some(locked)) = parse_received(base_url, &source, &response) {
-        assert!(locked.lock_uri.starts_with(base_url), "the lock URI stays on the namespace");
+        assert!(
+            locked.lock_uri.starts_with(base_url),
+            "the lock URI stays on the namespace"
+        );
         assert_eq!(locked.message.data, body);
     }
     let _ = parse_http_date(&text(properties));

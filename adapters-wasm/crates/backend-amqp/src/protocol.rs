@@ -580,9 +580,13 @@ impl Reader {
             return Ok(None);
         }
         if self.start == 0 && input.starts_with(b"AMQP") {
+            // A protocol header (8 bytes): the broker refuses the version and closes.
+            let Some(version) = input.get(4..8) else {
+                return Ok(None);
+            };
             return bad(format!(
                 "the broker does not speak AMQP 0-9-1 (it answered with protocol header {})",
-                input[4..input.len().min(8)]
+                version
                     .iter()
                     .map(u8::to_string)
                     .collect::<Vec<_>>()
@@ -1797,6 +1801,48 @@ mod tests {
             }
         }
         assert!(errors > 1000, "only {errors} of 3000 inputs were rejected");
+    }
+
+    #[test]
+    fn a_protocol_header_is_read_whole_however_it_arrives() {
+        // Found by the fuzz target amqp_frames: with 7 of its 8 bytes in, the error named
+        // a 3-part version, so the error depended on how the socket cut the stream.
+        let mut whole = Reader::default();
+        whole.push(b"AMQP\x00\x00\x09\x01");
+        let expected = whole.next().unwrap_err();
+        assert!(
+            expected.0.ends_with("protocol header 0-0-9-1)"),
+            "{expected}"
+        );
+        let mut split = Reader::default();
+        split.push(b"AMQP\x00\x00\x09");
+        assert_eq!(split.next(), Ok(None));
+        split.push(b"\x01");
+        assert_eq!(split.next(), Err(expected));
+        // The inputs as the fuzzer saved them: fed whole or a byte at a time, the same error.
+        let saved: [&[u8]; 5] = [
+            &[0x41, 0x4d, 0x51, 0x50, 0x00, 0x26, 0x00, 0x00],
+            &[0x41, 0x4d, 0x51, 0x50, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00],
+            &[
+                0x41, 0x4d, 0x51, 0x50, 0x00, 0x16, 0x00, 0x82, 0x19, 0x00, 0x00,
+            ],
+            &[
+                0x41, 0x4d, 0x51, 0x50, 0x41, 0x4d, 0x51, 0x50, 0x00, 0x00, 0x00, 0x00, 0x00,
+            ],
+            &[0x41, 0x4d, 0x51, 0x50, 0xff, 0x27, 0x00, 0x46],
+        ];
+        for bytes in saved {
+            let mut whole = Reader::default();
+            whole.push(bytes);
+            let expected = whole.next();
+            assert!(expected.is_err(), "{bytes:02x?}");
+            let mut split = Reader::default();
+            let first_answer = bytes.iter().find_map(|byte| {
+                split.push(&[*byte]);
+                split.next().transpose()
+            });
+            assert_eq!(first_answer.transpose(), expected, "{bytes:02x?}");
+        }
     }
 
     #[test]
