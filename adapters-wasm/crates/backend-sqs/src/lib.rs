@@ -37,9 +37,6 @@
 //! The signer ([`sigv4`]), the settings ([`config`]) and the request and response
 //! mapping ([`protocol`]) are plain Rust with unit tests; only [`sqs`] does I/O.
 
-// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
-#![cfg_attr(feature = "fuzzing", allow(dead_code))]
-
 pub mod config;
 pub mod protocol;
 pub mod sigv4;
