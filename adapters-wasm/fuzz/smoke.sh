@@ -4,10 +4,10 @@
 # seeds (seeds/TARGET) on a throw-away corpus. Any crash fails the run; libFuzzer leaves the
 # input in artifacts/TARGET/. Long runs: see "Fuzzing" in ../README.md.
 #
-# Usage: adapters-wasm/fuzz/smoke.sh [SECONDS-PER-TARGET]   (default 5)
+# Usage: adapters-wasm/fuzz/smoke.sh [SECONDS-PER-TARGET]   (default 3)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-seconds="${1:-5}"
+seconds="${1:-3}"
 
 # cargo fuzz passes nightly-only flags (-Zsanitizer, -Cpasses=sancov-module); the pinned
 # stable toolchain accepts them with RUSTC_BOOTSTRAP=1, the only toolchain this project has.
