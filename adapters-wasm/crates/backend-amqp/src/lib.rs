@@ -45,10 +45,20 @@
 //! Plain modules ([`protocol`], [`config`], [`message`]) are unit-tested with `cargo
 //! test`; the I/O (`conn`, `amqp`) is left out of test builds.
 
-#[cfg(not(test))]
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod amqp;
 mod config;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod conn;
 mod message;
 mod protocol;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::protocol::{Frame, Incoming, ProtocolError, Reader};
+}

@@ -515,6 +515,9 @@ pub struct Reader {
     frame_max: usize,
     /// A message being assembled: channel, method, then its header once it came.
     partial: Option<Partial>,
+    /// Whether a frame was read: only the broker's first bytes may be a protocol header
+    /// (`start` is 0 again whenever the buffer was used up).
+    framed: bool,
 }
 
 /// A message whose content frames have not all arrived.
@@ -537,6 +540,7 @@ impl Default for Reader {
             start: 0,
             frame_max: 128 * 1024,
             partial: None,
+            framed: false,
         }
     }
 }
@@ -579,10 +583,14 @@ impl Reader {
         if input.len() < 7 {
             return Ok(None);
         }
-        if self.start == 0 && input.starts_with(b"AMQP") {
+        if !self.framed && input.starts_with(b"AMQP") {
+            // A protocol header (8 bytes): the broker refuses the version and closes.
+            let Some(version) = input.get(4..8) else {
+                return Ok(None);
+            };
             return bad(format!(
                 "the broker does not speak AMQP 0-9-1 (it answered with protocol header {})",
-                input[4..input.len().min(8)]
+                version
                     .iter()
                     .map(u8::to_string)
                     .collect::<Vec<_>>()
@@ -600,6 +608,7 @@ impl Reader {
             return Ok(None);
         }
         let frame = decode_frame(&input[..size + FRAME_OVERHEAD])?;
+        self.framed = true;
         self.start += size + FRAME_OVERHEAD;
         if self.start == self.buffer.len() {
             self.buffer.clear();
@@ -1797,6 +1806,77 @@ mod tests {
             }
         }
         assert!(errors > 1000, "only {errors} of 3000 inputs were rejected");
+    }
+
+    #[test]
+    fn a_protocol_header_is_read_whole_however_it_arrives() {
+        // Found by the fuzz target amqp_frames: with 7 of its 8 bytes in, the error named
+        // a 3-part version, so the error depended on how the socket cut the stream.
+        let mut whole = Reader::default();
+        whole.push(b"AMQP\x00\x00\x09\x01");
+        let expected = whole.next().unwrap_err();
+        assert!(
+            expected.0.ends_with("protocol header 0-0-9-1)"),
+            "{expected}"
+        );
+        let mut split = Reader::default();
+        split.push(b"AMQP\x00\x00\x09");
+        assert_eq!(split.next(), Ok(None));
+        split.push(b"\x01");
+        assert_eq!(split.next(), Err(expected));
+        // After a frame, `AMQP` is the start of a frame like any other (type 0x41, an
+        // error), also when the frame used up the buffer; it was taken for a protocol
+        // header when the socket happened to cut the stream right before it.
+        let heartbeat = [8, 0, 0, 0, 0, 0, 0, 0xce];
+        let mut reader = Reader::default();
+        reader.push(&heartbeat);
+        assert_eq!(reader.next(), Ok(Some(Incoming::Heartbeat)));
+        reader.push(b"AMQP\x00\x00\x09\x01");
+        let e = reader.next().unwrap_err();
+        assert!(!e.0.contains("protocol header"), "{e}");
+        // The inputs as the fuzzer saved them: fed whole or a byte at a time, the same error.
+        let saved: [&[u8]; 7] = [
+            &[
+                0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11, 0x00, 0x0a, 0x00, 0xcc, 0xfe, 0x6c, 0xf1,
+                0xc1, 0x46, 0x55, 0x53, 0x45, 0x44, 0x00, 0x00, 0x00, 0x00, 0xce, 0x41, 0x4d, 0x51,
+                0x50, 0x00, 0x00, 0x00, 0xce,
+            ],
+            &[
+                0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x20, 0x00, 0x3c, 0x00, 0x38, 0x00, 0x00, 0x00,
+                0x02, 0x00, 0x01, 0x00, 0x00, 0x19, 0xe4, 0x00, 0xf6, 0x00, 0x04, 0x09, 0x61, 0x6d,
+                0x71, 0x2e, 0x74, 0x6f, 0x70, 0x01, 0x00, 0x00, 0x00, 0x2e, 0x62, 0xce, 0x41, 0x4d,
+                0x51, 0x50, 0x00, 0xff, 0x00,
+            ],
+            &[0x41, 0x4d, 0x51, 0x50, 0x00, 0x26, 0x00, 0x00],
+            &[0x41, 0x4d, 0x51, 0x50, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00],
+            &[
+                0x41, 0x4d, 0x51, 0x50, 0x00, 0x16, 0x00, 0x82, 0x19, 0x00, 0x00,
+            ],
+            &[
+                0x41, 0x4d, 0x51, 0x50, 0x41, 0x4d, 0x51, 0x50, 0x00, 0x00, 0x00, 0x00, 0x00,
+            ],
+            &[0x41, 0x4d, 0x51, 0x50, 0xff, 0x27, 0x00, 0x46],
+        ];
+        for bytes in saved {
+            let read_all = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+                let mut reader = Reader::default();
+                let mut got = Vec::new();
+                for piece in pieces {
+                    reader.push(piece);
+                    loop {
+                        match reader.next() {
+                            Ok(Some(incoming)) => got.push(Ok(incoming)),
+                            Ok(None) => break,
+                            Err(e) => return [got, vec![Err(e)]].concat(),
+                        }
+                    }
+                }
+                got
+            };
+            let whole = read_all(&mut std::iter::once(bytes));
+            assert!(whole.last().is_some_and(Result::is_err), "{bytes:02x?}");
+            assert_eq!(read_all(&mut bytes.chunks(1)), whole, "{bytes:02x?}");
+        }
     }
 
     #[test]

@@ -19,15 +19,32 @@
 //! Request-reply: a request carries `reply-to` (this instance's reply topic) and a fresh
 //! `correlation-id`; the replies are read from the reply topic's end and matched by it.
 
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
 mod compression;
 mod config;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod conn;
 mod group;
 mod headers;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod kafka;
 mod protocol;
 mod records;
 mod sasl;
 mod wire;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::compression::decompress;
+    pub use crate::protocol::{
+        decode_api_versions, decode_assignment, decode_error_only, decode_fetch,
+        decode_find_coordinator, decode_init_producer_id, decode_join_group, decode_list_offsets,
+        decode_metadata, decode_offset_commit, decode_offset_fetch, decode_produce,
+        decode_subscription, decode_sync_group, frame_size, response,
+    };
+    pub use crate::records::{decode_batches, encode_batch, ProducerId, Record};
+}

@@ -5,8 +5,18 @@
 //! the same way. `request` writes the request with a fresh `_INBOX.<hex>` reply
 //! address and reads stdin until replies on it arrive. Logs go to stderr.
 
-#[cfg(not(test))]
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod local;
 mod protocol;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod stdin;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::protocol::{decode, encode};
+}

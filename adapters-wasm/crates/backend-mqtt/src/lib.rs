@@ -29,10 +29,20 @@
 //!   correlation data; replies go to a received message's response topic with its
 //!   correlation data.
 
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
 mod config;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod conn;
 mod message;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod mqtt;
 mod protocol;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::protocol::{Parser, ProtocolError, ServerPacket, Version};
+}

@@ -5,7 +5,7 @@
 //! (properties: content type, user properties, response topic, correlation data) is left
 //! out when encoding for it.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqttbytes_ng::{v4, v5, Error as CodecError, QoS};
 
 /// The largest packet this client accepts (announced in an MQTT 5 `CONNECT`).
@@ -360,9 +360,17 @@ impl Parser {
 
 /// Frames and decodes one MQTT 5 packet from the front of `buf`.
 fn read_v5(buf: &mut BytesMut) -> Result<Result<ServerPacket, ProtocolError>, CodecError> {
-    use v5::PacketType as T;
     let header = v5::check(buf.iter(), Some(MAX_INCOMING_PACKET))?;
     let frame = buf.split_to(header.frame_length()).freeze();
+    decode_v5(header, frame).map_err(whole_frame)
+}
+
+/// Decodes one whole MQTT 5 packet (`frame`, its fixed header included).
+fn decode_v5(
+    header: v5::FixedHeader,
+    frame: Bytes,
+) -> Result<Result<ServerPacket, ProtocolError>, CodecError> {
+    use v5::PacketType as T;
     let kind = header.packet_type()?;
     // Two bytes: a remaining length of zero.
     if frame.len() == 2 {
@@ -385,9 +393,17 @@ fn read_v5(buf: &mut BytesMut) -> Result<Result<ServerPacket, ProtocolError>, Co
 
 /// Frames and decodes one MQTT 3.1.1 packet from the front of `buf`.
 fn read_v4(buf: &mut BytesMut) -> Result<Result<ServerPacket, ProtocolError>, CodecError> {
-    use mqttbytes_ng::PacketType as T;
     let header = mqttbytes_ng::check(buf.iter(), MAX_INCOMING_PACKET as usize)?;
     let frame = buf.split_to(header.frame_length()).freeze();
+    decode_v4(header, frame).map_err(whole_frame)
+}
+
+/// Decodes one whole MQTT 3.1.1 packet (`frame`, its fixed header included).
+fn decode_v4(
+    header: mqttbytes_ng::FixedHeader,
+    frame: Bytes,
+) -> Result<Result<ServerPacket, ProtocolError>, CodecError> {
+    use mqttbytes_ng::PacketType as T;
     let kind = header.packet_type()?;
     // Two bytes: a remaining length of zero.
     if frame.len() == 2 {
@@ -404,6 +420,16 @@ fn read_v4(buf: &mut BytesMut) -> Result<Result<ServerPacket, ProtocolError>, Co
         T::SubAck => from_v4(v4::Packet::SubAck(v4::SubAck::read(header, frame)?)),
         other => Ok(ServerPacket::Unexpected(type_name(other as u8))),
     })
+}
+
+/// An error of a packet read from a whole frame: running out of bytes there means the
+/// packet is shorter than its contents say (malformed), not that more bytes are needed;
+/// [`Parser::next_packet`] would otherwise wait for bytes while the frame is gone.
+fn whole_frame(e: CodecError) -> CodecError {
+    match e {
+        CodecError::InsufficientBytes(_) => CodecError::MalformedPacket,
+        e => e,
+    }
 }
 
 /// The name of packet type `n` (the fixed header's upper four bits).
@@ -1021,5 +1047,87 @@ mod tests {
             parser.next_packet().is_err(),
             "a remaining length of five bytes"
         );
+    }
+
+    #[test]
+    fn a_packet_shorter_than_its_contents_is_malformed_not_awaited() {
+        // Found by the fuzz target mqtt_packets: a whole frame whose contents ran past its
+        // end was dropped as "need more bytes", so the packets after it (here a PUBACK)
+        // waited for the next read. The inputs the fuzzer saved, shortened:
+        let cases: [(Version, &[u8]); 3] = [
+            // MQTT 5 CONNACK without its properties length.
+            (
+                Version::V5,
+                &[0x20, 0x02, 0x00, 0x00, 0x40, 0x02, 0x00, 0x01],
+            ),
+            // MQTT 5 CONNACK whose properties run past the packet.
+            (
+                Version::V5,
+                &[0x20, 0x03, 0x00, 0x00, 0x90, 0x40, 0x02, 0x00, 0x01],
+            ),
+            // MQTT 3.1.1 PUBLISH whose topic length runs past the packet.
+            (
+                Version::V311,
+                &[0x30, 0x02, 0x00, 0x09, 0x40, 0x02, 0x00, 0x01],
+            ),
+        ];
+        for (version, bytes) in cases {
+            let mut parser = Parser::new(version);
+            parser.push(bytes);
+            let e = parser.next_packet().unwrap_err();
+            assert!(e.0.contains("alformed"), "{version:?} {bytes:02x?}: {e}");
+        }
+        // The inputs as the fuzzer saved them: fed whole or a byte at a time, the parser
+        // gives the same packets and the same error.
+        let saved: [&[u8]; 6] = [
+            &[
+                0x20, 0x02, 0x00, 0x00, 0x32, 0x09, 0x00, 0x03, 0x61, 0x2f, 0x62, 0x00, 0x01, 0x68,
+                0x69, 0x90, 0x03, 0x00, 0x01, 0x01, 0x40, 0x02, 0x00, 0x01, 0xd0, 0x00,
+            ],
+            &[
+                0x20, 0x03, 0x00, 0xf9, 0xff, 0xcd, 0xf5, 0xff, 0xfc, 0x9e, 0xd0, 0x5d, 0x00, 0x01,
+                0x00, 0x68, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x02, 0x00, 0x01,
+            ],
+            &[
+                0x20, 0x03, 0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x69,
+                0x94, 0x01, 0x00, 0x66, 0xb2, 0x00, 0x00, 0x90, 0x04, 0x32, 0x10, 0x00,
+            ],
+            &[
+                0x20, 0x03, 0x00, 0x85, 0xd2, 0x62, 0x00, 0x01, 0x00, 0x68, 0x69, 0x90, 0x04, 0x00,
+                0x05, 0x00, 0x00, 0x40, 0x02, 0x00, 0x01,
+            ],
+            &[
+                0x20, 0x03, 0xdd, 0xfc, 0xff, 0xff, 0x10, 0x00, 0x00, 0x0a, 0xff, 0x00, 0x69, 0x94,
+                0x01, 0x00, 0x69, 0x00, 0x00, 0x90, 0x04, 0x32, 0x10, 0x00,
+            ],
+            &[
+                0x20, 0x03, 0x00, 0x00, 0x90, 0x04, 0x00, 0x01, 0x94, 0x01, 0x40, 0x02, 0x00, 0x01,
+            ],
+        ];
+        for bytes in saved {
+            for version in [Version::V5, Version::V311] {
+                let read = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+                    let mut parser = Parser::new(version);
+                    let mut got = Vec::new();
+                    for piece in pieces {
+                        parser.push(piece);
+                        loop {
+                            match parser.next_packet() {
+                                Ok(Some(packet)) => got.push(Ok(packet)),
+                                Ok(None) => break,
+                                Err(e) => return [got, vec![Err(e)]].concat(),
+                            }
+                        }
+                    }
+                    got
+                };
+                let whole = read(&mut std::iter::once(bytes));
+                assert_eq!(
+                    read(&mut bytes.chunks(1)),
+                    whole,
+                    "{version:?} {bytes:02x?}"
+                );
+            }
+        }
     }
 }

@@ -13,12 +13,23 @@
 //! the first `next`; with `--jetstream STREAM --durable NAME` the backend reads from a
 //! durable pull consumer instead and acks each delivery after the handler returned.
 
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
 mod auth;
 mod config;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod conn;
 mod headers;
 mod jetstream;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod nats;
 mod protocol;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::headers::{decode as decode_headers, encode as encode_headers, Headers};
+    pub use crate::protocol::{Msg, Parser, ProtocolError, ServerOp};
+}

@@ -25,11 +25,20 @@
 //! `msgplug:reply:<instance>:<n>`; a reply is `RPUSH`ed there (as a JSON envelope, with a
 //! 60 s expiry) and the requester waits with `BLPOP`.
 
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
 mod config;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod conn;
 mod envelope;
-#[cfg(not(test))]
 mod protocol;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod redis;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::protocol::{Cmd, Parser, ProtocolError, Value};
+}

@@ -20,8 +20,18 @@
 //!   its `MessageId`; `request` is not supported (the REST protocol has no sessions or
 //!   temporary reply queues).
 
+// With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
+#![cfg_attr(feature = "fuzzing", allow(dead_code))]
+
 mod config;
 mod protocol;
 mod sas;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod servicebus;
+
+/// The parsers of bytes from outside, for the native fuzz targets in `adapters-wasm/fuzz`
+/// (feature `fuzzing`, which also leaves out the I/O; never part of the component).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::protocol::{parse_http_date, parse_received, BrokerProperties, Locked, Source};
+}

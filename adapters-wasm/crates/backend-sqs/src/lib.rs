@@ -40,5 +40,5 @@
 pub mod config;
 pub mod protocol;
 pub mod sigv4;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub mod sqs;

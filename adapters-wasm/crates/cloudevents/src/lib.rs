@@ -11,7 +11,8 @@
 //!   `ce-*` headers, if any, are not read.
 //! * A CloudEvent must have `specversion` `1.0` and non-empty `id`, `source` and
 //!   `type`; a binary-mode attribute must appear once and be UTF-8 after
-//!   percent-decoding (surrounding whitespace is trimmed). Anything else is
+//!   percent-decoding (whitespace around the header value is trimmed, percent-encoded
+//!   whitespace is kept). Anything else is
 //!   [`Error::Malformed`], never skipped or guessed.
 //! * [`binary_headers`] writes the `ce-*` headers of an [`Event`]'s attributes; its data
 //!   is the body and its `content_type` the `Content-Type` header. What it writes, [`decode`] reads
@@ -236,14 +237,16 @@ fn from_binary<N: AsRef<str>, V: AsRef<[u8]>>(
                 "header `{lower}` appears more than once"
             )));
         }
-        let decoded = percent_encoding::percent_decode(value.as_ref())
+        // Whitespace around the header value is the HTTP field's, not the attribute's:
+        // percent-encoded whitespace (what `binary_headers` writes for it) is kept.
+        let decoded = percent_encoding::percent_decode(value.as_ref().trim_ascii())
             .decode_utf8()
             .map_err(|_| {
                 Error::malformed(format!(
                     "header `{lower}` is not UTF-8 text after percent-decoding"
                 ))
             })?;
-        attributes.push((attribute.to_string(), decoded.trim().to_string()));
+        attributes.push((attribute.to_string(), decoded.into_owned()));
     }
     Event::new(attributes, body, content_type, |name| {
         format!("`ce-{name}` header")
@@ -701,6 +704,31 @@ mod tests {
                 ("ce-type".into(), "com.example.reading".into()),
                 ("ce-subject".into(), "caf%C3%A9%20%22x%22%20100%25".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn binary_mode_keeps_percent_encoded_whitespace() {
+        // Found by the fuzz target cloudevents_encode: values were trimmed after
+        // percent-decoding, so an attribute ` x ` written as `%20x%20` came back as `x`.
+        let e = sample(&[("subject", " x "), ("zext", "\ty\n")], b"data", None);
+        let headers = binary_headers(&e.attributes);
+        assert_eq!(
+            headers[4],
+            ("ce-subject".to_string(), "%20x%20".to_string())
+        );
+        assert_eq!(
+            decode(&headers, None, b"data".to_vec()),
+            Ok(Decoded::Event(e))
+        );
+        let mut padded = headers.clone();
+        padded[4].1 = " \t%20x%20 ".to_string();
+        let Ok(Decoded::Event(back)) = decode(&padded, None, b"data".to_vec()) else {
+            panic!("a padded header value decodes");
+        };
+        assert_eq!(
+            back.attributes[4],
+            ("subject".to_string(), " x ".to_string())
         );
     }
 
