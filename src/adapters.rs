@@ -443,6 +443,10 @@ pub const ADAPTERS: &[Adapter] = &[
                 key: "ack_wait_ms",
                 help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
             },
+            BackendOption {
+                key: "handler_timeout_ms",
+                help: "JetStream: the longest a handler runs, in ms: the consumer's ack wait (instead of ack_wait_ms)",
+            },
         ],
         modes: &[
             Mode {

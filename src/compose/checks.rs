@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "option `qos` does not apply to backend `backend-nats`; they understand: \
-             `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
+             `jetstream`, `durable`, `create_stream`, `ack_wait_ms`, `handler_timeout_ms` (`msgplug adapters` lists each adapter's options)"
         );
     }
 
