@@ -751,7 +751,10 @@ pub const ADAPTERS: &[Adapter] = &[
             "AWS_ENDPOINT_URL_SQS",
             "AWS_ENDPOINT_URL",
         ],
-        options: &[],
+        options: &[BackendOption {
+            key: "handler_timeout_ms",
+            help: "the longest a handler runs, in ms: the visibility timeout asked for at receive (default: the queue's)",
+        }],
         modes: &[Mode::only(Capabilities {
             receive: Receive::AT_LEAST_ONCE,
             request_reply: RequestReply::SeveralReplies,
