@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
-    RequestOptions, Settings,
+    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
 };
 
 use crate::config::{Config, JetStream};
@@ -623,9 +623,12 @@ impl Nats {
             // JetStream takes the ack of a delivery whose ack wait passed as long as the
             // message is still pending, so the ack still goes; the log line explains a
             // second copy handled meanwhile.
-            let note = held
-                .lease
-                .overrun_note(Instant::now(), &held.subject, "the ack wait");
+            let note = held.lease.overrun_note(
+                Instant::now(),
+                &held.subject,
+                "the ack wait",
+                SET_HANDLER_TIMEOUT,
+            );
             if let Some(note) = note {
                 log(Self::NAME, &note);
             }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
-    RequestOptions, Settings,
+    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
 };
 use http_client::{Failure, Method, Request};
 
@@ -202,8 +202,14 @@ impl Sqs {
         let Held { receipt, lease } = self.receipts.settle(id)?;
         let queue = self.consumed_queue()?.to_string();
         if action == "DeleteMessage" {
-            let note = lease
-                .and_then(|l| l.overrun_note(Instant::now(), &queue, "the visibility timeout"));
+            let note = lease.and_then(|l| {
+                l.overrun_note(
+                    Instant::now(),
+                    &queue,
+                    "the visibility timeout",
+                    SET_HANDLER_TIMEOUT,
+                )
+            });
             if let Some(note) = note {
                 log(Self::NAME, &note);
             }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// The option that sets the lease at receive time where the broker allows it.
 pub const HANDLER_TIMEOUT_OPTION: &str = "handler_timeout_ms";
 
+/// What to do about a lease that runs out, where [`HANDLER_TIMEOUT_OPTION`] sets it.
+pub const SET_HANDLER_TIMEOUT: &str = "set --option handler_timeout_ms above the handler's longest run, or have the handler send or request more often (each call renews the lease)";
+
 /// One delivery's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -59,11 +62,18 @@ impl Lease {
 
     /// The log line for a delivery from `source` whose lease had run out by `now` when its
     /// handler finished (`None` while it holds): names the broker's deadline (`deadline`:
-    /// `the ack wait`, `the visibility timeout`, `the lock`) and what to do about it.
-    pub fn overrun_note(&self, now: Instant, source: &str, deadline: &str) -> Option<String> {
+    /// `the ack wait`, `the visibility timeout`, `the lock`) and what to do about it
+    /// (`remedy`, such as [`SET_HANDLER_TIMEOUT`]).
+    pub fn overrun_note(
+        &self,
+        now: Instant,
+        source: &str,
+        deadline: &str,
+        remedy: &str,
+    ) -> Option<String> {
         let held = self.overrun(now)?;
         Some(format!(
-            "the handler of a message from `{source}` ran {:.1} s since its lease was last renewed, longer than {deadline} of {:.1} s: the broker may have delivered it again meanwhile (to this or another instance), so it may be handled twice; set --option {HANDLER_TIMEOUT_OPTION} above the handler's longest run, or have the handler send or request more often (each call renews the lease)",
+            "the handler of a message from `{source}` ran {:.1} s since its lease was last renewed, longer than {deadline} of {:.1} s: the broker may have delivered it again meanwhile (to this or another instance), so it may be handled twice; {remedy}",
             held.as_secs_f64(),
             self.lasts.as_secs_f64(),
         ))
@@ -129,13 +139,9 @@ mod tests {
     fn the_overrun_note_names_the_source_the_deadline_and_the_option() {
         let start = Instant::now();
         let lease = Lease::new(start, 2 * SECOND);
-        assert_eq!(
-            lease.overrun_note(start + SECOND, "jobs", "the ack wait"),
-            None
-        );
-        let note = lease
-            .overrun_note(start + 4 * SECOND, "jobs", "the ack wait")
-            .unwrap();
+        let note = |at| lease.overrun_note(at, "jobs", "the ack wait", SET_HANDLER_TIMEOUT);
+        assert_eq!(note(start + SECOND), None);
+        let note = note(start + 4 * SECOND).unwrap();
         assert!(
             note.starts_with(
                 "the handler of a message from `jobs` ran 4.0 s since its lease was last renewed, longer than the ack wait of 2.0 s"
