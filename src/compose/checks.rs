@@ -226,7 +226,19 @@ pub enum CheckError {
         /// The keys that do apply, or a note that there are none.
         known: String,
     },
+    /// `--option handler_timeout_ms` with a value that is no lease a broker takes.
+    #[error("option `handler_timeout_ms` must be a whole number of milliseconds from 1 to {MAX_HANDLER_TIMEOUT_MS} (12 hours, SQS's longest visibility timeout), not `{value}`")]
+    InvalidHandlerTimeout {
+        /// The value as given.
+        value: String,
+    },
+    /// `--option handler_timeout_ms` for core NATS, which holds no lease on a message.
+    #[error("option `handler_timeout_ms` sets the ack wait of a JetStream consumer: add --jetstream STREAM --durable NAME, or drop it (core NATS subscriptions redeliver nothing, so there is no lease to set)")]
+    HandlerTimeoutWithoutJetStream,
 }
+
+/// The longest `--option handler_timeout_ms` (12 hours; the adapters check the same bound).
+const MAX_HANDLER_TIMEOUT_MS: u64 = 12 * 3600 * 1000;
 
 /// Checks `--subscribe` and `--queue-group` against what the backend does with them.
 pub fn check_subscriptions(
@@ -283,6 +295,16 @@ pub fn check_options(
         .iter()
         .flat_map(|a| a.options.iter().map(|o| o.key))
         .collect();
+    if let Some(value) = options.get("handler_timeout_ms") {
+        if !value
+            .parse::<u64>()
+            .is_ok_and(|ms| (1..=MAX_HANDLER_TIMEOUT_MS).contains(&ms))
+        {
+            return Err(CheckError::InvalidHandlerTimeout {
+                value: value.clone(),
+            });
+        }
+    }
     match options.keys().find(|key| !known.contains(&key.as_str())) {
         None => Ok(()),
         Some(key) => Err(CheckError::UnknownOption {
@@ -390,6 +412,19 @@ mod tests {
             "option `durable` does not apply to backend `backend-local` and driver `driver-run`; \
              they take no options (`msgplug adapters` lists each adapter's options)"
         );
+        let lease = options(&[("handler_timeout_ms", "4000"), ("jetstream", "S")]);
+        assert!(check_options(&lease, nats, Some(run)).is_ok());
+
+        for bad in ["0", "4s", "43200001"] {
+            let err = check_options(&options(&[("handler_timeout_ms", bad)]), nats, Some(run));
+            assert_eq!(
+                err.unwrap_err().to_string(),
+                format!(
+                    "option `handler_timeout_ms` must be a whole number of milliseconds from 1 to \
+                     43200000 (12 hours, SQS's longest visibility timeout), not `{bad}`"
+                )
+            );
+        }
         let err = check_options(&options(&[("qos", "1")]), nats, None).unwrap_err();
         assert_eq!(
             err.to_string(),

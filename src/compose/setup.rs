@@ -67,6 +67,9 @@ impl Setup {
         if backend.family() == "nats" && option("durable") && !option("jetstream") {
             return Err(CheckError::DurableNeedsJetStream.into());
         }
+        if backend.family() == "nats" && option("handler_timeout_ms") && !option("jetstream") {
+            return Err(CheckError::HandlerTimeoutWithoutJetStream.into());
+        }
         if backend.family() == "mqtt" {
             warnings.extend(checks::mqtt_warnings(
                 &broker.url,
