@@ -612,6 +612,10 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
             },
             BackendOption {
+                key: "handler_timeout_ms",
+                help: "streams: the longest a handler runs, in ms: the claim_after_ms (instead of it)",
+            },
+            BackendOption {
                 key: "max_deliveries",
                 help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
             },

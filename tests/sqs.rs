@@ -628,8 +628,3 @@ fn a_handler_that_overran_the_visibility_timeout_says_so() {
         "{line}"
     );
 }
-#[test]
-fn zz_negative_control() {
-    let mut job = SlowJob::start(&[], "0,4000");
-    job.assert_handled_once(1);
-}

@@ -174,17 +174,22 @@ pub fn redis_warnings(
     options: &BTreeMap<String, String>,
     consumes: bool,
 ) -> Vec<Warning> {
+    if consumes && !redis_streams(url, options) {
+        vec![Warning::RedisPubSubAtMostOnce]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether a Redis broker URL and options choose Streams mode (`?mode=streams` or
+/// `--option mode=streams`).
+pub fn redis_streams(url: &str, options: &BTreeMap<String, String>) -> bool {
     let streams = |mode: &str| mode == "streams";
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let in_url = query
         .split('&')
         .any(|pair| pair.strip_prefix("mode=").is_some_and(streams));
-    let in_options = options.get("mode").is_some_and(|m| streams(m));
-    if consumes && !in_url && !in_options {
-        vec![Warning::RedisPubSubAtMostOnce]
-    } else {
-        Vec::new()
-    }
+    in_url || options.get("mode").is_some_and(|m| streams(m))
 }
 
 /// An error in the options that no backend or driver of the composition can honour.
@@ -232,9 +237,15 @@ pub enum CheckError {
         /// The value as given.
         value: String,
     },
-    /// `--option handler_timeout_ms` for core NATS, which holds no lease on a message.
-    #[error("option `handler_timeout_ms` sets the ack wait of a JetStream consumer: add --jetstream STREAM --durable NAME, or drop it (core NATS subscriptions redeliver nothing, so there is no lease to set)")]
-    HandlerTimeoutWithoutJetStream,
+    /// `--option handler_timeout_ms` for a way of consuming that holds no lease on a
+    /// message (core NATS, Redis pub/sub).
+    #[error("option `handler_timeout_ms` sets how long a delivered message stays with its consumer, and {mode} redelivers nothing: {remedy}, or drop the option")]
+    HandlerTimeoutWithoutLease {
+        /// The way of consuming, e.g. "core NATS".
+        mode: &'static str,
+        /// The flags that choose a way with a lease.
+        remedy: &'static str,
+    },
 }
 
 /// The longest `--option handler_timeout_ms` (12 hours; the adapters check the same bound).

@@ -67,8 +67,20 @@ impl Setup {
         if backend.family() == "nats" && option("durable") && !option("jetstream") {
             return Err(CheckError::DurableNeedsJetStream.into());
         }
-        if backend.family() == "nats" && option("handler_timeout_ms") && !option("jetstream") {
-            return Err(CheckError::HandlerTimeoutWithoutJetStream.into());
+        if option("handler_timeout_ms") {
+            let without_lease = match backend.family() {
+                "nats" if !option("jetstream") => {
+                    Some(("core NATS", "add --jetstream STREAM --durable NAME"))
+                }
+                "redis" if !checks::redis_streams(&broker.url, &options.options) => Some((
+                    "Redis pub/sub",
+                    "consume a stream with `?mode=streams` and --queue-group",
+                )),
+                _ => None,
+            };
+            if let Some((mode, remedy)) = without_lease {
+                return Err(CheckError::HandlerTimeoutWithoutLease { mode, remedy }.into());
+            }
         }
         if backend.family() == "mqtt" {
             warnings.extend(checks::mqtt_warnings(
