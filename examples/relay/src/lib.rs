@@ -16,7 +16,8 @@
 //! `wasi:clocks`, without calling into messaging) before it relays: a handler slower
 //! than the broker's redelivery deadline. `sleep-ms: N,M,...` waits each time in turn
 //! and sends the data to `<topic>.progress` between two waits: a long handler that calls
-//! into messaging as it goes. The lease tests (`tests/nats.rs`, `tests/sqs.rs`) use this.
+//! into messaging as it goes. The lease tests (`tests/nats.rs`, `tests/sqs.rs`,
+//! `tests/redis.rs`) use this.
 
 wit_bindgen::generate!({
     path: "../../wit/deps/messaging",
