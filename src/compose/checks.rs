@@ -192,6 +192,42 @@ pub fn redis_streams(url: &str, options: &BTreeMap<String, String>) -> bool {
     in_url || options.get("mode").is_some_and(|m| streams(m))
 }
 
+/// Checks that `--option handler_timeout_ms` sets a lease with `backend` (at `url`, with
+/// `options`): JetStream, SQS and Redis Streams take one at receive time; for the others
+/// the error says what holds a message instead and what to set.
+pub fn check_handler_timeout(
+    backend: &Adapter,
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(), CheckError> {
+    let without_lease = |mode, remedy| Err(CheckError::HandlerTimeoutWithoutLease { mode, remedy });
+    let elsewhere = |instead| {
+        Err(CheckError::HandlerTimeoutSetElsewhere {
+            backend: backend.name,
+            instead,
+        })
+    };
+    match backend.family() {
+        "nats" if !options.contains_key("jetstream") => {
+            without_lease("core NATS", "add --jetstream STREAM --durable NAME")
+        }
+        "redis" if !redis_streams(url, options) => without_lease(
+            "Redis pub/sub",
+            "consume a stream with `?mode=streams` and --queue-group",
+        ),
+        "servicebus" => elsewhere(
+            "a message's lock lasts the queue's or subscription's LockDuration (up to 5 minutes): raise it above the handler's longest run; the adapter renews the lock whenever the handler sends",
+        ),
+        "kafka" => elsewhere(
+            "a consumer holds partitions, not messages, for as long as its group session lasts: set --option session_timeout_ms above the handler's longest run (within the broker's group.max.session.timeout.ms)",
+        ),
+        "amqp" => elsewhere(
+            "RabbitMQ holds a delivery while the connection lives, and the adapter sends no heartbeat while a handler computes (the interval is the broker's `heartbeat`, at most 60 s), so a handler longer than about two intervals loses the connection and its delivery: keep handlers shorter, and the broker's consumer_timeout above them",
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// An error in the options that no backend or driver of the composition can honour.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -245,6 +281,15 @@ pub enum CheckError {
         mode: &'static str,
         /// The flags that choose a way with a lease.
         remedy: &'static str,
+    },
+    /// `--option handler_timeout_ms` for a backend whose broker takes no lease at receive
+    /// time.
+    #[error("option `handler_timeout_ms` does not apply to backend `{backend}`: {instead}")]
+    HandlerTimeoutSetElsewhere {
+        /// The backend's name.
+        backend: &'static str,
+        /// What holds a message there, and what to set instead.
+        instead: &'static str,
     },
 }
 

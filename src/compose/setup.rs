@@ -62,25 +62,13 @@ impl Setup {
                 run_env: backend.run_env,
             });
         }
-        checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
         let option = |key: &str| options.options.contains_key(key);
+        if option("handler_timeout_ms") {
+            checks::check_handler_timeout(backend, &broker.url, &options.options)?;
+        }
+        checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
         if backend.family() == "nats" && option("durable") && !option("jetstream") {
             return Err(CheckError::DurableNeedsJetStream.into());
-        }
-        if option("handler_timeout_ms") {
-            let without_lease = match backend.family() {
-                "nats" if !option("jetstream") => {
-                    Some(("core NATS", "add --jetstream STREAM --durable NAME"))
-                }
-                "redis" if !checks::redis_streams(&broker.url, &options.options) => Some((
-                    "Redis pub/sub",
-                    "consume a stream with `?mode=streams` and --queue-group",
-                )),
-                _ => None,
-            };
-            if let Some((mode, remedy)) = without_lease {
-                return Err(CheckError::HandlerTimeoutWithoutLease { mode, remedy }.into());
-            }
         }
         if backend.family() == "mqtt" {
             warnings.extend(checks::mqtt_warnings(
