@@ -449,6 +449,10 @@ pub const ADAPTERS: &[Adapter] = &[
                 key: "ack_wait_ms",
                 help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
             },
+            BackendOption {
+                key: "handler_timeout_ms",
+                help: "JetStream: the longest a handler runs, in ms: the consumer's ack wait (instead of ack_wait_ms)",
+            },
         ],
         modes: &[
             Mode {
@@ -614,6 +618,10 @@ pub const ADAPTERS: &[Adapter] = &[
                 help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
             },
             BackendOption {
+                key: "handler_timeout_ms",
+                help: "streams: the longest a handler runs, in ms: the claim_after_ms (instead of it)",
+            },
+            BackendOption {
                 key: "max_deliveries",
                 help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
             },
@@ -756,7 +764,10 @@ pub const ADAPTERS: &[Adapter] = &[
             "AWS_ENDPOINT_URL_SQS",
             "AWS_ENDPOINT_URL",
         ],
-        options: &[],
+        options: &[BackendOption {
+            key: "handler_timeout_ms",
+            help: "the longest a handler runs, in ms: the visibility timeout asked for at receive (default: the queue's)",
+        }],
         modes: &[Mode::only(Capabilities {
             receive: Receive::AT_LEAST_ONCE,
             request_reply: RequestReply::SeveralReplies,

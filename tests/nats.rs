@@ -438,6 +438,134 @@ async fn two_instances_with_the_same_durable_share_the_work() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Long handlers: the ack wait is each delivery's lease (issue 15).
+
+/// Two `relay` instances on durable `shared` of stream JOBS (`jobs`), with stream DONE
+/// keeping what they relay (`jobs.relayed`), composed with `extra` options; returns once
+/// both pull.
+struct LeaseCase {
+    _server: Server,
+    js: jetstream::Context,
+    done: stream::Stream,
+    a: App,
+    b: App,
+    _tmp: tempfile::TempDir,
+}
+
+impl LeaseCase {
+    async fn start(extra: &[&str]) -> LeaseCase {
+        let server = Server::start(&[]).await;
+        let url = server.url();
+        let js = jetstream(&connect(&url).await);
+        create_stream(&js, "JOBS", &["jobs"]).await;
+        let done = create_stream(&js, "DONE", &["jobs.relayed"]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = jetstream_args(&url, "jobs", "JOBS", "shared");
+        args.extend(extra);
+        let relay = compose(tmp.path(), "relay", &args);
+        let a = App::subscribed(&relay, &[]).await;
+        let b = App::subscribed(&relay, &[]).await;
+        LeaseCase {
+            _server: server,
+            js,
+            done,
+            a,
+            b,
+            _tmp: tmp,
+        }
+    }
+
+    /// Publishes one job whose handler works as the relay's metadata `sleep-ms` says.
+    async fn publish_slow_job(&self, sleep_ms: &str) {
+        let mut headers = HeaderMap::new();
+        headers.insert("sleep-ms", sleep_ms);
+        self.js
+            .publish_with_headers("jobs", headers, "slow job".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+
+    /// Waits until the one job was acknowledged, then checks that JetStream delivered it
+    /// exactly once (no redelivery to either instance) and that it was relayed once.
+    async fn assert_handled_once(&mut self) {
+        let relayed = read_stream(&self.done, LIMIT, |m| data(&m) == "slow job").await;
+        assert!(relayed, "the job was not relayed within {LIMIT:?}");
+        let mut consumer: consumer::PullConsumer = self
+            .js
+            .get_consumer_from_stream("shared", "JOBS")
+            .await
+            .expect("durable consumer `shared`");
+        let acked = within("the job's ack", async {
+            loop {
+                let info = consumer.info().await.expect("consumer info");
+                if info.ack_floor.stream_sequence == 1 {
+                    return info.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert_eq!(
+            acked.delivered.consumer_sequence, 1,
+            "JetStream delivered the job more than once: {acked:?}"
+        );
+        let done = self.done.get_info().await.expect("stream DONE info");
+        assert_eq!(done.state.messages, 1, "the job was relayed more than once");
+        for app in [&mut self.a, &mut self.b] {
+            let stderr = app.stderr_so_far();
+            assert!(
+                !stderr.contains("since its lease was last renewed"),
+                "no lease ran out:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// The issue's case: a handler of 4 s, two instances on one durable. With
+/// `handler_timeout_ms` above the handler's run, the ack wait holds the job until the ack.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_slower_than_the_default_ack_wait_is_handled_once_with_handler_timeout_ms() {
+    let mut case = LeaseCase::start(&["--option", "handler_timeout_ms=6000"]).await;
+    case.publish_slow_job("4000").await;
+    case.assert_handled_once().await;
+}
+
+/// A handler of 4.5 s with a 2 s ack wait keeps its job when it sends every 1.5 s: each
+/// send renews the ack wait (`+WPI`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_handler_that_sends_as_it_goes_keeps_its_job_past_the_ack_wait() {
+    let mut case = LeaseCase::start(&["--option", "ack_wait_ms=2000"]).await;
+    case.publish_slow_job("1500,1500,1500").await;
+    case.assert_handled_once().await;
+}
+
+/// Without `handler_timeout_ms` a handler of 4 s outlives a 2 s ack wait: JetStream delivers
+/// the job again, and the instance whose handler overran says so when it acks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_that_overran_its_ack_wait_says_so_when_it_acks() {
+    let mut case = LeaseCase::start(&["--option", "ack_wait_ms=2000"]).await;
+    case.publish_slow_job("4000").await;
+    let overran = "since its lease was last renewed, longer than the ack wait of 2.0 s";
+    let (a, b) = (&mut case.a, &mut case.b);
+    tokio::select! {
+        () = a.wait_for(overran, 1) => {}
+        () = b.wait_for(overran, 1) => {}
+    }
+    let stderr = format!("{}\n{}", a.stderr_so_far(), b.stderr_so_far());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(overran))
+        .expect("the line waited for");
+    assert!(
+        line.starts_with("msgplug[nats]: the handler of a message from `jobs` ran ")
+            && line.contains("--option handler_timeout_ms"),
+        "the line names the subject and the option to set: {line}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Outages and restarts.
 
 /// A send during an outage fails with `connection` (checked by `tests/conformance/`); here

@@ -99,6 +99,12 @@ impl App {
         }
     }
 
+    /// The first stderr line so far that contains `needle`, reading what is ready now.
+    fn logged(&mut self, needle: &str) -> Option<String> {
+        self.stderr.extend(self.lines.try_iter());
+        self.stderr.iter().find(|l| l.contains(needle)).cloned()
+    }
+
     /// Waits (at most [`LIMIT`]) for the app to exit; returns its status and whole stderr.
     fn finish(mut self) -> (ExitStatus, String) {
         let deadline = Instant::now() + LIMIT;
@@ -694,6 +700,125 @@ fn entries_a_dead_consumer_left_pending_are_claimed_by_another_instance() {
     );
     let out_key = format!("{stream}.upper");
     let _: i64 = query(&mut con, &[b"DEL", stream.as_bytes(), out_key.as_bytes()]);
+}
+
+// Long handlers: `claim_after_ms` (or `handler_timeout_ms`) is each entry's lease (issue 15).
+
+/// Two `relay` instances in group `g` on a fresh stream, composed with `extra` options, and
+/// one entry whose handler works as the relay's metadata `sleep-ms` says; returns the
+/// stream's name and the instances.
+fn slow_entry(
+    con: &mut Connection,
+    tmp: &Path,
+    extra: &[&str],
+    sleep_ms: &str,
+) -> (String, [App; 2]) {
+    let stream = unique("slow");
+    let broker = streams(SHARED);
+    let relay = compose(tmp, "relay", &streams_args(&broker, &stream, "g", extra));
+    let apps = [App::subscribed(&relay, &[]), App::subscribed(&relay, &[])];
+    xadd(
+        con,
+        &stream,
+        &[
+            ("data", b"slow job"),
+            ("meta:sleep-ms", sleep_ms.as_bytes()),
+        ],
+    );
+    (stream, apps)
+}
+
+/// Checks that the slow entry of `stream` was handled by one handler run: relayed once,
+/// acknowledged, and never delivered a second time (with `max_deliveries=1` a second
+/// delivery, had another instance claimed the entry while it was handled, would have moved
+/// it to the dead-letter stream before the ack; after the ack nothing is left to claim).
+fn assert_handled_once(con: &mut Connection, stream: &str, mut apps: [App; 2]) {
+    let relayed = wait_for_entries(con, &format!("{stream}.relayed"), 1);
+    assert_eq!(relayed[0].text("data"), Some("slow job"));
+    assert_eq!(relayed[0].text("meta:redis-delivery-count"), Some("1"));
+    eventually("the entry's ack", LIMIT, || {
+        let pending: Vec<redis::Value> = query(con, &[b"XPENDING", stream.as_bytes(), b"g"]);
+        (pending.first() == Some(&redis::Value::Int(0))).then_some(())
+    });
+    assert!(
+        entries(con, &format!("{stream}:dead-letter")).is_empty(),
+        "a second delivery"
+    );
+    assert_eq!(entries(con, &format!("{stream}.relayed")).len(), 1);
+    for app in &mut apps {
+        assert_eq!(app.logged("since its lease was last renewed"), None);
+    }
+    drop(apps); // before the stream is deleted: a running instance would create it again
+    let keys = [
+        format!("{stream}.relayed"),
+        format!("{stream}.progress"),
+        stream.to_string(),
+    ];
+    let _: i64 = query(
+        con,
+        &[
+            b"DEL",
+            keys[0].as_bytes(),
+            keys[1].as_bytes(),
+            keys[2].as_bytes(),
+        ],
+    );
+}
+
+/// The issue's case on Redis Streams: a handler of 4 s, two instances in one group.
+/// `handler_timeout_ms` is the `claim_after_ms`: no instance claims the entry while it is
+/// handled.
+#[test]
+fn a_handler_slower_than_the_default_claim_time_is_handled_once_with_handler_timeout_ms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut con = connect(SHARED);
+    let extra = [
+        "--option",
+        "handler_timeout_ms=6000",
+        "--option",
+        "max_deliveries=1",
+    ];
+    let (stream, apps) = slow_entry(&mut con, tmp.path(), &extra, "4000");
+    assert_handled_once(&mut con, &stream, apps);
+}
+
+/// A handler of 4.5 s keeps its entry past a 2 s `claim_after_ms` when it sends every 1.5 s:
+/// each send renews it (`XCLAIM` to itself, which restarts the idle time).
+#[test]
+fn a_long_handler_that_sends_as_it_goes_keeps_its_entry_past_claim_after_ms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut con = connect(SHARED);
+    let extra = [
+        "--option",
+        "claim_after_ms=2000",
+        "--option",
+        "max_deliveries=1",
+    ];
+    let (stream, apps) = slow_entry(&mut con, tmp.path(), &extra, "1500,1500,1500");
+    assert_handled_once(&mut con, &stream, apps);
+}
+
+/// A handler of 4 s outlives a 2 s `claim_after_ms`: another instance claims the entry, and
+/// the instance whose handler overran says so when it acknowledges.
+#[test]
+fn a_handler_that_overran_claim_after_ms_says_so_when_it_acks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut con = connect(SHARED);
+    let extra = ["--option", "claim_after_ms=2000"];
+    let (stream, mut apps) = slow_entry(&mut con, tmp.path(), &extra, "4000");
+    let overran = "longer than claim_after_ms of 2.0 s";
+    let line = eventually("overrun line", LIMIT, || {
+        apps.iter_mut().find_map(|app| app.logged(overran))
+    });
+    assert!(
+        line.starts_with(&format!(
+            "msgplug[redis]: the handler of a message from `{stream}` ran "
+        )) && line.contains("--option handler_timeout_ms"),
+        "{line}"
+    );
+    drop(apps);
+    let keys = [format!("{stream}.relayed"), stream.clone()];
+    let _: i64 = query(&mut con, &[b"DEL", keys[0].as_bytes(), keys[1].as_bytes()]);
 }
 
 #[test]

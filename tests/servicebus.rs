@@ -757,6 +757,12 @@ fn a_lock_lost_before_complete_is_reported_and_the_message_is_delivered_again() 
             && stderr.contains("the message's lock was lost"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("msgplug[servicebus]: the handler of a message from `orders` ran ")
+            && stderr.contains("longer than the lock of ")
+            && stderr.contains("raise the entity's LockDuration"),
+        "the overrun is explained before the complete fails: {stderr}"
+    );
     fake.inspect(|s| assert!(s.queue("orders").completed.is_empty()));
 }
 

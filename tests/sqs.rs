@@ -522,3 +522,109 @@ fn throttled_and_failing_sends_are_retried_and_sent_once() {
     );
     assert!(retries[2].contains("RequestThrottled"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Long handlers: the visibility timeout is each message's lease (issue 15).
+
+/// Queue `jobs` with a 2 s visibility timeout, consumed by two `relay` instances composed
+/// with `extra` compose arguments, and one job whose handler works as the relay's metadata
+/// `sleep-ms` says (it sends to `jobs-progress` between its waits, and relays to
+/// `jobs-relayed` at the end).
+struct SlowJob {
+    moto: Moto,
+    jobs: String,
+    relayed: String,
+    progress: String,
+    apps: [App; 2],
+    _tmp: tempfile::TempDir,
+}
+
+impl SlowJob {
+    fn start(extra: &[&str], sleep_ms: &str) -> SlowJob {
+        let moto = Moto::start();
+        let jobs = moto.create_queue("jobs", json!({"VisibilityTimeout": "2"}));
+        let relayed = moto.create_queue("jobs-relayed", json!({}));
+        let progress = moto.create_queue("jobs-progress", json!({}));
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = vec!["--broker", "sqs://us-east-1/jobs"];
+        args.extend(extra);
+        let relay = compose(tmp.path(), "relay", &args);
+        let apps = [
+            App::start(&relay, &moto.env()),
+            App::start(&relay, &moto.env()),
+        ];
+        moto.send(&jobs, "slow job", &[("sleep-ms", sleep_ms)], json!({}));
+        SlowJob {
+            moto,
+            jobs,
+            relayed,
+            progress,
+            apps,
+            _tmp: tmp,
+        }
+    }
+
+    /// Checks that the job was handled by one handler run: relayed once, deleted, and
+    /// `progress_sends` progress messages (every run of the handler sends its first one
+    /// as it starts, so a second run would have sent one before the job was deleted).
+    fn assert_handled_once(&mut self, progress_sends: usize) {
+        let relayed = self.moto.take(&self.relayed, 1);
+        assert_eq!(body(&relayed[0]), "slow job");
+        self.moto.wait_until_drained(&self.jobs);
+        self.moto.take(&self.progress, progress_sends);
+        assert_eq!(
+            self.moto.receive(&self.progress).len() + self.moto.receive(&self.relayed).len(),
+            0,
+            "the job was handled more than once"
+        );
+        for app in &mut self.apps {
+            let output = app.output().join("\n");
+            assert!(
+                !output.contains("since its lease was last renewed") && !output.contains("failed"),
+                "{output}"
+            );
+        }
+    }
+}
+
+/// The issue's case on SQS: a handler of 4 s on a queue whose visibility timeout is 2 s.
+/// `handler_timeout_ms` asks for a longer visibility timeout when receiving.
+#[test]
+fn a_handler_slower_than_the_queues_visibility_timeout_is_handled_once_with_handler_timeout_ms() {
+    let mut job = SlowJob::start(&["--option", "handler_timeout_ms=6000"], "0,4000");
+    job.assert_handled_once(1);
+}
+
+/// A handler of 4.5 s keeps its message past the queue's 2 s visibility timeout when it
+/// sends every 1.5 s: each send renews it (`ChangeMessageVisibility`).
+#[test]
+fn a_long_handler_that_sends_as_it_goes_keeps_its_message_past_the_visibility_timeout() {
+    let mut job = SlowJob::start(&[], "0,1500,1500,1500");
+    job.assert_handled_once(3);
+}
+
+/// Without `handler_timeout_ms` a handler of 4 s outlives the 2 s visibility timeout: the
+/// instance whose handler overran says so when it deletes the message.
+#[test]
+fn a_handler_that_overran_the_visibility_timeout_says_so() {
+    let mut job = SlowJob::start(&[], "4000");
+    let overran = "msgplug[sqs]: the handler of a message from `jobs` ran ";
+    let deadline = Instant::now() + LIMIT;
+    let line = loop {
+        let output: Vec<String> = job.apps.iter_mut().flat_map(App::output).collect();
+        if let Some(line) = output.iter().find(|l| l.starts_with(overran)) {
+            break line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no overrun was logged within {LIMIT:?}:\n{}",
+            output.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        line.contains("longer than the visibility timeout of 2.0 s")
+            && line.contains("--option handler_timeout_ms"),
+        "{line}"
+    );
+}

@@ -174,16 +174,57 @@ pub fn redis_warnings(
     options: &BTreeMap<String, String>,
     consumes: bool,
 ) -> Vec<Warning> {
+    if consumes && !redis_streams(url, options) {
+        vec![Warning::RedisPubSubAtMostOnce]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether a Redis broker URL and options choose Streams mode (`?mode=streams` or
+/// `--option mode=streams`).
+pub fn redis_streams(url: &str, options: &BTreeMap<String, String>) -> bool {
     let streams = |mode: &str| mode == "streams";
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let in_url = query
         .split('&')
         .any(|pair| pair.strip_prefix("mode=").is_some_and(streams));
-    let in_options = options.get("mode").is_some_and(|m| streams(m));
-    if consumes && !in_url && !in_options {
-        vec![Warning::RedisPubSubAtMostOnce]
-    } else {
-        Vec::new()
+    in_url || options.get("mode").is_some_and(|m| streams(m))
+}
+
+/// Checks that `--option handler_timeout_ms` sets a lease with `backend` (at `url`, with
+/// `options`): JetStream, SQS and Redis Streams take one at receive time; for the others
+/// the error says what holds a message instead and what to set.
+pub fn check_handler_timeout(
+    backend: &Adapter,
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(), CheckError> {
+    let without_lease = |mode, remedy| Err(CheckError::HandlerTimeoutWithoutLease { mode, remedy });
+    let elsewhere = |instead| {
+        Err(CheckError::HandlerTimeoutSetElsewhere {
+            backend: backend.name,
+            instead,
+        })
+    };
+    match backend.family() {
+        "nats" if !options.contains_key("jetstream") => {
+            without_lease("core NATS", "add --jetstream STREAM --durable NAME")
+        }
+        "redis" if !redis_streams(url, options) => without_lease(
+            "Redis pub/sub",
+            "consume a stream with `?mode=streams` and --queue-group",
+        ),
+        "servicebus" => elsewhere(
+            "a message's lock lasts the queue's or subscription's LockDuration (up to 5 minutes): raise it above the handler's longest run; the adapter renews the lock whenever the handler sends",
+        ),
+        "kafka" => elsewhere(
+            "a consumer holds partitions, not messages, for as long as its group session lasts: set --option session_timeout_ms above the handler's longest run (within the broker's group.max.session.timeout.ms)",
+        ),
+        "amqp" => elsewhere(
+            "RabbitMQ holds a delivery while the connection lives, and the adapter sends no heartbeat while a handler computes (the interval is the broker's `heartbeat`, at most 60 s), so a handler longer than about two intervals loses the connection and its delivery: keep handlers shorter, and the broker's consumer_timeout above them",
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -226,7 +267,34 @@ pub enum CheckError {
         /// The keys that do apply, or a note that there are none.
         known: String,
     },
+    /// `--option handler_timeout_ms` with a value that is no lease a broker takes.
+    #[error("option `handler_timeout_ms` must be a whole number of milliseconds from 1 to {MAX_HANDLER_TIMEOUT_MS} (12 hours, SQS's longest visibility timeout), not `{value}`")]
+    InvalidHandlerTimeout {
+        /// The value as given.
+        value: String,
+    },
+    /// `--option handler_timeout_ms` for a way of consuming that holds no lease on a
+    /// message (core NATS, Redis pub/sub).
+    #[error("option `handler_timeout_ms` sets how long a delivered message stays with its consumer, and {mode} redelivers nothing: {remedy}, or drop the option")]
+    HandlerTimeoutWithoutLease {
+        /// The way of consuming, e.g. "core NATS".
+        mode: &'static str,
+        /// The flags that choose a way with a lease.
+        remedy: &'static str,
+    },
+    /// `--option handler_timeout_ms` for a backend whose broker takes no lease at receive
+    /// time.
+    #[error("option `handler_timeout_ms` does not apply to backend `{backend}`: {instead}")]
+    HandlerTimeoutSetElsewhere {
+        /// The backend's name.
+        backend: &'static str,
+        /// What holds a message there, and what to set instead.
+        instead: &'static str,
+    },
 }
+
+/// The longest `--option handler_timeout_ms` (12 hours; the adapters check the same bound).
+const MAX_HANDLER_TIMEOUT_MS: u64 = 12 * 3600 * 1000;
 
 /// Checks `--subscribe` and `--queue-group` against what the backend does with them.
 pub fn check_subscriptions(
@@ -283,6 +351,16 @@ pub fn check_options(
         .iter()
         .flat_map(|a| a.options.iter().map(|o| o.key))
         .collect();
+    if let Some(value) = options.get("handler_timeout_ms") {
+        if !value
+            .parse::<u64>()
+            .is_ok_and(|ms| (1..=MAX_HANDLER_TIMEOUT_MS).contains(&ms))
+        {
+            return Err(CheckError::InvalidHandlerTimeout {
+                value: value.clone(),
+            });
+        }
+    }
     match options.keys().find(|key| !known.contains(&key.as_str())) {
         None => Ok(()),
         Some(key) => Err(CheckError::UnknownOption {
@@ -390,11 +468,24 @@ mod tests {
             "option `durable` does not apply to backend `backend-local` and driver `driver-run`; \
              they take no options (`msgplug adapters` lists each adapter's options)"
         );
+        let lease = options(&[("handler_timeout_ms", "4000"), ("jetstream", "S")]);
+        assert!(check_options(&lease, nats, Some(run)).is_ok());
+
+        for bad in ["0", "4s", "43200001"] {
+            let err = check_options(&options(&[("handler_timeout_ms", bad)]), nats, Some(run));
+            assert_eq!(
+                err.unwrap_err().to_string(),
+                format!(
+                    "option `handler_timeout_ms` must be a whole number of milliseconds from 1 to \
+                     43200000 (12 hours, SQS's longest visibility timeout), not `{bad}`"
+                )
+            );
+        }
         let err = check_options(&options(&[("qos", "1")]), nats, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "option `qos` does not apply to backend `backend-nats`; they understand: \
-             `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
+             `jetstream`, `durable`, `create_stream`, `ack_wait_ms`, `handler_timeout_ms` (`msgplug adapters` lists each adapter's options)"
         );
     }
 

@@ -62,8 +62,11 @@ impl Setup {
                 run_env: backend.run_env,
             });
         }
-        checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
         let option = |key: &str| options.options.contains_key(key);
+        if option("handler_timeout_ms") {
+            checks::check_handler_timeout(backend, &broker.url, &options.options)?;
+        }
+        checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
         if backend.family() == "nats" && option("durable") && !option("jetstream") {
             return Err(CheckError::DurableNeedsJetStream.into());
         }

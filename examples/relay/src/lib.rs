@@ -18,6 +18,13 @@
 //! variable such a message is relayed like any other, so a second instance
 //! started without it handles what the first one left unsettled. Nothing is
 //! kept across instances: the variable alone decides.
+//!
+//! Slow on demand: the metadata `sleep-ms: N` makes the handler wait N ms (with
+//! `wasi:clocks`, without calling into messaging) before it relays: a handler slower
+//! than the broker's redelivery deadline. `sleep-ms: N,M,...` waits each time in turn
+//! and sends the data to `<topic>.progress` between two waits: a long handler that calls
+//! into messaging as it goes. The lease tests (`tests/nats.rs`, `tests/sqs.rs`,
+//! `tests/redis.rs`) use this.
 
 wit_bindgen::generate!({
     path: "../../wit/deps/messaging",
@@ -26,6 +33,7 @@ wit_bindgen::generate!({
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::time::Duration;
 
 use exports::wasi::messaging::incoming_handler::Guest;
 use wasi::messaging::producer;
@@ -53,6 +61,9 @@ impl Guest for Relay {
             ));
         }
         let topic = message.topic().unwrap_or_else(|| "unknown".into());
+        if let Some((_, waits)) = metadata.iter().find(|(k, _)| k == "sleep-ms") {
+            work_slowly(waits, &topic, &data)?;
+        }
         let relayed = Message::new(&data);
         if let Some(content_type) = message.content_type() {
             relayed.set_content_type(&content_type);
@@ -63,6 +74,24 @@ impl Guest for Relay {
         let client = Client::connect("default")?;
         producer::send(&client, &format!("{topic}.relayed"), relayed)
     }
+}
+
+/// Waits each of the comma-separated milliseconds in `waits`, sending `data` to
+/// `<topic>.progress` between two waits.
+fn work_slowly(waits: &str, topic: &str, data: &[u8]) -> Result<(), Error> {
+    for (step, wait) in waits.split(',').enumerate() {
+        let ms: u64 = wait.trim().parse().map_err(|_| {
+            Error::Other(format!(
+                "metadata `sleep-ms` must be milliseconds separated by commas, not `{waits}`"
+            ))
+        })?;
+        if step > 0 {
+            let client = Client::connect("default")?;
+            producer::send(&client, &format!("{topic}.progress"), Message::new(data))?;
+        }
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    Ok(())
 }
 
 export!(Relay);

@@ -1,8 +1,9 @@
 //! What the NATS backend reads from [`Settings`] and the environment.
 
 use std::fmt;
+use std::time::Duration;
 
-use common::{Authority, Error, Settings};
+use common::{handler_timeout, Authority, Error, Settings, HANDLER_TIMEOUT_OPTION};
 
 use crate::auth::Signer;
 use crate::protocol::{check_name, check_subject};
@@ -12,6 +13,10 @@ const DEFAULT_PORT: u16 = 4222;
 
 /// The JetStream ack wait when `ack_wait_ms` is not given (the server's default).
 const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
+
+/// The longest `handler_timeout_ms` (12 hours, as SQS allows): a longer lease would leave a
+/// crashed instance's message unseen for longer than anyone waits.
+const MAX_HANDLER_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
 /// How the client proves who it is (the `CONNECT` fields). Its [`Debug`] masks the
 /// password and the token.
@@ -48,7 +53,8 @@ pub struct JetStream {
     pub durable: String,
     /// Create the stream (with the subscriptions as its subjects) when it is missing.
     pub create_stream: bool,
-    /// How long the server waits for an ack before it redelivers, in milliseconds.
+    /// How long the server waits for an ack before it redelivers, in milliseconds
+    /// (`ack_wait_ms` or `handler_timeout_ms`): each delivery's lease.
     pub ack_wait_ms: u64,
 }
 
@@ -95,16 +101,28 @@ impl Config {
             check_name(group).map_err(|e| Error::other(format!("invalid queue group: {e}")))?;
         }
         let option = |key: &str| settings.options.get(key).filter(|v| !v.is_empty());
+        let handler_timeout = handler_timeout(&settings.options, MAX_HANDLER_TIMEOUT)?;
         let jetstream = match (option("jetstream"), option("durable")) {
+            (None, None) if handler_timeout.is_some() => {
+                return Err(Error::other(format!(
+                    "option `{HANDLER_TIMEOUT_OPTION}` sets the ack wait of a JetStream consumer (--jetstream STREAM --durable NAME); core NATS subscriptions have no lease: nothing is redelivered"
+                )))
+            }
             (None, None) => None,
             (Some(stream), Some(durable)) => {
                 check_name(stream)
                     .map_err(|e| Error::other(format!("invalid JetStream stream name: {e}")))?;
                 check_name(durable)
                     .map_err(|e| Error::other(format!("invalid durable consumer name: {e}")))?;
-                let ack_wait_ms = match option("ack_wait_ms") {
-                    None => DEFAULT_ACK_WAIT_MS,
-                    Some(text) => text.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+                let ack_wait_ms = match (option("ack_wait_ms"), handler_timeout) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::other(format!(
+                            "options `ack_wait_ms` and `{HANDLER_TIMEOUT_OPTION}` both set JetStream's ack wait: pass one of them"
+                        )))
+                    }
+                    (None, Some(timeout)) => timeout.as_millis() as u64,
+                    (None, None) => DEFAULT_ACK_WAIT_MS,
+                    (Some(text), None) => text.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
                         Error::other(format!(
                             "option `ack_wait_ms` must be a positive number of milliseconds, not `{text}`"
                         ))
@@ -365,5 +383,27 @@ mod tests {
         s.options.insert("durable".into(), "d".into());
         let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
         assert!(e.contains("pass --jetstream"), "{e}");
+    }
+
+    #[test]
+    fn handler_timeout_sets_the_ack_wait_of_a_jetstream_consumer_only() {
+        let mut s = settings("nats://h");
+        s.options.insert("handler_timeout_ms".into(), "4000".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("core NATS subscriptions have no lease"), "{e}");
+        s.options.insert("jetstream".into(), "ORDERS".into());
+        s.options.insert("durable".into(), "workers".into());
+        let js = Config::from_settings(&s, no_env)
+            .unwrap()
+            .jetstream
+            .unwrap();
+        assert_eq!(js.ack_wait_ms, 4000);
+        s.options.insert("ack_wait_ms".into(), "4000".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("pass one of them"), "{e}");
+        s.options.remove("ack_wait_ms");
+        s.options.insert("handler_timeout_ms".into(), "0".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("from 1 to 43200000"), "{e}");
     }
 }

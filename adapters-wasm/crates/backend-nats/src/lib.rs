@@ -11,7 +11,12 @@
 //!
 //! Core mode subscribes to the `--subscribe` subjects (in a queue group if given) on
 //! the first `next`; with `--jetstream STREAM --durable NAME` the backend reads from a
-//! durable pull consumer instead and acks each delivery after the handler returned.
+//! durable pull consumer instead and acks each delivery after the handler returned. The
+//! consumer's ack wait (`ack_wait_ms` or `handler_timeout_ms`) is each delivery's lease:
+//! the deliveries held (handled or prefetched) are renewed with `+WPI` on each send,
+//! request or reply and before the next delivery, a prefetched one whose ack wait passed
+//! is skipped (JetStream delivers it again), and a handler that outran it is logged at
+//! the ack ([`common::Lease`]).
 
 // With `fuzzing` the I/O is left out, and with it the only users of much of the rest.
 #![cfg_attr(feature = "fuzzing", allow(dead_code))]

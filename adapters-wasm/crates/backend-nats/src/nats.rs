@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
 };
 
 use crate::config::{Config, JetStream};
@@ -42,14 +42,30 @@ const CAPTURE_TTL: Duration = Duration::from_secs(60);
 /// How many subjects' answers are remembered (all are forgotten when it is full).
 const MAX_CAPTURE_ANSWERS: usize = 1024;
 
+/// The body that acknowledges a JetStream delivery.
+const ACK: &[u8] = b"+ACK";
+
+/// The body that renews a JetStream delivery's ack wait ("work in progress").
+const PROGRESS: &[u8] = b"+WPI";
+
 /// Inside a handler, sends are queued and written once this many bytes are queued
 /// (and at `flush`).
 const WRITE_BATCH: usize = 32 * 1024;
 
+/// What JetStream needs to settle or renew one delivery from a pull.
+struct Held {
+    /// The subject `+ACK`, `-NAK` and `+WPI` go to.
+    ack: String,
+    /// The subject the message was published on, for log lines.
+    subject: String,
+    /// The ack wait, from when the message arrived or was last renewed with `+WPI`.
+    lease: Lease,
+}
+
 /// A received message waiting for `next`.
 enum Pending {
-    /// A message, with its JetStream ack subject if it came from a pull.
-    Message(MessageData, Option<String>),
+    /// A message, with what settles it if it came from a pull.
+    Message(MessageData, Option<Held>),
     /// A message that could not be decoded: why.
     Rejected(String),
 }
@@ -77,8 +93,8 @@ pub struct Nats {
     pulls: Pulls,
     /// Messages received but not yet returned by `next`.
     pending: VecDeque<Pending>,
-    /// Unsettled deliveries, with the JetStream ack subject of those from a pull.
-    deliveries: Deliveries<Option<String>>,
+    /// Unsettled deliveries, with what settles those from a pull.
+    deliveries: Deliveries<Option<Held>>,
     /// True between a delivery and its settlement or `flush`: sends are batched.
     in_handler: bool,
     /// Messages sent since the server last confirmed everything (by a `PONG`).
@@ -409,9 +425,14 @@ impl Nats {
         let shown = || format!("{} {description}", status.unwrap_or_default());
         match self.pulls.pulled(status) {
             Pulled::Delivery => {
-                let ack = msg.reply.clone();
+                let lasts = Duration::from_millis(self.jetstream().ack_wait_ms);
+                let held = msg.reply.clone().map(|ack| Held {
+                    ack,
+                    subject: msg.subject.clone(),
+                    lease: Lease::new(Instant::now(), lasts),
+                });
                 self.pending.push_back(match message_from(msg, None) {
-                    Ok(message) => Pending::Message(message, ack),
+                    Ok(message) => Pending::Message(message, held),
                     Err(reason) => Pending::Rejected(reason),
                 });
             }
@@ -603,11 +624,11 @@ impl Nats {
     /// queued ack is written).
     fn settle(&mut self, id: DeliveryId, body: &[u8]) -> Result<(), Error> {
         self.in_handler = false;
-        let Some(subject) = self.deliveries.settle(id)? else {
+        let Some(held) = self.deliveries.settle(id)? else {
             return Ok(()); // core NATS: nothing to settle
         };
         match self.ensure_connected() {
-            Ok(conn) => protocol::encode_publish(conn.queue(), &subject, None, None, body),
+            Ok(conn) => protocol::encode_publish(conn.queue(), &held.ack, None, None, body),
             Err(e) => log(
                 Self::NAME,
                 &format!(
@@ -615,7 +636,101 @@ impl Nats {
                 ),
             ),
         }
+        if body == ACK {
+            // JetStream takes the ack of a delivery whose ack wait passed as long as the
+            // message is still pending, so the ack still goes; the log line explains a
+            // second copy handled meanwhile.
+            let note = held.lease.overrun_note(
+                Instant::now(),
+                &held.subject,
+                "the ack wait",
+                SET_HANDLER_TIMEOUT,
+            );
+            if let Some(note) = note {
+                log(Self::NAME, &note);
+            }
+        }
         Ok(())
+    }
+
+    /// Renews the lease of every JetStream delivery held (handed to the handler or
+    /// waiting in `pending`) whose renewal is due, with `+WPI` ("work in progress": the
+    /// ack wait starts again). WASI 0.2 gives the backend no timer, so this runs when the
+    /// handler calls the backend (send, request, reply) and before `next` hands out a
+    /// delivery. A lease that ran out already is left alone: JetStream may have delivered
+    /// the message again, and the ack reports it. The `+WPI`s are written out at once
+    /// (a handler may compute for long after a send that is only queued); without a
+    /// connection there is nothing to renew on, and the ack wait runs on.
+    fn renew_leases(&mut self) {
+        let now = Instant::now();
+        let due = |held: &Held| held.lease.renewal_due(now) && held.lease.overrun(now).is_none();
+        let held = self
+            .deliveries
+            .unsettled_mut()
+            .filter_map(|(_, held)| held.as_mut())
+            .chain(self.pending.iter_mut().filter_map(|p| match p {
+                Pending::Message(_, held) => held.as_mut(),
+                Pending::Rejected(_) => None,
+            }))
+            .filter(|held| due(held));
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut renewed = Vec::new();
+        for held in held {
+            protocol::encode_publish(conn.queue(), &held.ack, None, None, PROGRESS);
+            renewed.push(&mut held.lease);
+        }
+        if renewed.is_empty() {
+            return;
+        }
+        match conn.write_out() {
+            Ok(()) => {
+                for lease in renewed {
+                    let lasts = lease.lasts();
+                    lease.renewed(now, lasts);
+                }
+            }
+            Err(e) => {
+                drop(renewed);
+                log(
+                    Self::NAME,
+                    &format!("could not renew the ack wait of the deliveries held ({e}); JetStream redelivers them if it passes"),
+                );
+                if e.is_transient() {
+                    self.drop_conn();
+                }
+            }
+        }
+    }
+
+    /// Takes the next pending message for `next`: renews what is held first, and skips a
+    /// delivery whose ack wait passed while it waited behind earlier handlers (JetStream
+    /// delivers it again; handling this copy would make a duplicate).
+    fn next_pending(&mut self) -> Option<Event> {
+        self.renew_leases();
+        while let Some(item) = self.pending.pop_front() {
+            return Some(match item {
+                Pending::Message(_, Some(held)) if held.lease.overrun(Instant::now()).is_some() => {
+                    log(
+                        Self::NAME,
+                        &format!(
+                            "skipped a message from `{}` whose ack wait of {:.1} s passed while it waited behind earlier handlers: JetStream delivers it again; lower the prefetch by handling faster or set --option handler_timeout_ms higher",
+                            held.subject,
+                            held.lease.lasts().as_secs_f64()
+                        ),
+                    );
+                    continue;
+                }
+                Pending::Message(message, held) => {
+                    self.in_handler = true;
+                    self.lost = 0;
+                    Event::Delivery(self.deliveries.deliver(held), message)
+                }
+                Pending::Rejected(reason) => Event::Rejected(reason),
+            });
+        }
+        None
     }
 }
 
@@ -674,6 +789,7 @@ impl Backend for Nats {
     /// inside a handler, the next `flush` does) once JetStream stored it; any other once
     /// the server processed it (a `PING` / `PONG` round trip).
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
+        self.renew_leases();
         self.send_to(topic, message, true)
     }
 
@@ -684,12 +800,14 @@ impl Backend for Nats {
         options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
         check_publish_subject(topic)?;
+        self.renew_leases();
         self.exchange(topic, message, options)?
             .ok_or_else(|| Error::other(format!("no responders on `{topic}`")))
     }
 
     /// Like `send`, but reply subjects are inboxes, so JetStream is not asked about them.
     fn reply(&mut self, reply_to: &str, reply: &MessageData) -> Result<(), Error> {
+        self.renew_leases();
         self.send_to(reply_to, reply, false)
     }
 
@@ -699,15 +817,8 @@ impl Backend for Nats {
     fn next(&mut self) -> Result<Event, Error> {
         let mut backoff = RECONNECT;
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Ok(match item {
-                    Pending::Message(message, ack) => {
-                        self.in_handler = true;
-                        self.lost = 0;
-                        Event::Delivery(self.deliveries.deliver(ack), message)
-                    }
-                    Pending::Rejected(reason) => Event::Rejected(reason),
-                });
+            if let Some(event) = self.next_pending() {
+                return Ok(event);
             }
             let connected = self.conn.is_some();
             let step = match connected {
@@ -726,7 +837,7 @@ impl Backend for Nats {
     }
 
     fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
-        self.settle(id, b"+ACK")
+        self.settle(id, ACK)
     }
 
     fn nack(&mut self, id: DeliveryId) -> Result<(), Error> {

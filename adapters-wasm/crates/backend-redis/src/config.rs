@@ -1,6 +1,8 @@
 //! What the Redis backend reads from [`Settings`] and the environment.
 
-use common::{Authority, Error, Settings};
+use std::time::Duration;
+
+use common::{handler_timeout, Authority, Error, Settings, HANDLER_TIMEOUT_OPTION};
 
 /// The port a `redis://` URL without one means.
 const DEFAULT_PORT: u16 = 6379;
@@ -8,6 +10,9 @@ const DEFAULT_PORT: u16 = 6379;
 /// How long a Streams entry stays pending before another consumer may claim it, when
 /// `claim_after_ms` is not given.
 const DEFAULT_CLAIM_AFTER_MS: u64 = 30_000;
+
+/// The longest `handler_timeout_ms` (12 hours, as for the other backends).
+const MAX_HANDLER_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
 /// The run-time variable that names this instance's consumer in the group.
 pub const CONSUMER_VAR: &str = "MSGPLUG_REDIS_CONSUMER";
@@ -86,11 +91,25 @@ impl Config {
         let mode = option("mode")
             .map(String::as_str)
             .or(parsed.mode.as_deref());
+        let handler_timeout = handler_timeout(&settings.options, MAX_HANDLER_TIMEOUT)?;
         let streams = match mode {
+            None | Some("pubsub") if handler_timeout.is_some() => {
+                return Err(Error::other(format!(
+                    "option `{HANDLER_TIMEOUT_OPTION}` sets how long a Streams entry stays with its consumer (claim_after_ms); pub/sub has no lease: use `?mode=streams` or drop it"
+                )))
+            }
             None | Some("pubsub") => None,
             Some("streams") => Some(Streams {
                 consumer: var(CONSUMER_VAR).unwrap_or_else(|| format!("msgplug-{}", random())),
-                claim_after_ms: number("claim_after_ms")?.unwrap_or(DEFAULT_CLAIM_AFTER_MS),
+                claim_after_ms: match (number("claim_after_ms")?, handler_timeout) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::other(format!(
+                            "options `claim_after_ms` and `{HANDLER_TIMEOUT_OPTION}` both set how long an entry stays with its consumer: pass one of them"
+                        )))
+                    }
+                    (None, Some(timeout)) => timeout.as_millis() as u64,
+                    (claim_after_ms, None) => claim_after_ms.unwrap_or(DEFAULT_CLAIM_AFTER_MS),
+                },
                 max_deliveries: number("max_deliveries")?,
             }),
             Some(other) => {
@@ -334,6 +353,31 @@ mod tests {
             e.contains("option `maxlen` must be a positive whole number"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn handler_timeout_sets_claim_after_ms_in_streams_mode_only() {
+        let with = |url: &str, options: &[(&str, &str)]| {
+            let mut s = Settings {
+                msgplug: 1,
+                broker: url.into(),
+                ..Settings::default()
+            };
+            for (k, v) in options {
+                s.options.insert(k.to_string(), v.to_string());
+            }
+            Config::from_settings(&s, |_| None, || "r".into())
+        };
+        let streams = "redis://h?mode=streams";
+        let c = with(streams, &[("handler_timeout_ms", "4000")]).unwrap();
+        assert_eq!(c.streams.unwrap().claim_after_ms, 4000);
+        let e = with(
+            streams,
+            &[("handler_timeout_ms", "4000"), ("claim_after_ms", "1")],
+        );
+        assert!(e.unwrap_err().to_string().contains("pass one of them"));
+        let e = with("redis://h", &[("handler_timeout_ms", "4000")]).unwrap_err();
+        assert!(e.to_string().contains("pub/sub has no lease"), "{e}");
     }
 
     #[test]

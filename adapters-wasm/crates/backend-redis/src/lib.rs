@@ -20,6 +20,11 @@
 //!   whose handler failed (or whose instance died) stays pending and is claimed with
 //!   `XAUTOCLAIM` after `claim_after_ms` by any instance of the group; after
 //!   `max_deliveries` it goes to the dead-letter stream `<stream>:dead-letter`.
+//!   `claim_after_ms` (or `handler_timeout_ms`) is each entry's lease: the entries held
+//!   (handled or read ahead) are renewed with `XCLAIM` to this consumer on each send,
+//!   request or reply and before the next delivery, one whose time passed while it
+//!   waited is skipped, and a handler that outran it is logged at the ack
+//!   ([`common::Lease`]).
 //!
 //! Request-reply works the same in both modes: the reply address is a fresh list key
 //! `msgplug:reply:<instance>:<n>`; a reply is `RPUSH`ed there (as a JSON envelope, with a

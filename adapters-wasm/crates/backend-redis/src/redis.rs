@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
 };
 
 use crate::config::{Config, Streams};
@@ -52,10 +52,19 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 /// A stream entry to acknowledge: the stream and the entry id.
 type EntryRef = (String, String);
 
+/// A stream entry this consumer holds (pending for it in the group).
+struct Held {
+    /// The entry.
+    entry: EntryRef,
+    /// `claim_after_ms` from when it was read or last renewed: after that, another
+    /// instance of the group may claim it.
+    lease: Lease,
+}
+
 /// A received message waiting for `next`.
 enum Pending {
     /// A message, with its stream entry in Streams mode.
-    Message(MessageData, Option<EntryRef>),
+    Message(MessageData, Option<Held>),
     /// Input that could not be made into a message: why.
     Rejected(String),
 }
@@ -85,7 +94,7 @@ pub struct Redis {
     /// Messages received but not yet returned by `next`.
     pending: VecDeque<Pending>,
     /// Unsettled deliveries, with their stream entry in Streams mode.
-    deliveries: Deliveries<Option<EntryRef>>,
+    deliveries: Deliveries<Option<Held>>,
     /// True between a delivery and its settlement or `flush`: sends are batched.
     in_handler: bool,
     /// Messages sent since the server last confirmed everything.
@@ -449,8 +458,107 @@ impl Redis {
             .metadata
             .insert(DELIVERY_COUNT.into(), count.to_string());
         message.metadata.insert(ENTRY_ID.into(), id.to_string());
+        let lasts = self
+            .config
+            .streams
+            .as_ref()
+            .map_or(Duration::ZERO, |s| Duration::from_millis(s.claim_after_ms));
+        let held = Held {
+            entry: entry_ref,
+            lease: Lease::new(Instant::now(), lasts),
+        };
         self.pending
-            .push_back(Pending::Message(message, Some(entry_ref)));
+            .push_back(Pending::Message(message, Some(held)));
+    }
+
+    /// Renews every entry held (handed to the handler or waiting in `pending`) whose
+    /// renewal is due, with `XCLAIM` to this consumer (`JUSTID`: the idle time starts
+    /// again and the delivery count stays). WASI 0.2 gives the backend no timer, so this
+    /// runs when the handler calls the backend (send, request, reply) and before `next`
+    /// hands out an entry. An entry whose `claim_after_ms` passed already is left alone:
+    /// another instance may have claimed it, and claiming it back would have it handled
+    /// twice at once; the ack reports it. Without a connection nothing is renewed.
+    fn renew_leases(&mut self) {
+        let Ok((streams, group)) = self.config.consuming() else {
+            return;
+        };
+        let (consumer, group) = (streams.consumer.clone(), group.to_string());
+        let now = Instant::now();
+        let held = self
+            .deliveries
+            .unsettled_mut()
+            .filter_map(|(_, held)| held.as_mut())
+            .chain(self.pending.iter_mut().filter_map(|p| match p {
+                Pending::Message(_, held) => held.as_mut(),
+                Pending::Rejected(_) => None,
+            }))
+            .filter(|held| held.lease.renewal_due(now) && held.lease.overrun(now).is_none());
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut renewed = Vec::new();
+        for held in held {
+            let (stream, id) = &held.entry;
+            let claim = Cmd::new("XCLAIM")
+                .arg(stream)
+                .arg(&group)
+                .arg(&consumer)
+                .arg("0")
+                .arg(id)
+                .arg("JUSTID");
+            conn.queue(&claim, Expect::Ignored);
+            renewed.push(&mut held.lease);
+        }
+        if renewed.is_empty() {
+            return;
+        }
+        match conn.write_out() {
+            Ok(()) => {
+                for lease in renewed {
+                    let lasts = lease.lasts();
+                    lease.renewed(now, lasts);
+                }
+            }
+            Err(e) => {
+                drop(renewed);
+                log(
+                    Self::NAME,
+                    &format!("could not renew the entries held ({e}); another instance claims them after claim_after_ms"),
+                );
+                self.drop_conn();
+            }
+        }
+    }
+
+    /// Takes the next pending message for `next`: renews what is held first, and skips
+    /// an entry whose `claim_after_ms` passed while it waited behind earlier handlers
+    /// (another instance claims it; handling this copy would make a duplicate).
+    fn next_pending(&mut self) -> Option<Event> {
+        self.renew_leases();
+        while let Some(item) = self.pending.pop_front() {
+            return Some(match item {
+                Pending::Message(_, Some(held)) if held.lease.overrun(Instant::now()).is_some() => {
+                    log(
+                        Self::NAME,
+                        &format!(
+                            "skipped entry {} of `{}` whose claim_after_ms of {:.1} s passed while it waited behind earlier handlers: another instance claims it; set --option handler_timeout_ms higher",
+                            held.entry.1,
+                            held.entry.0,
+                            held.lease.lasts().as_secs_f64()
+                        ),
+                    );
+                    continue;
+                }
+                Pending::Message(message, held) => {
+                    let id = self.deliveries.deliver(held);
+                    self.in_handler = true;
+                    self.lost = 0;
+                    Event::Delivery(id, message)
+                }
+                Pending::Rejected(reason) => Event::Rejected(reason),
+            });
+        }
+        None
     }
 
     /// Queues the `XACK` of an entry; it goes out with the next command. A lost `XACK`
@@ -593,6 +701,7 @@ impl Backend for Redis {
     /// `PUBLISH` (pub/sub; how many received it does not matter) or `XADD` (Streams);
     /// returns once Redis answered (inside a handler, the next `flush` does).
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
+        self.renew_leases();
         let cmd = self.send_cmd(topic, message, None);
         let what = format!("{} to `{topic}`", cmd.name());
         self.queue_send(cmd, what)
@@ -606,6 +715,7 @@ impl Backend for Redis {
         message: &MessageData,
         options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
+        self.renew_leases();
         self.last_request += 1;
         let key = format!("{}{}", self.reply_prefix, self.last_request);
         let cmd = self.send_cmd(topic, message, Some(&key));
@@ -627,6 +737,7 @@ impl Backend for Redis {
                 "reply address `{reply_to}` is not a msgplug reply key (`{REPLY_PREFIX}...`)"
             )));
         }
+        self.renew_leases();
         let push = Cmd::new("RPUSH")
             .arg(reply_to)
             .arg(envelope::wrap(reply, None));
@@ -646,16 +757,8 @@ impl Backend for Redis {
     fn next(&mut self) -> Result<Event, Error> {
         let mut backoff = RECONNECT;
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Ok(match item {
-                    Pending::Message(message, entry) => {
-                        let id = self.deliveries.deliver(entry);
-                        self.in_handler = true;
-                        self.lost = 0;
-                        Event::Delivery(id, message)
-                    }
-                    Pending::Rejected(reason) => Event::Rejected(reason),
-                });
+            if let Some(event) = self.next_pending() {
+                return Ok(event);
             }
             let connected = self.conn.is_some();
             let step = match (connected, self.config.streams.is_some()) {
@@ -676,8 +779,18 @@ impl Backend for Redis {
 
     fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
         self.in_handler = false;
-        if let Some(entry) = self.deliveries.settle(id)? {
-            self.queue_ack(&entry);
+        if let Some(held) = self.deliveries.settle(id)? {
+            let (stream, _) = &held.entry;
+            let note = held.lease.overrun_note(
+                Instant::now(),
+                stream,
+                "claim_after_ms",
+                SET_HANDLER_TIMEOUT,
+            );
+            if let Some(note) = note {
+                log(Self::NAME, &note);
+            }
+            self.queue_ack(&held.entry);
         }
         Ok(())
     }

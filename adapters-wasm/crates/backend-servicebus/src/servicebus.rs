@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings,
 };
 
 use http_client::Failure;
@@ -46,20 +46,22 @@ struct Lock {
     source: String,
     /// Where to complete, unlock or renew it.
     uri: String,
-    /// When it was taken or last renewed.
-    renewed: Instant,
-    /// How long it lasts from then (the entity's LockDuration, as far as known).
-    lasts: Duration,
+    /// When it was taken or last renewed, and how long it lasts from then (the entity's
+    /// LockDuration, as far as known).
+    lease: Lease,
     /// Set once the service said the lock is gone: it is not renewed again.
     lost: bool,
 }
 
 impl Lock {
-    /// Whether the lock should be renewed now: half its time has passed.
+    /// Whether the lock should be renewed now (see [`Lease::renewal_due`]).
     fn renewal_due(&self) -> bool {
-        !self.lost && self.renewed.elapsed() >= self.lasts / 2
+        !self.lost && self.lease.renewal_due(Instant::now())
     }
 }
+
+/// What to do about a lock that runs out while the handler computes.
+const LONGER_LOCK: &str = "raise the entity's LockDuration (up to 5 minutes) above the handler's longest run, or have the handler send more often (each send renews the lock)";
 
 /// How long the lock of a message received now lasts: until its `LockedUntilUtc`, or
 /// [`DEFAULT_LOCK`] when the service gives no date (at least a second, at most 5 min).
@@ -187,7 +189,8 @@ impl ServiceBus {
             };
             if let Some((_, lock)) = self.locks.unsettled_mut().find(|(open, _)| *open == id) {
                 if renewed {
-                    lock.renewed = Instant::now();
+                    let lasts = lock.lease.lasts();
+                    lock.lease.renewed(Instant::now(), lasts);
                 }
                 lock.lost = lost;
             }
@@ -219,6 +222,14 @@ impl ServiceBus {
     /// delivers the message again); a lost lock on unlocking only gets a log line.
     fn settle(&mut self, id: DeliveryId, settle: Settle) -> Result<(), Error> {
         let lock = self.locks.settle(id)?;
+        if settle == Settle::Complete {
+            let note =
+                lock.lease
+                    .overrun_note(Instant::now(), &lock.source, "the lock", LONGER_LOCK);
+            if let Some(note) = note {
+                log(Self::NAME, &note);
+            }
+        }
         let what = match settle {
             Settle::Complete => format!("completing a message from `{}`", lock.source),
             Settle::Unlock => format!("unlocking a message from `{}`", lock.source),
@@ -363,8 +374,7 @@ impl Backend for ServiceBus {
                     let lock = Lock {
                         source: source.path,
                         uri: locked.lock_uri,
-                        renewed: Instant::now(),
-                        lasts: lock_duration(&locked.properties),
+                        lease: Lease::new(Instant::now(), lock_duration(&locked.properties)),
                         lost: false,
                     };
                     return Ok(Event::Delivery(self.locks.deliver(lock), locked.message));

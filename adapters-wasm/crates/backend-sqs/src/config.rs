@@ -1,7 +1,9 @@
 //! Where and as whom the backend talks to SQS: the broker URL and the standard AWS
 //! environment variables, read at run time.
 
-use common::{Error, Settings};
+use std::time::Duration;
+
+use common::{handler_timeout, Error, Settings};
 
 use crate::sigv4::{Credentials, Signer};
 
@@ -14,7 +16,13 @@ pub struct Config {
     pub endpoint: String,
     /// Signs requests for service `sqs` in the region.
     pub signer: Signer,
+    /// `handler_timeout_ms`: the visibility timeout asked for at receive time (else the
+    /// queue's own applies).
+    pub handler_timeout: Option<Duration>,
 }
+
+/// The longest visibility timeout SQS allows: 12 hours.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 impl Config {
     /// Reads the broker URL `sqs://REGION[/QUEUE-NAME]` from `settings` and the
@@ -84,6 +92,7 @@ impl Config {
             }
         };
         Ok(Self {
+            handler_timeout: handler_timeout(&settings.options, MAX_VISIBILITY)?,
             queue: (!queue.is_empty()).then(|| queue.to_string()),
             endpoint,
             signer: Signer {

@@ -21,8 +21,13 @@
 //!   `Err` its visibility is set to 0 (`ChangeMessageVisibility`) so it is received
 //!   again at once — at-least-once delivery. A message that always fails is retried
 //!   without pause: give the queue a redrive policy (`maxReceiveCount`) so SQS moves it
-//!   to a dead-letter queue. A buffered message whose handling starts after the queue's
-//!   visibility timeout may be delivered twice. While consuming, throttling and
+//!   to a dead-letter queue. `--option handler_timeout_ms=N` is the `VisibilityTimeout`
+//!   of each `ReceiveMessage` (else the queue's own, read once with `GetQueueAttributes`);
+//!   the messages held (handled or buffered) are renewed with `ChangeMessageVisibility`
+//!   on each `send` or `request` and before the next delivery, once a quarter of it has
+//!   passed; a buffered message whose visibility timeout passed is skipped (SQS delivers
+//!   it again), and a handler that outran it is logged when its message is deleted
+//!   ([`common::Lease`]). While consuming, throttling and
 //!   connection failures are retried with capped exponential backoff (1 s to 30 s;
 //!   `ack`/`nack` try 3 times). A `send` SQS throttles or fails (`ThrottlingException`,
 //!   `RequestThrottled`, `ServiceUnavailable`, 5xx, a lost connection) is tried again after

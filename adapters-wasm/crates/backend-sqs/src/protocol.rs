@@ -24,6 +24,7 @@
 //! setting `ContentBasedDeduplication`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -182,14 +183,48 @@ fn allowed_in_body(c: char) -> bool {
 
 /// The body of a long-polling `ReceiveMessage` of at most `max` messages (1 to
 /// [`MAX_MESSAGES`]) that waits up to `wait_seconds` (0 to [`MAX_WAIT_SECONDS`]),
-/// with every message attribute.
-pub fn receive_message(url: &str, max: u32, wait_seconds: u32) -> Vec<u8> {
-    to_bytes(json!({
+/// with every message attribute; `visibility` (whole seconds) replaces the queue's
+/// visibility timeout for the messages received.
+pub fn receive_message(url: &str, max: u32, wait_seconds: u32, visibility: Option<u32>) -> Vec<u8> {
+    let mut body = json!({
         "QueueUrl": url,
         "MaxNumberOfMessages": max.clamp(1, MAX_MESSAGES),
         "WaitTimeSeconds": wait_seconds.min(MAX_WAIT_SECONDS),
         "MessageAttributeNames": ["All"],
-    }))
+    });
+    if let Some(seconds) = visibility {
+        body["VisibilityTimeout"] = json!(seconds);
+    }
+    to_bytes(body)
+}
+
+/// A visibility timeout of `lease` in the whole seconds SQS takes, rounded up (a lease
+/// is never shortened).
+pub fn visibility_seconds(lease: Duration) -> u32 {
+    let seconds = lease.as_secs() + u64::from(lease.subsec_nanos() > 0);
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+/// The body of `GetQueueAttributes` asking for the queue's `VisibilityTimeout`.
+pub fn get_visibility_timeout(url: &str) -> Vec<u8> {
+    to_bytes(json!({ "QueueUrl": url, "AttributeNames": ["VisibilityTimeout"] }))
+}
+
+/// Reads the `VisibilityTimeout` (seconds) of a `GetQueueAttributes` response.
+pub fn visibility_timeout(body: &[u8]) -> Result<Duration, Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        attributes: BTreeMap<String, String>,
+    }
+    let output: Output =
+        serde_json::from_slice(body).map_err(|e| malformed("GetQueueAttributes", e))?;
+    output
+        .attributes
+        .get("VisibilityTimeout")
+        .and_then(|seconds| seconds.parse().ok())
+        .map(Duration::from_secs)
+        .ok_or_else(|| Error::other("SQS answered GetQueueAttributes without a VisibilityTimeout"))
 }
 
 /// The body of `DeleteMessage`.
@@ -200,10 +235,15 @@ pub fn delete_message(url: &str, receipt_handle: &str) -> Vec<u8> {
 /// The body of `ChangeMessageVisibility` to 0 seconds: the message may be received
 /// again right away.
 pub fn release_message(url: &str, receipt_handle: &str) -> Vec<u8> {
+    change_visibility(url, receipt_handle, 0)
+}
+
+/// The body of `ChangeMessageVisibility` to `seconds` from now: renews a lease.
+pub fn change_visibility(url: &str, receipt_handle: &str, seconds: u32) -> Vec<u8> {
     to_bytes(json!({
         "QueueUrl": url,
         "ReceiptHandle": receipt_handle,
-        "VisibilityTimeout": 0,
+        "VisibilityTimeout": seconds,
     }))
 }
 
@@ -427,13 +467,38 @@ mod tests {
             json!({"QueueUrl": URL, "ReceiptHandle": "rh", "VisibilityTimeout": 0})
         );
         assert_eq!(
-            json(&receive_message(URL, 10, 20)),
+            json(&receive_message(URL, 10, 20, None)),
             json!({"QueueUrl": URL, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 20, "MessageAttributeNames": ["All"]})
         );
-        let clamped = json(&receive_message(URL, 50, 99));
+        let clamped = json(&receive_message(URL, 50, 99, None));
         assert_eq!(clamped["MaxNumberOfMessages"], 10);
         assert_eq!(clamped["WaitTimeSeconds"], 20);
-        assert_eq!(json(&receive_message(URL, 0, 0))["MaxNumberOfMessages"], 1);
+        assert_eq!(
+            json(&receive_message(URL, 0, 0, None))["MaxNumberOfMessages"],
+            1
+        );
+        assert_eq!(
+            json(&receive_message(URL, 1, 0, Some(7)))["VisibilityTimeout"],
+            7
+        );
+        assert_eq!(
+            json(&change_visibility(URL, "rh", 30)),
+            json!({"QueueUrl": URL, "ReceiptHandle": "rh", "VisibilityTimeout": 30})
+        );
+        assert_eq!(
+            json(&get_visibility_timeout(URL)),
+            json!({"QueueUrl": URL, "AttributeNames": ["VisibilityTimeout"]})
+        );
+    }
+
+    #[test]
+    fn leases_in_whole_seconds() {
+        assert_eq!(visibility_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(visibility_seconds(Duration::from_millis(2000)), 2);
+        assert_eq!(visibility_seconds(Duration::from_millis(2001)), 3);
+        let answer = br#"{"Attributes": {"VisibilityTimeout": "30"}}"#;
+        assert_eq!(visibility_timeout(answer), Ok(Duration::from_secs(30)));
+        assert!(visibility_timeout(br#"{"Attributes": {}}"#).is_err());
     }
 
     #[test]

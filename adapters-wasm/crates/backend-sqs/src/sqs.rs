@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
 };
 use http_client::{Failure, Method, Request};
 
@@ -32,6 +32,14 @@ const SEND_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration:
 /// the error.
 const SEND_WITHIN: Duration = Duration::from_secs(30);
 
+/// A received message the consumer holds (buffered or handed to the handler).
+struct Held {
+    /// What `DeleteMessage` and `ChangeMessageVisibility` take.
+    receipt: String,
+    /// Its visibility timeout, when known (`None`: the queue's could not be read).
+    lease: Option<Lease>,
+}
+
 /// The state of the SQS backend.
 pub struct Sqs {
     /// Endpoint, credentials and the consumed queue's name.
@@ -39,9 +47,13 @@ pub struct Sqs {
     /// Queue URLs by name, as `GetQueueUrl` returned them.
     urls: HashMap<String, String>,
     /// Received messages not yet handed to the driver.
-    buffer: VecDeque<Received>,
-    /// The receipt handle of each delivery not yet settled.
-    receipts: Deliveries<String>,
+    buffer: VecDeque<(Held, Result<MessageData, String>)>,
+    /// Each delivery not yet settled.
+    receipts: Deliveries<Held>,
+    /// How long a received message stays invisible to other consumers: `handler_timeout_ms`,
+    /// else the queue's `VisibilityTimeout` (read once; `None` when that failed). Unset
+    /// until the first receive.
+    lease: Option<Option<Duration>>,
 }
 
 impl Sqs {
@@ -137,13 +149,21 @@ impl Sqs {
         Ok(url)
     }
 
-    /// Long-polls the queue at `url` for at most `max` messages.
-    fn receive(&self, url: &str, max: u32, wait_seconds: u32) -> Result<Vec<Received>, Error> {
+    /// Long-polls the queue at `url` for at most `max` messages, with the visibility
+    /// timeout `visibility` instead of the queue's, if given.
+    fn receive(
+        &self,
+        url: &str,
+        max: u32,
+        wait_seconds: u32,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Received>, Error> {
         let name = protocol::queue_name(url);
+        let visibility = visibility.map(protocol::visibility_seconds);
         let body = self.call(
             "ReceiveMessage",
             name,
-            protocol::receive_message(url, max, wait_seconds),
+            protocol::receive_message(url, max, wait_seconds, visibility),
             Duration::from_secs(wait_seconds.into()) + POLL_GRACE,
         )?;
         protocol::received(&body, name)
@@ -179,8 +199,21 @@ impl Sqs {
         action: &str,
         body: fn(&str, &str) -> Vec<u8>,
     ) -> Result<(), Error> {
-        let receipt = self.receipts.settle(id)?;
+        let Held { receipt, lease } = self.receipts.settle(id)?;
         let queue = self.consumed_queue()?.to_string();
+        if action == "DeleteMessage" {
+            let note = lease.and_then(|l| {
+                l.overrun_note(
+                    Instant::now(),
+                    &queue,
+                    "the visibility timeout",
+                    SET_HANDLER_TIMEOUT,
+                )
+            });
+            if let Some(note) = note {
+                log(Self::NAME, &note);
+            }
+        }
         let url = self.queue_url(&queue)?;
         self.retrying(
             &format!("{action} on `{queue}`"),
@@ -190,6 +223,123 @@ impl Sqs {
                     .map(drop)
             },
         )
+    }
+
+    /// The lease of a message received now: `handler_timeout_ms`, else the queue's
+    /// `VisibilityTimeout`, read once with `GetQueueAttributes` (when that fails, leases
+    /// are neither renewed nor checked, and a log line says so).
+    fn lease_length(&mut self, url: &str) -> Option<Duration> {
+        if let Some(known) = self.lease {
+            return known;
+        }
+        let known = match self.config.handler_timeout {
+            Some(timeout) => Some(timeout),
+            None => {
+                let name = protocol::queue_name(url).to_string();
+                let answer = self
+                    .call(
+                        "GetQueueAttributes",
+                        &name,
+                        protocol::get_visibility_timeout(url),
+                        CALL_TIMEOUT,
+                    )
+                    .and_then(|body| protocol::visibility_timeout(&body));
+                match answer {
+                    Ok(lease) => Some(lease),
+                    Err(e) => {
+                        log(
+                            Self::NAME,
+                            &format!("cannot read the visibility timeout of `{name}` ({e}): a long handler's message is not kept invisible by ChangeMessageVisibility; set --option handler_timeout_ms"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        self.lease = Some(known);
+        known
+    }
+
+    /// Renews the lease of every message held (handed to the handler or buffered) whose
+    /// renewal is due, with `ChangeMessageVisibility`. WASI 0.2 gives the backend no
+    /// timer, so this runs when the handler calls the backend (send, request) and before
+    /// `next` hands out a buffered message. A lease that ran out already is left alone:
+    /// SQS may have delivered the message again, and the ack reports it. A failed renewal
+    /// is logged; it is tried again on the next call.
+    fn renew_leases(&mut self) {
+        let now = Instant::now();
+        let due = |held: &Held| {
+            held.lease
+                .is_some_and(|l| l.renewal_due(now) && l.overrun(now).is_none())
+        };
+        let receipts: Vec<(String, Duration)> = self
+            .receipts
+            .unsettled_mut()
+            .map(|(_, held)| &*held)
+            .chain(self.buffer.iter().map(|(held, _)| held))
+            .filter(|held| due(held))
+            .filter_map(|held| Some((held.receipt.clone(), held.lease?.lasts())))
+            .collect();
+        if receipts.is_empty() {
+            return;
+        }
+        let Some(url) = self
+            .config
+            .queue
+            .as_ref()
+            .and_then(|queue| self.urls.get(queue))
+            .cloned()
+        else {
+            return;
+        };
+        let name = protocol::queue_name(&url).to_string();
+        for (receipt, lasts) in receipts {
+            let seconds = protocol::visibility_seconds(lasts);
+            let body = protocol::change_visibility(&url, &receipt, seconds);
+            match self.call("ChangeMessageVisibility", &name, body, CALL_TIMEOUT) {
+                Ok(_) => {
+                    let held = self
+                        .receipts
+                        .unsettled_mut()
+                        .map(|(_, held)| held)
+                        .chain(self.buffer.iter_mut().map(|(held, _)| held))
+                        .find(|held| held.receipt == receipt);
+                    if let Some(lease) = held.and_then(|held| held.lease.as_mut()) {
+                        lease.renewed(now, lasts);
+                    }
+                }
+                Err(e) => log(
+                    Self::NAME,
+                    &format!("renewing the visibility timeout of a message from `{name}` failed: {e}; trying again on the next call"),
+                ),
+            }
+        }
+    }
+
+    /// Takes the next buffered message for `next`: renews what is held first, and skips
+    /// a message whose visibility timeout passed while it waited behind earlier handlers
+    /// (SQS delivers it again; handling this copy would make a duplicate).
+    fn next_buffered(&mut self) -> Option<Event> {
+        self.renew_leases();
+        let now = Instant::now();
+        while let Some((held, message)) = self.buffer.pop_front() {
+            if let Some(lease) = held.lease.filter(|l| l.overrun(now).is_some()) {
+                log(
+                    Self::NAME,
+                    &format!(
+                        "skipped a message from `{}` whose visibility timeout of {:.1} s passed while it waited behind earlier handlers: SQS delivers it again; set --option handler_timeout_ms higher",
+                        self.config.queue.as_deref().unwrap_or_default(),
+                        lease.lasts().as_secs_f64()
+                    ),
+                );
+                continue;
+            }
+            return Some(match message {
+                Ok(message) => Event::Delivery(self.receipts.deliver(held), message),
+                Err(reason) => Event::Rejected(reason),
+            });
+        }
+        None
     }
 
     /// The name of the queue the consumer reads, from the broker URL.
@@ -238,7 +388,7 @@ impl Sqs {
                     u32::try_from(seconds).unwrap_or(MAX_WAIT_SECONDS)
                 }
             };
-            for received in self.receive(reply_url, missing, wait)? {
+            for received in self.receive(reply_url, missing, wait, None)? {
                 match received.message {
                     Ok(reply) => replies.push(reply),
                     Err(reason) => log(Self::NAME, &format!("skipped a reply: {reason}")),
@@ -276,12 +426,14 @@ impl Backend for Sqs {
             urls: HashMap::new(),
             buffer: VecDeque::new(),
             receipts: Deliveries::new(),
+            lease: None,
         })
     }
 
     /// Sends with `SendMessage`; while SQS throttles or fails, tries again after its
     /// `Retry-After` or a capped backoff, for up to [`SEND_WITHIN`].
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
+        self.renew_leases();
         let url = self.queue_url(topic)?;
         let name = protocol::queue_name(&url).to_string();
         let sent = http_client::retry_within(
@@ -310,6 +462,7 @@ impl Backend for Sqs {
         message: &MessageData,
         options: RequestOptions,
     ) -> Result<Vec<MessageData>, Error> {
+        self.renew_leases();
         let reply_queue = format!("msgplug-reply-{}", common::random_id());
         let body = self.call(
             "CreateQueue",
@@ -335,20 +488,29 @@ impl Backend for Sqs {
 
     fn next(&mut self) -> Result<Event, Error> {
         loop {
-            if let Some(received) = self.buffer.pop_front() {
-                return Ok(match received.message {
-                    Ok(message) => {
-                        Event::Delivery(self.receipts.deliver(received.receipt_handle), message)
-                    }
-                    Err(reason) => Event::Rejected(reason),
-                });
+            if let Some(event) = self.next_buffered() {
+                return Ok(event);
             }
             let queue = self.consumed_queue()?.to_string();
-            let batch = self.retrying(&format!("receiving from `{queue}`"), BACKOFF, |sqs| {
-                let url = sqs.queue_url(&queue)?;
-                sqs.receive(&url, MAX_MESSAGES, MAX_WAIT_SECONDS)
-            })?;
-            self.buffer.extend(batch);
+            let (batch, lasts) =
+                self.retrying(&format!("receiving from `{queue}`"), BACKOFF, |sqs| {
+                    let url = sqs.queue_url(&queue)?;
+                    let lasts = sqs.lease_length(&url);
+                    let visibility = sqs.config.handler_timeout;
+                    Ok((
+                        sqs.receive(&url, MAX_MESSAGES, MAX_WAIT_SECONDS, visibility)?,
+                        lasts,
+                    ))
+                })?;
+            // The visibility timeout runs from when SQS answered.
+            let now = Instant::now();
+            self.buffer.extend(batch.into_iter().map(|received| {
+                let held = Held {
+                    receipt: received.receipt_handle,
+                    lease: lasts.map(|lasts| Lease::new(now, lasts)),
+                };
+                (held, received.message)
+            }));
         }
     }
 

@@ -23,6 +23,7 @@ mod backend;
 mod backoff;
 mod deliveries;
 pub mod io_error;
+mod lease;
 mod message;
 mod settings;
 mod subject;
@@ -41,6 +42,7 @@ pub use backoff::{reconnect_message, Backoff};
 #[cfg(not(test))]
 pub use bindings::export;
 pub use deliveries::Deliveries;
+pub use lease::{handler_timeout, Lease, HANDLER_TIMEOUT_OPTION, SET_HANDLER_TIMEOUT};
 pub use message::{MessageData, Metadata};
 pub use messaging_error::Error;
 pub use settings::{Settings, SETTINGS_FORMAT};

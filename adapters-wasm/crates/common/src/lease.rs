@@ -1,0 +1,172 @@
+//! The broker's hold on one delivery (JetStream's ack wait, SQS's visibility timeout, a
+//! Service Bus lock): when it was last taken or renewed, how long it lasts, and what to say
+//! when a handler outlived it.
+//!
+//! WASI 0.2 gives a backend no thread or timer of its own, so a lease can only be renewed
+//! when the handler calls into the backend (a send, a request) or before the backend hands
+//! out a delivery it received earlier. A handler that computes for longer than the lease
+//! without calling out loses it, and the broker delivers the message again, perhaps to
+//! another instance; [`Lease::overrun`] detects that at settle time so a log line can
+//! explain the duplicate.
+
+use std::time::{Duration, Instant};
+
+/// The option that sets the lease at receive time where the broker allows it.
+pub const HANDLER_TIMEOUT_OPTION: &str = "handler_timeout_ms";
+
+/// What to do about a lease that runs out, where [`HANDLER_TIMEOUT_OPTION`] sets it.
+pub const SET_HANDLER_TIMEOUT: &str = "set --option handler_timeout_ms above the handler's longest run, or have the handler send or request more often (each call renews the lease)";
+
+/// One delivery's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// When it was taken or last renewed.
+    renewed: Instant,
+    /// How long it lasts from then.
+    lasts: Duration,
+}
+
+impl Lease {
+    /// A lease taken at `now` that lasts `lasts`.
+    pub fn new(now: Instant, lasts: Duration) -> Self {
+        Self {
+            renewed: now,
+            lasts,
+        }
+    }
+
+    /// How long the lease lasts from each renewal.
+    pub fn lasts(&self) -> Duration {
+        self.lasts
+    }
+
+    /// Whether renewing at `now` is worth a call to the broker: a quarter of the lease
+    /// has passed. Renewing more often would cost a call per send; less often would leave
+    /// a handler that calls out at long intervals without its lease.
+    pub fn renewal_due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.renewed) >= self.lasts / 4
+    }
+
+    /// Records a renewal at `now`, for `lasts` (a broker may renew for another duration).
+    pub fn renewed(&mut self, now: Instant, lasts: Duration) {
+        self.renewed = now;
+        self.lasts = lasts;
+    }
+
+    /// How long has passed at `now` since the last renewal, if that is longer than the
+    /// lease: the broker may have delivered the message again meanwhile.
+    pub fn overrun(&self, now: Instant) -> Option<Duration> {
+        let held = now.saturating_duration_since(self.renewed);
+        (held > self.lasts).then_some(held)
+    }
+
+    /// The log line for a delivery from `source` whose lease had run out by `now` when its
+    /// handler finished (`None` while it holds): names the broker's deadline (`deadline`:
+    /// `the ack wait`, `the visibility timeout`, `the lock`) and what to do about it
+    /// (`remedy`, such as [`SET_HANDLER_TIMEOUT`]).
+    pub fn overrun_note(
+        &self,
+        now: Instant,
+        source: &str,
+        deadline: &str,
+        remedy: &str,
+    ) -> Option<String> {
+        let held = self.overrun(now)?;
+        Some(format!(
+            "the handler of a message from `{source}` ran {:.1} s since its lease was last renewed, longer than {deadline} of {:.1} s: the broker may have delivered it again meanwhile (to this or another instance), so it may be handled twice; {remedy}",
+            held.as_secs_f64(),
+            self.lasts.as_secs_f64(),
+        ))
+    }
+}
+
+/// Reads option [`HANDLER_TIMEOUT_OPTION`] from a backend's options: `None` when it is
+/// not given, the duration when it is a positive whole number of milliseconds no larger
+/// than `max`, else an error saying what is allowed.
+pub fn handler_timeout(
+    options: &std::collections::BTreeMap<String, String>,
+    max: Duration,
+) -> Result<Option<Duration>, crate::Error> {
+    let Some(text) = options
+        .get(HANDLER_TIMEOUT_OPTION)
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    text.parse::<u64>()
+        .ok()
+        .filter(|&ms| ms > 0 && u128::from(ms) <= max.as_millis())
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            crate::Error::other(format!(
+                "option `{HANDLER_TIMEOUT_OPTION}` must be a whole number of milliseconds from 1 to {}, not `{text}`",
+                max.as_millis()
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn renewal_is_due_after_a_quarter_of_the_lease() {
+        let start = Instant::now();
+        let lease = Lease::new(start, 4 * SECOND);
+        assert!(!lease.renewal_due(start));
+        assert!(!lease.renewal_due(start + SECOND / 2));
+        assert!(lease.renewal_due(start + SECOND));
+    }
+
+    #[test]
+    fn a_renewal_restarts_the_lease() {
+        let start = Instant::now();
+        let mut lease = Lease::new(start, 2 * SECOND);
+        assert_eq!(
+            lease.overrun(start + 2 * SECOND),
+            None,
+            "held exactly as long"
+        );
+        assert_eq!(lease.overrun(start + 3 * SECOND), Some(3 * SECOND));
+        lease.renewed(start + 2 * SECOND, 2 * SECOND);
+        assert_eq!(lease.overrun(start + 3 * SECOND), None);
+        assert!(!lease.renewal_due(start + 2 * SECOND));
+    }
+
+    #[test]
+    fn the_overrun_note_names_the_source_the_deadline_and_the_option() {
+        let start = Instant::now();
+        let lease = Lease::new(start, 2 * SECOND);
+        let note = |at| lease.overrun_note(at, "jobs", "the ack wait", SET_HANDLER_TIMEOUT);
+        assert_eq!(note(start + SECOND), None);
+        let note = note(start + 4 * SECOND).unwrap();
+        assert!(
+            note.starts_with(
+                "the handler of a message from `jobs` ran 4.0 s since its lease was last renewed, longer than the ack wait of 2.0 s"
+            ),
+            "{note}"
+        );
+        assert!(note.contains("--option handler_timeout_ms"), "{note}");
+    }
+
+    #[test]
+    fn handler_timeout_is_a_bounded_positive_number_of_milliseconds() {
+        let max = Duration::from_secs(60);
+        let of = |value: &str| {
+            let options = [(HANDLER_TIMEOUT_OPTION.to_string(), value.to_string())].into();
+            handler_timeout(&options, max)
+        };
+        assert_eq!(handler_timeout(&Default::default(), max), Ok(None));
+        assert_eq!(of(""), Ok(None));
+        assert_eq!(of("1500"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(of("60000"), Ok(Some(max)));
+        for bad in ["0", "-1", "1.5", "60001", "soon"] {
+            assert_eq!(
+                of(bad).unwrap_err().to_string(),
+                format!("option `handler_timeout_ms` must be a whole number of milliseconds from 1 to 60000, not `{bad}`")
+            );
+        }
+    }
+}
