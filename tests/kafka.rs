@@ -530,7 +530,9 @@ async fn a_broker_restart_midstream_loses_nothing_accepted() {
     broker.restart().await;
     let kafka = client(&address).await;
     produce(&kafka, topic, 2, batch(200)).await;
-    let read = read_until(&kafka, out, 3, Duration::from_secs(90), |r| {
+    // Generous: each record is an S3 object of tansu's, and under load (a busy 2-core
+    // machine) 181 of 300 had come through after 90 s in one run; alone it passed in 22 s.
+    let read = read_until(&kafka, out, 3, Duration::from_secs(180), |r| {
         distinct_and_duplicates(r).0 >= 300
     })
     .await;
@@ -540,7 +542,10 @@ async fn a_broker_restart_midstream_loses_nothing_accepted() {
         "restart: {distinct} distinct of 300 ({} before the restart), {duplicates} duplicates",
         early.len()
     );
-    assert_eq!(distinct, 300, "records were lost; app stderr:\n{stderr}");
+    assert_eq!(
+        distinct, 300,
+        "records were lost (or not relayed within 180 s); app stderr:\n{stderr}"
+    );
     assert!(
         stderr.contains("retrying in"),
         "the app saw the broker go: {stderr}"
