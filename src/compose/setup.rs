@@ -63,6 +63,7 @@ impl Setup {
             });
         }
         checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
+        checks::check_tls_ca(&options.options)?;
         let option = |key: &str| options.options.contains_key(key);
         if backend.family() == "nats" && option("durable") && !option("jetstream") {
             return Err(CheckError::DurableNeedsJetStream.into());

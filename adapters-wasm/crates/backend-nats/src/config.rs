@@ -149,7 +149,9 @@ fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
     let broker = settings.broker.as_str();
     let scheme = settings.broker_scheme();
     let rest = match scheme {
-        "nats" | "tls" => broker.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")),
+        "nats" | "tls" => broker
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://")),
         _ => return Err(settings.wrong_backend("nats")),
     };
     let invalid = |why: &str| {

@@ -141,13 +141,14 @@ impl Conn {
         conn.info = serde_json::from_str(&info)
             .map_err(|e| Error::connection(format!("{}: unreadable INFO: {e}", config.url)))?;
         if let Some(tls) = conn.tls_after_info(config)? {
-            conn.stream = conn
-                .stream
-                .start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
+            conn.stream = conn.stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
             // The handshake set its own read timeout on the socket.
             conn.read_timeout = None;
         }
-        protocol::encode_connect(&mut conn.out, &connect_json(&config.auth, config.tls.is_some()));
+        protocol::encode_connect(
+            &mut conn.out,
+            &connect_json(&config.auth, config.tls.is_some()),
+        );
         let target = conn.ping()?;
         conn.await_pong(target, deadline).map_err(|e| match e {
             Error::Timeout => Error::connection(format!(

@@ -218,7 +218,11 @@ mod tests {
     #[test]
     fn the_server_name_is_the_urls_host() {
         let none = |_: &str| None;
-        let name = |address| TlsSettings::new(address, &settings(&[]), none).unwrap().server_name;
+        let name = |address| {
+            TlsSettings::new(address, &settings(&[]), none)
+                .unwrap()
+                .server_name
+        };
         assert_eq!(name("nats.example:4222"), "nats.example");
         assert_eq!(name("127.0.0.1:4222"), "127.0.0.1");
         assert_eq!(name("[::1]:4222"), "::1");

@@ -84,12 +84,11 @@ fn client_config(settings: &TlsSettings) -> Result<ClientConfig, Error> {
             }
         }
     }
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?
-    .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::other(format!("TLS setup failed: {e}")))?
+            .with_root_certificates(roots);
     match &settings.client_identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
@@ -216,13 +215,17 @@ mod tests {
         let refused = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
         assert!(describe(&refused, None).contains("MSGPLUG_TLS_CERT"));
         let eof = io::Error::from(ErrorKind::UnexpectedEof);
-        assert!(describe_io(&eof, &settings(false)).contains("closed the connection during the TLS handshake"));
+        assert!(describe_io(&eof, &settings(false))
+            .contains("closed the connection during the TLS handshake"));
     }
 
     #[test]
     fn bad_pem_is_refused_with_its_source() {
         let e = certificates("not pem", "option `tls_ca` (--tls-ca)").unwrap_err();
-        assert!(e.to_string().starts_with("option `tls_ca` (--tls-ca): "), "{e}");
+        assert!(
+            e.to_string().starts_with("option `tls_ca` (--tls-ca): "),
+            "{e}"
+        );
         let mut broken = settings(false);
         broken.client_identity = Some(("x".to_string(), "y".to_string()));
         let e = client_config(&broken).unwrap_err();
