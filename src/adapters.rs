@@ -910,17 +910,17 @@ impl Adapter {
     }
 }
 
-/// Broker URL schemes that will not get a backend, with the reason and what to do instead.
+/// Broker URL schemes that have no backend (yet), with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
     (
         "mqtts",
-        "MQTT over TLS needs TLS inside the component, and wasi:sockets has none; use an \
-         `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
+        "the MQTT backend does not speak TLS yet (of the TCP backends only NATS does, as \
+         `tls://`); use an `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
     ),
     (
         "rediss",
-        "Redis over TLS needs TLS inside the component, and wasi:sockets has none; use a \
-         `redis://` URL (for example to a TLS-terminating proxy on the same host)",
+        "the Redis backend does not speak TLS yet (of the TCP backends only NATS does, as \
+         `tls://`); use a `redis://` URL (for example to a TLS-terminating proxy on the same host)",
     ),
 ];
 
@@ -1125,7 +1125,7 @@ mod tests {
         let nats = backend_for_scheme("nats").unwrap();
         assert_eq!((nats.family(), nats.tls()), ("nats", false));
         let err = backend_for_scheme("mqtts").unwrap_err().to_string();
-        assert!(err.contains("wasi:sockets has none"), "{err}");
+        assert!(err.contains("does not speak TLS yet"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();
         assert!(err.contains("unknown broker scheme `gopher`"), "{err}");
         assert!(by_name("nope")

@@ -671,7 +671,7 @@ mod tests {
         assert_eq!(
             err("nats://"),
             "invalid `nats` broker URL `nats://`: no host; expected \
-             `nats://[USER[:PASSWORD]@]HOST[:PORT]`"
+             `nats://[USER[:PASSWORD]@]HOST[:PORT]` (or `tls://...`)"
         );
         assert!(err("nats://u:secret@h:0").contains("`nats://u:****@h:0`: bad port `0`"));
     }
