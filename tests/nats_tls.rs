@@ -165,25 +165,26 @@ async fn an_untrusted_certificate_is_refused_naming_the_trust_it_lacks() {
     assert!(stderr.contains("--tls-ca FILE"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_certificate_for_another_host_is_a_host_name_mismatch() {
+/// The stderr of the publisher, composed with `--tls-ca` (the test CA), failing against a
+/// server that serves the certificate `served` picks.
+async fn failure_with_served_certificate(served: impl Fn(&Pki) -> &Pem) -> String {
     let pki = Pki::new();
-    let server = tls_server(&pki, &pki.other_host, false).await;
+    let server = tls_server(&pki, served(&pki), false).await;
     let tmp = tempfile::tempdir().unwrap();
     let ca = pki.ca.to_str().unwrap();
     let component = publisher(tmp.path(), &tls_url(&server), &["--tls-ca", ca]);
-    let stderr = failure(&component, &[]).await;
+    failure(&component, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_for_another_host_is_a_host_name_mismatch() {
+    let stderr = failure_with_served_certificate(|pki| &pki.other_host).await;
     assert_one_connection_error(&stderr, "not valid for the host name `127.0.0.1`");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_certificate_is_named_expired() {
-    let pki = Pki::new();
-    let server = tls_server(&pki, &pki.expired, false).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = pki.ca.to_str().unwrap();
-    let component = publisher(tmp.path(), &tls_url(&server), &["--tls-ca", ca]);
-    let stderr = failure(&component, &[]).await;
+    let stderr = failure_with_served_certificate(|pki| &pki.expired).await;
     assert_one_connection_error(&stderr, "the server's certificate has expired");
 }
 
