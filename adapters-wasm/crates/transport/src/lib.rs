@@ -121,16 +121,6 @@ impl Transport {
         self.socket().set_read_timeout(timeout)
     }
 
-    /// Sets how long a blocked write may wait.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket().set_write_timeout(timeout)
-    }
-
-    /// Whether the stream is TLS.
-    pub fn is_tls(&self) -> bool {
-        !matches!(self.inner, Inner::Plain(_))
-    }
-
     /// Turns a plain stream into TLS: a full handshake with the server, which must present
     /// a valid certificate for `tls.server_name` from a trusted authority, within `timeout`.
     /// `url` names the broker in errors. Every failure is one line naming the cause: a
