@@ -11,7 +11,11 @@
 # checkout and of the cargo registry are remapped, so any checkout directory on
 # any machine gives the same bytes.
 #
-# Usage: adapters-wasm/build.sh [CRATE...]   (from anywhere; default: every adapter)
+# An adapter named `CRATE-tls` is CRATE built with its cargo feature `tls` (TLS inside the
+# component, see crates/transport); it needs clang for ring's C and assembly, which
+# .ci/setup installs.
+#
+# Usage: adapters-wasm/build.sh [ADAPTER...]   (from anywhere; default: every adapter)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -20,8 +24,9 @@ crates="$here/crates"
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 cargo_home="$(cd "$cargo_home" && pwd -P)"
 
-# Every adapter crate, by crate name; each becomes adapters-wasm/<name>.wasm.
-adapters=(backend-local backend-nats backend-mqtt backend-amqp backend-redis backend-kafka backend-http backend-sqs backend-servicebus driver-run driver-http)
+# Every adapter, by crate name (`-tls`: the crate with feature `tls`); each becomes
+# adapters-wasm/<name>.wasm.
+adapters=(backend-local backend-nats backend-nats-tls backend-mqtt backend-amqp backend-redis backend-kafka backend-http backend-sqs backend-servicebus driver-run driver-http)
 if (($#)); then
     adapters=("$@")
 fi
@@ -31,15 +36,44 @@ export RUSTFLAGS="--remap-path-prefix=$root=/msgplug --remap-path-prefix=$cargo_
 unset CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 
 cd "$crates"
-packages=()
-for name in "${adapters[@]}"; do
-    packages+=(-p "$name")
-done
-cargo +1.95.0 build --locked --release --target wasm32-wasip2 "${packages[@]}"
 
+# build [--features F] CRATE...: builds the crates (one cargo run: features unify).
+build() {
+    local args=()
+    if [[ "$1" == --features ]]; then
+        args+=(--features "$2")
+        shift 2
+    fi
+    for crate in "$@"; do
+        args+=(-p "$crate")
+    done
+    cargo +1.95.0 build --locked --release --target wasm32-wasip2 "${args[@]}"
+}
+
+# keep CRATE NAME: copies the last build of CRATE to adapters-wasm/NAME.wasm.
+keep() {
+    local built="$CARGO_TARGET_DIR/wasm32-wasip2/release/${1//-/_}.wasm"
+    [[ -f "$built" ]] || built="$CARGO_TARGET_DIR/wasm32-wasip2/release/$1.wasm"
+    cp "$built" "$here/$2.wasm"
+    echo "adapters-wasm/$2.wasm: $(wc -c <"$here/$2.wasm") bytes" >&2
+}
+
+plain=()
+tls=()
 for name in "${adapters[@]}"; do
-    built="$CARGO_TARGET_DIR/wasm32-wasip2/release/${name//-/_}.wasm"
-    [[ -f "$built" ]] || built="$CARGO_TARGET_DIR/wasm32-wasip2/release/$name.wasm"
-    cp "$built" "$here/$name.wasm"
-    echo "adapters-wasm/$name.wasm: $(wc -c <"$here/$name.wasm") bytes" >&2
+    case "$name" in
+    *-tls) tls+=("${name%-tls}") ;;
+    *) plain+=("$name") ;;
+    esac
+done
+if ((${#plain[@]})); then
+    build "${plain[@]}"
+    for name in "${plain[@]}"; do
+        keep "$name" "$name"
+    done
+fi
+# One cargo run per TLS build: its output has the plaintext build's file name.
+for crate in "${tls[@]}"; do
+    build --features "$crate/tls" "$crate"
+    keep "$crate" "$crate-tls"
 done

@@ -21,7 +21,11 @@
 //!   warm-up).
 //!
 //! The bench starts its own `nats-server` (no JetStream) on a free port, so other traffic
-//! on 127.0.0.1:4222 does not skew it. Counts are bounded (`BENCH_MESSAGES`, default
+//! on 127.0.0.1:4222 does not skew it. With `BENCH_TLS=1` the server serves TLS only (a test
+//! CA made by `support::tls`), the apps are composed with `tls://` and `--tls-ca` (the
+//! `backend-nats-tls` adapter) and the native client speaks TLS too, so the table compares
+//! TLS with TLS; the line above the table then gives the composed TLS connect time (the
+//! `publisher` sending one message, minus the same over plaintext). Counts are bounded (`BENCH_MESSAGES`, default
 //! 20000; `BENCH_REQUESTS`, default 2000) and so is every phase (`PHASE_LIMIT`).
 
 #[path = "../tests/support/mod.rs"]
@@ -76,41 +80,92 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("bench: {what} took longer than {PHASE_LIMIT:?}"))
 }
 
-/// Connects a native client.
-async fn connect(url: &str) -> Client {
-    within("connect", async_nats::connect(url))
+/// The bench's server: its URLs and, with `BENCH_TLS=1`, the certificates it serves.
+struct Broker {
+    /// `nats://127.0.0.1:PORT`.
+    url: String,
+    /// The test certificates, when the server serves TLS.
+    pki: Option<support::tls::Pki>,
+}
+
+impl Broker {
+    /// The `compose` arguments that reach the server.
+    fn compose_args<'a>(&'a self, more: &[&'a str]) -> Vec<String> {
+        let mut args = match &self.pki {
+            None => vec!["--broker".to_string(), self.url.clone()],
+            Some(pki) => vec![
+                "--broker".to_string(),
+                self.url.replace("nats://", "tls://"),
+                "--tls-ca".to_string(),
+                pki.ca.to_str().expect("UTF-8 path").to_string(),
+            ],
+        };
+        args.extend(more.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// Composes example `name` for the server.
+    fn compose(&self, dir: &Path, name: &str, more: &[&str]) -> std::path::PathBuf {
+        let args = self.compose_args(more);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::compose(dir, name, &args)
+    }
+}
+
+/// Connects a native client (over TLS when the server serves it).
+async fn connect(broker: &Broker) -> Client {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(pki) = &broker.pki {
+        // Two rustls providers are compiled in (by different dependencies): pick one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        options = options
+            .require_tls(true)
+            .add_root_certificates(pki.ca.clone());
+    }
+    within("connect", options.connect(&broker.url))
         .await
         .expect("connect to the bench's nats-server")
 }
 
 async fn bench(messages: usize, requests: usize) {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let (_server, url) = start_server().await;
-    let nats = connect(&url).await;
+    let tls = std::env::var("BENCH_TLS").is_ok_and(|v| v == "1");
+    let pki = tls.then(support::tls::Pki::new);
+    let (_server, url) = start_server(pki.as_ref()).await;
+    let broker = Broker { url, pki };
+    let nats = connect(&broker).await;
+    if tls {
+        let (_plain_server, url) = start_server(None).await;
+        let plain = Broker { url, pki: None };
+        let with_tls = one_message_time(&broker, tmp.path()).await;
+        let without = one_message_time(&plain, tmp.path()).await;
+        println!(
+            "composed publisher sending 1 message (start to exit, median of 5): {:.1} ms over TLS, {:.1} ms plaintext (TLS connect ~{:.1} ms)",
+            with_tls.as_secs_f64() * 1e3,
+            without.as_secs_f64() * 1e3,
+            (with_tls.as_secs_f64() - without.as_secs_f64()) * 1e3
+        );
+    }
 
-    let publisher = support::compose(tmp.path(), "publisher", &["--broker", &url]);
+    let publisher = broker.compose(tmp.path(), "publisher", &[]);
     let publish = Row {
         name: "publish, each confirmed, messages/s",
         composed: Value::Rate(publish_composed(&nats, &publisher, messages).await),
-        native: Value::Rate(publish_native(&nats, &url, messages, true).await),
+        native: Value::Rate(publish_native(&nats, &broker, messages, true).await),
     };
     let unconfirmed = Row {
         name: "publish, unconfirmed, messages/s",
         composed: Value::Missing("(always confirms)"),
-        native: Value::Rate(publish_native(&nats, &url, messages, false).await),
+        native: Value::Rate(publish_native(&nats, &broker, messages, false).await),
     };
 
-    let transform = support::compose(
-        tmp.path(),
-        "transform",
-        &["--broker", &url, "--subscribe", "bench.in"],
-    );
+    let transform = broker.compose(tmp.path(), "transform", &["--subscribe", "bench.in"]);
     let composed = {
         let _app = App::subscribed(&transform, &[]).await;
         pipeline(&nats, "bench.in", messages).await
     };
     let native = {
-        let handler = connect(&url).await;
+        let handler = connect(&broker).await;
         let inputs = handler.subscribe("bench.nin").await.expect("subscribe");
         let task = tokio::spawn(native_transform(handler, inputs));
         let rate = pipeline(&nats, "bench.nin", messages).await;
@@ -123,17 +178,13 @@ async fn bench(messages: usize, requests: usize) {
         native: Value::Rate(native),
     };
 
-    let responder = support::compose(
-        tmp.path(),
-        "responder",
-        &["--broker", &url, "--subscribe", "bench.rr"],
-    );
+    let responder = broker.compose(tmp.path(), "responder", &["--subscribe", "bench.rr"]);
     let composed = {
         let _app = App::subscribed(&responder, &[]).await;
         round_trips(&nats, "bench.rr", requests).await
     };
     let native = {
-        let handler = connect(&url).await;
+        let handler = connect(&broker).await;
         let incoming = handler.subscribe("bench.nrr").await.expect("subscribe");
         let task = tokio::spawn(native_responder(handler, incoming));
         let times = round_trips(&nats, "bench.nrr", requests).await;
@@ -156,7 +207,8 @@ async fn bench(messages: usize, requests: usize) {
         .output()
         .map(|o| support::text(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    println!("NATS bench: {messages} messages, {requests} requests, own nats-server, {wasmtime}");
+    let transport = if tls { "TLS" } else { "plaintext" };
+    println!("NATS bench ({transport}): {messages} messages, {requests} requests, own nats-server, {wasmtime}");
     print_table(&[publish, unconfirmed, consume, p50, p99]);
 }
 
@@ -202,15 +254,39 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Starts `nats-server` on a free port; returns the process (killed on drop) and its URL.
-async fn start_server() -> (Child, String) {
+/// The median time of 5 runs of the composed `publisher` sending one message to `broker`,
+/// from the start of `wasmtime run` to its exit (a new connection each time).
+async fn one_message_time(broker: &Broker, dir: &Path) -> Duration {
+    let dir = dir.join(if broker.pki.is_some() { "tls" } else { "plain" });
+    std::fs::create_dir_all(&dir).expect("make dir");
+    let publisher = broker.compose(&dir, "publisher", &[]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let (status, stderr) = support::app::run(&publisher, &[("COUNT", "1")]).await;
+        assert!(status.success(), "publisher failed:\n{stderr}");
+        times.push(start.elapsed());
+    }
+    times.sort();
+    times[2]
+}
+
+/// Starts `nats-server` on a free port (serving TLS with `pki`'s server certificate when
+/// given); returns the process (killed on drop) and its URL.
+async fn start_server(pki: Option<&support::tls::Pki>) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let config = pki.map(|pki| pki.nats_config(&pki.server, false));
+    let tls_args = match &config {
+        Some(config) => vec!["-c", config.to_str().expect("UTF-8 path")],
+        None => Vec::new(),
+    };
     let mut child = Command::new(&program)
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(tls_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -341,14 +417,14 @@ async fn publish_composed(nats: &Client, publisher: &Path, n: usize) -> f64 {
 
 /// A native client on its own connection publishing `n` messages as the publisher example
 /// does, each `confirmed` by a round trip or just flushed; rate seen by a subscriber.
-async fn publish_native(nats: &Client, url: &str, n: usize, confirmed: bool) -> f64 {
+async fn publish_native(nats: &Client, broker: &Broker, n: usize, confirmed: bool) -> f64 {
     let subject = match confirmed {
         true => "bench.npub",
         false => "bench.npub.unconfirmed",
     };
     let mut subscriber = nats.subscribe(subject).await.expect("subscribe");
     Echo::new(nats).await.round_trip().await;
-    let publisher = connect(url).await;
+    let publisher = connect(broker).await;
     let mut echo = Echo::new(&publisher).await;
     let sender = tokio::spawn(async move {
         for i in 1..=n {

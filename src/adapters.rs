@@ -307,7 +307,7 @@ impl std::fmt::Display for MaxPayload {
 }
 
 /// A backend-specific setting, given as `--option KEY=VALUE` (or a dedicated flag).
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct BackendOption {
     /// The key in the baked settings' `options`.
     pub key: &'static str,
@@ -386,6 +386,68 @@ const REDIS_PUBSUB: Capabilities = Capabilities {
     credentials: true,
 };
 
+/// The NATS backends' options (plaintext and TLS).
+const NATS_OPTIONS: &[BackendOption] = &[
+    BackendOption {
+        key: "jetstream",
+        help: "consume through a durable JetStream pull consumer on this stream (--jetstream)",
+    },
+    BackendOption {
+        key: "durable",
+        help: "the durable consumer's name (--durable; needed with --jetstream)",
+    },
+    BackendOption {
+        key: "create_stream",
+        help: "`true`: create the stream when it is missing (--create-stream)",
+    },
+    BackendOption {
+        key: "ack_wait_ms",
+        help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
+    },
+    BackendOption {
+        key: "handler_timeout_ms",
+        help: "JetStream: the longest a handler runs, in ms: the consumer's ack wait (instead of ack_wait_ms)",
+    },
+];
+
+/// The NATS backends' credentials, read at run time (plaintext and TLS).
+const NATS_RUN_ENV: [&str; 5] = [
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TOKEN",
+    "NATS_NKEY",
+    "NATS_CREDS",
+];
+
+/// The options of every TLS build of a backend (`backend-*-tls`).
+const TLS_OPTIONS: &[BackendOption] = &[BackendOption {
+    key: "tls_ca",
+    help: "PEM of the only CA to trust instead of the Mozilla roots (set by --tls-ca FILE)",
+}];
+
+/// The NATS backends' modes (plaintext and TLS).
+const NATS_MODES: &[Mode] = &[
+    Mode {
+        name: "core",
+        flags: "",
+        capabilities: NATS_CORE,
+    },
+    Mode {
+        name: "jetstream",
+        flags: "--jetstream STREAM --durable NAME",
+        capabilities: Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            // Instances of one durable consumer share it; `--queue-group` is not used.
+            scale_out: ScaleOut::Competing,
+            ..NATS_CORE
+        },
+    },
+];
+
+/// The environment variables of every TLS build of a backend: the client certificate and
+/// its key (PEM text) for mutual TLS.
+pub(crate) const TLS_RUN_ENV: [&str; 2] = ["MSGPLUG_TLS_CERT", "MSGPLUG_TLS_KEY"];
+
 /// Every embedded adapter.
 pub const ADAPTERS: &[Adapter] = &[
     Adapter {
@@ -425,53 +487,44 @@ pub const ADAPTERS: &[Adapter] = &[
         pulls: true,
         subscriptions: Subscriptions::Patterns,
         queue_group_ignored: None,
+        run_env: &NATS_RUN_ENV,
+        options: NATS_OPTIONS,
+        modes: NATS_MODES,
+        bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+    },
+    Adapter {
+        name: "backend-nats-tls",
+        kind: AdapterKind::Backend,
+        schemes: &["tls"],
+        summary: "NATS over TLS (`tls://`, rustls in the component): everything `backend-nats` does; client certificates from the environment",
+        host_needs: "`-S inherit-network` (TCP to the server)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Patterns,
+        queue_group_ignored: None,
         run_env: &[
-            "NATS_USER",
-            "NATS_PASSWORD",
-            "NATS_TOKEN",
-            "NATS_NKEY",
-            "NATS_CREDS",
+            NATS_RUN_ENV[0],
+            NATS_RUN_ENV[1],
+            NATS_RUN_ENV[2],
+            NATS_RUN_ENV[3],
+            NATS_RUN_ENV[4],
+            TLS_RUN_ENV[0],
+            TLS_RUN_ENV[1],
         ],
         options: &[
+            NATS_OPTIONS[0],
+            NATS_OPTIONS[1],
+            NATS_OPTIONS[2],
+            NATS_OPTIONS[3],
+            NATS_OPTIONS[4],
+            TLS_OPTIONS[0],
             BackendOption {
-                key: "jetstream",
-                help: "consume through a durable JetStream pull consumer on this stream (--jetstream)",
-            },
-            BackendOption {
-                key: "durable",
-                help: "the durable consumer's name (--durable; needed with --jetstream)",
-            },
-            BackendOption {
-                key: "create_stream",
-                help: "`true`: create the stream when it is missing (--create-stream)",
-            },
-            BackendOption {
-                key: "ack_wait_ms",
-                help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
-            },
-            BackendOption {
-                key: "handler_timeout_ms",
-                help: "JetStream: the longest a handler runs, in ms: the consumer's ack wait (instead of ack_wait_ms)",
+                key: "tls_first",
+                help: "`true`: start TLS before the server's INFO (servers with `handshake_first`, nats-server 2.10+)",
             },
         ],
-        modes: &[
-            Mode {
-                name: "core",
-                flags: "",
-                capabilities: NATS_CORE,
-            },
-            Mode {
-                name: "jetstream",
-                flags: "--jetstream STREAM --durable NAME",
-                capabilities: Capabilities {
-                    receive: Receive::AT_LEAST_ONCE,
-                    // Instances of one durable consumer share it; `--queue-group` is not used.
-                    scale_out: ScaleOut::Competing,
-                    ..NATS_CORE
-                },
-            },
-        ],
-        bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+        modes: NATS_MODES,
+        bytes: include_bytes!("../adapters-wasm/backend-nats-tls.wasm"),
     },
     Adapter {
         name: "backend-mqtt",
@@ -869,30 +922,31 @@ impl Adapter {
                 .all(|m| m.capabilities.scale_out == ScaleOut::QueueGroupRequired)
     }
 
-    /// The name without its `backend-`/`driver-` prefix: the backend family (`nats`) or
-    /// the trigger (`run`).
+    /// The name without its `backend-`/`driver-` prefix and `-tls` suffix: the backend
+    /// family (`nats`, for `backend-nats` and `backend-nats-tls`) or the trigger (`run`).
     pub fn family(&self) -> &'static str {
-        let name = self.name;
+        let name = self.name.strip_suffix("-tls").unwrap_or(self.name);
         name.split_once('-').map_or(name, |(_, family)| family)
+    }
+
+    /// Whether this is the TLS build of a backend (`backend-NAME-tls`, which speaks TLS to
+    /// its broker and reads [`TLS_RUN_ENV`]).
+    pub fn tls(&self) -> bool {
+        self.name.ends_with("-tls")
     }
 }
 
-/// Broker URL schemes that will not get a backend, with the reason and what to do instead.
+/// Broker URL schemes that have no backend (yet), with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
     (
-        "tls",
-        "NATS over TLS needs TLS inside the component, and wasi:sockets has none; use a `nats://` \
-         URL (for example to a TLS-terminating proxy on the same host)",
-    ),
-    (
         "mqtts",
-        "MQTT over TLS needs TLS inside the component, and wasi:sockets has none; use an \
-         `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
+        "the MQTT backend does not speak TLS yet (of the TCP backends only NATS does, as \
+         `tls://`); use an `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
     ),
     (
         "rediss",
-        "Redis over TLS needs TLS inside the component, and wasi:sockets has none; use a \
-         `redis://` URL (for example to a TLS-terminating proxy on the same host)",
+        "the Redis backend does not speak TLS yet (of the TCP backends only NATS does, as \
+         `tls://`); use a `redis://` URL (for example to a TLS-terminating proxy on the same host)",
     ),
 ];
 
@@ -1089,8 +1143,15 @@ mod tests {
         assert_eq!(backend_for_scheme("https").unwrap().name, "backend-http");
         assert_eq!(backend_for_scheme("mqtt").unwrap().name, "backend-mqtt");
         assert_eq!(backend_for_scheme("kafka").unwrap().name, "backend-kafka");
-        let err = backend_for_scheme("tls").unwrap_err().to_string();
-        assert!(err.contains("wasi:sockets has none"), "{err}");
+        let tls = backend_for_scheme("tls").unwrap();
+        assert_eq!(
+            (tls.name, tls.family(), tls.tls()),
+            ("backend-nats-tls", "nats", true)
+        );
+        let nats = backend_for_scheme("nats").unwrap();
+        assert_eq!((nats.family(), nats.tls()), ("nats", false));
+        let err = backend_for_scheme("mqtts").unwrap_err().to_string();
+        assert!(err.contains("does not speak TLS yet"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();
         assert!(err.contains("unknown broker scheme `gopher`"), "{err}");
         assert!(by_name("nope")

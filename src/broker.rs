@@ -70,6 +70,13 @@ const NATS_CREDENTIALS: FromEnv = FromEnv {
     required: false,
     credentials: true,
 };
+/// Mutual TLS, for every TLS backend (`backend-*-tls`, see `adapters::TLS_RUN_ENV`).
+const TLS_CLIENT_CERTIFICATE: FromEnv = FromEnv {
+    what: "a TLS client certificate and its key (PEM text), if the server asks for one,",
+    vars: &crate::adapters::TLS_RUN_ENV,
+    required: false,
+    credentials: true,
+};
 const AMQP_CREDENTIALS: FromEnv = FromEnv {
     what: "credentials (the URL has none, and there are no default ones)",
     vars: &["AMQP_USERNAME", "AMQP_PASSWORD"],
@@ -173,17 +180,26 @@ fn local(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     }
 }
 
-/// `backend-nats` (`config.rs`, `parse_url`): `nats://[USER[:PASSWORD]@]HOST[:PORT]`.
+/// `backend-nats` (`config.rs`, `parse_url`): `nats://[USER[:PASSWORD]@]HOST[:PORT]`, or
+/// `tls://...` for `backend-nats-tls`.
 fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid(
         "nats",
         url,
-        "expected `nats://[USER[:PASSWORD]@]HOST[:PORT]`",
+        "expected `nats://[USER[:PASSWORD]@]HOST[:PORT]` (or `tls://...`)",
     );
-    let rest = url
-        .strip_prefix("nats://")
+    let (tls, rest) = match url.strip_prefix("tls:") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("nats:").unwrap_or(url)),
+    };
+    let rest = rest
+        .strip_prefix("//")
         .ok_or_else(|| invalid("missing `//` after the scheme"))?;
-    server(rest, &invalid, NATS_CREDENTIALS)
+    let mut from_env = server(rest, &invalid, NATS_CREDENTIALS)?;
+    if tls {
+        from_env.push(TLS_CLIENT_CERTIFICATE);
+    }
+    Ok(from_env)
 }
 
 /// `backend-mqtt` (`config.rs`, `parse_url`):
@@ -667,7 +683,7 @@ mod tests {
         assert_eq!(
             err("nats://"),
             "invalid `nats` broker URL `nats://`: no host; expected \
-             `nats://[USER[:PASSWORD]@]HOST[:PORT]`"
+             `nats://[USER[:PASSWORD]@]HOST[:PORT]` (or `tls://...`)"
         );
         assert!(err("nats://u:secret@h:0").contains("`nats://u:****@h:0`: bad port `0`"));
     }
@@ -696,6 +712,13 @@ mod tests {
         );
         assert_eq!(from_env("sqs", "sqs://us-east-1/orders").len(), 2);
         assert_eq!(from_env("nats", "nats://u:p@h").len(), 0);
+        assert_eq!(
+            from_env("nats", "tls://u:p@h"),
+            [
+                "a TLS client certificate and its key (PEM text), if the server asks for one, may \
+              come from the environment at run time (`MSGPLUG_TLS_CERT`, `MSGPLUG_TLS_KEY`)"
+            ]
+        );
         assert_eq!(from_env("servicebus", "servicebus://h/q").len(), 2);
         assert_eq!(
             from_env(

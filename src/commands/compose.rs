@@ -93,6 +93,13 @@ pub struct ComposeCommand {
     #[arg(long, requires = "jetstream")]
     create_stream: bool,
 
+    /// TLS brokers (`tls://`): trust only the CA certificate(s) in this PEM file instead of
+    /// the Mozilla roots baked into the adapter. The file is public, so its text is baked
+    /// into the output (`msgplug inspect` shows it); a client certificate for mutual TLS
+    /// comes from MSGPLUG_TLS_CERT / MSGPLUG_TLS_KEY at run time, never from here.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+
     /// A backend or driver setting, KEY=VALUE (repeatable); `msgplug adapters` lists the
     /// keys each adapter understands.
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
@@ -229,10 +236,20 @@ impl ComposeCommand {
 }
 
 impl ComposeCommand {
-    /// The `--option` pairs plus the options the NATS flags stand for.
+    /// The `--option` pairs plus the options the NATS flags and `--tls-ca` stand for.
     fn backend_options(&self) -> Result<BTreeMap<String, String>> {
         let mut options = BTreeMap::new();
+        let tls_ca = match &self.tls_ca {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "--tls-ca: cannot read `{}` (give the CA certificate's PEM file)",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
         let flags = [
+            (msgplug::compose::TLS_CA_OPTION, tls_ca),
             ("jetstream", self.jetstream.clone()),
             ("durable", self.durable.clone()),
             (
@@ -247,7 +264,7 @@ impl ComposeCommand {
         );
         for (key, value) in pairs {
             if options.insert(key.clone(), value).is_some() {
-                bail!("`{key}` is given twice (check --option and the --jetstream/--durable/--create-stream flags)");
+                bail!("`{key}` is given twice (check --option and the --jetstream/--durable/--create-stream/--tls-ca flags)");
             }
         }
         Ok(options)

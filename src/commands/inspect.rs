@@ -73,6 +73,16 @@ fn render(i: &Inspection, path: &str) -> String {
             "  queue group:       {}\n",
             s.queue_group.as_deref().unwrap_or("none")
         ));
+        if m.backend.tls() {
+            let trust = match s.options.get(msgplug::compose::TLS_CA_OPTION) {
+                Some(pem) => format!(
+                    "only the `--tls-ca` CA ({} PEM certificate(s), baked in; `--json` shows them)",
+                    pem.matches("-----BEGIN CERTIFICATE-----").count()
+                ),
+                None => "the Mozilla root CAs baked into the adapter (webpki-roots)".to_string(),
+            };
+            out.push_str(&format!("  TLS trusts:        {trust}\n"));
+        }
     }
     if i.role != Role::Composed {
         out.push_str(&format!(

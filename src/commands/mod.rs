@@ -14,7 +14,8 @@ mod wit;
 /// The subcommands.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    Compose(compose::ComposeCommand),
+    // Boxed: its many flags make it much larger than the others (clippy::large_enum_variant).
+    Compose(Box<compose::ComposeCommand>),
     Inspect(inspect::InspectCommand),
     Adapters(adapters::AdaptersCommand),
     Wit(wit::WitCommand),

@@ -257,6 +257,12 @@ pub enum CheckError {
         /// The backend's name.
         backend: &'static str,
     },
+    /// `--tls-ca` (option `tls_ca`) is not PEM certificates.
+    #[error("--tls-ca: {why}; give the PEM file of the CA certificate that signed the broker's certificate (`-----BEGIN CERTIFICATE-----`)")]
+    BadTlsCa {
+        /// What is wrong with it.
+        why: String,
+    },
     /// An option no part of the composition understands.
     #[error("option `{key}` does not apply to {adapters}; {known} (`msgplug adapters` lists each adapter's options)")]
     UnknownOption {
@@ -383,6 +389,32 @@ pub fn check_options(
                 )
             },
         }),
+    }
+}
+
+/// The option `--tls-ca FILE` bakes the file's text into: the PEM of the only CA a TLS
+/// backend trusts.
+pub const TLS_CA_OPTION: &str = "tls_ca";
+
+/// Checks the `--tls-ca` PEM (option [`TLS_CA_OPTION`]), if given: one or more
+/// certificates and nothing else; the TLS backend reads them into its trust store.
+pub fn check_tls_ca(options: &BTreeMap<String, String>) -> Result<(), CheckError> {
+    use rustls_pki_types::pem::{PemObject, SectionKind};
+
+    let Some(pem) = options.get(TLS_CA_OPTION) else {
+        return Ok(());
+    };
+    let bad = |why: String| CheckError::BadTlsCa { why };
+    let mut certificates = 0;
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes()) {
+        match section.map_err(|e| bad(format!("unreadable PEM ({e})")))? {
+            (SectionKind::Certificate, _) => certificates += 1,
+            (kind, _) => return Err(bad(format!("it holds a {kind:?} section, which is not a certificate (a private key must never be baked into the output)"))),
+        }
+    }
+    match certificates {
+        0 => Err(bad("no PEM certificate in it".to_string())),
+        _ => Ok(()),
     }
 }
 

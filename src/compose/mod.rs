@@ -21,7 +21,7 @@ mod plan;
 mod setup;
 mod trigger;
 
-pub use checks::{CheckError, Warning};
+pub use checks::{CheckError, Warning, TLS_CA_OPTION};
 pub use encode::GraphError;
 pub use options::{ComposeOptions, Driver, Trigger};
 use plan::is_internal;

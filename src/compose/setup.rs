@@ -67,6 +67,7 @@ impl Setup {
             checks::check_handler_timeout(backend, &broker.url, &options.options)?;
         }
         checks::check_options(&options.options, backend, driver.map(Driver::adapter))?;
+        checks::check_tls_ca(&options.options)?;
         if backend.family() == "nats" && option("durable") && !option("jetstream") {
             return Err(CheckError::DurableNeedsJetStream.into());
         }

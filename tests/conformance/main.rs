@@ -52,7 +52,8 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 /// Every backend the suite runs.
 const BACKENDS: &[&dyn Backend] = &[
     &local::Local,
-    &nats::Nats,
+    &nats::Nats { tls: false },
+    &nats::Nats { tls: true },
     &mqtt::Mqtt,
     &redis::Redis,
     &amqp::Amqp,

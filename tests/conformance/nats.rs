@@ -1,5 +1,7 @@
 //! NATS: a `nats-server` of the case's own on a free port (JetStream in a temporary store,
-//! user `u` / password `p`), checked with async-nats, an independent native client.
+//! user `u` / password `p`), checked with async-nats, an independent native client. The TLS
+//! variant (`backend-nats-tls`) runs every case again with the server serving TLS only
+//! (certificates made by `support::tls`), the apps composed with `tls://` and `--tls-ca`.
 //!
 //! What the apps send is observed through a JetStream stream capturing the topic (read with
 //! an ordered consumer from the last message seen), so nothing the server stored is missed
@@ -17,15 +19,22 @@ use msgplug::adapters::Mode;
 use tokio::runtime::Runtime;
 
 use crate::support::nats::{connect_with, round_trip, within, Server};
+use crate::support::tls::Pki;
 
 use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg};
 
-/// The NATS backend.
-pub struct Nats;
+/// The NATS backend: plaintext (`backend-nats`) or over TLS (`backend-nats-tls`).
+pub struct Nats {
+    /// Whether the server serves TLS only, and the apps use `tls://`.
+    pub tls: bool,
+}
 
 impl Backend for Nats {
     fn adapter(&self) -> &'static str {
-        "backend-nats"
+        match self.tls {
+            false => "backend-nats",
+            true => "backend-nats-tls",
+        }
     }
 
     fn start(&self, mode: &Mode) -> Box<dyn Broker> {
@@ -34,11 +43,24 @@ impl Backend for Nats {
             .enable_all()
             .build()
             .expect("a tokio runtime");
+        let pki = self.tls.then(Pki::new);
         let (server, client, js) = runtime.block_on(async {
-            let server = Server::start(&["--user", "u", "--pass", "p"]).await;
-            let options = async_nats::ConnectOptions::new()
+            let mut args = vec!["--user", "u", "--pass", "p"];
+            let config = pki.as_ref().map(|pki| pki.nats_config(&pki.server, false));
+            if let Some(config) = &config {
+                args.extend(["-c", config.to_str().expect("UTF-8 path")]);
+            }
+            let server = Server::start(&args).await;
+            let mut options = async_nats::ConnectOptions::new()
                 .user_and_password("u".into(), "p".into())
                 .reconnect_delay_callback(|_| Duration::from_millis(100));
+            if let Some(pki) = &pki {
+                // Two rustls providers are compiled into the tests: pick one for async-nats.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                options = options
+                    .require_tls(true)
+                    .add_root_certificates(pki.ca.clone());
+            }
             let client = connect_with(&server.url(), options).await;
             let js = jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(5))
@@ -46,6 +68,7 @@ impl Backend for Nats {
             (server, client, js)
         });
         Box::new(NatsBroker {
+            pki,
             server,
             client,
             js,
@@ -68,6 +91,8 @@ struct Output {
 
 /// The server and the native client; the runtime they run on is dropped last.
 struct NatsBroker {
+    /// The certificates of the TLS variant.
+    pki: Option<Pki>,
     server: Server,
     client: Client,
     js: jetstream::Context,
@@ -133,7 +158,15 @@ fn headers(message: &Msg) -> HeaderMap {
 
 impl Broker for NatsBroker {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
-        let mut args = vec!["--broker".to_string(), self.server.url()];
+        let mut args = match &self.pki {
+            None => vec!["--broker".to_string(), self.server.url()],
+            Some(pki) => vec![
+                "--broker".to_string(),
+                format!("tls://127.0.0.1:{}", self.server.port),
+                "--tls-ca".to_string(),
+                pki.ca.to_str().expect("UTF-8 path").to_string(),
+            ],
+        };
         if let Some(input) = input {
             args.extend(["--subscribe".into(), input.topic.into()]);
             if let Some(group) = input.group {

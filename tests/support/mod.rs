@@ -10,6 +10,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

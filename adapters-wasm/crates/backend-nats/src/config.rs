@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use transport::TlsSettings;
+
 use common::{handler_timeout, Authority, Error, Settings, HANDLER_TIMEOUT_OPTION};
 
 use crate::auth::Signer;
@@ -73,6 +75,11 @@ pub struct Config {
     pub queue_group: Option<String>,
     /// Read from a JetStream durable consumer instead of core subscriptions.
     pub jetstream: Option<JetStream>,
+    /// TLS (a `tls://` URL), or `None` for plain TCP.
+    pub tls: Option<TlsSettings>,
+    /// Start TLS before the server's `INFO` (`--option tls_first=true`, for servers with
+    /// `handshake_first`) rather than after it.
+    pub tls_first: bool,
 }
 
 impl Config {
@@ -84,6 +91,10 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let (url, address, url_auth) = parse_url(settings)?;
+        let tls = match url.starts_with("tls://") {
+            true => Some(TlsSettings::new(&address, settings, &env)?),
+            false => None,
+        };
         let auth = Auth {
             signer: Signer::from_env(&env).map_err(Error::other)?,
             ..auth_from_env(url_auth, &env)
@@ -146,6 +157,20 @@ impl Config {
                 ))
             }
         };
+        let tls_first = match option("tls_first").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") if tls.is_some() => true,
+            Some("true") => {
+                return Err(Error::other(
+                    "option `tls_first=true` needs a `tls://` broker URL",
+                ))
+            }
+            Some(other) => {
+                return Err(Error::other(format!(
+                    "option `tls_first` must be `true` or `false`, not `{other}`"
+                )))
+            }
+        };
         Ok(Self {
             url,
             address,
@@ -153,30 +178,26 @@ impl Config {
             subscribe,
             queue_group: settings.queue_group.clone(),
             jetstream,
+            tls,
+            tls_first,
         })
     }
 }
 
-/// Splits `nats://[user[:pass]@]host[:port]` into the URL without credentials,
-/// `host:port` and the credentials (a user without password is a token).
+/// Splits `nats://[user[:pass]@]host[:port]` (or `tls://...`) into the URL without
+/// credentials, `host:port` and the credentials (a user without password is a token).
 fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
     let broker = settings.broker.as_str();
-    let rest = match settings.broker_scheme() {
-        "nats" => broker.strip_prefix("nats://"),
-        "tls" => {
-            let source = match settings.broker_from_env {
-                true => "MSGPLUG_BROKER",
-                false => "broker",
-            };
-            return Err(Error::other(format!(
-                "{source} `{broker}`: TLS is not supported, because wasi:sockets has no TLS; use a `nats://` URL (a TLS-terminating proxy on the same host can bridge to a TLS-only server)"
-            )));
-        }
+    let scheme = settings.broker_scheme();
+    let rest = match scheme {
+        "nats" | "tls" => broker
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://")),
         _ => return Err(settings.wrong_backend("nats")),
     };
     let invalid = |why: &str| {
         Error::other(format!(
-            "invalid NATS broker URL `{broker}`: {why}; expected nats://[user[:password]@]host[:port]"
+            "invalid NATS broker URL `{broker}`: {why}; expected nats://[user[:password]@]host[:port] or tls://..."
         ))
     };
     let rest = rest.ok_or_else(|| invalid("missing `//` after the scheme"))?;
@@ -200,7 +221,7 @@ fn parse_url(settings: &Settings) -> Result<(String, String, Auth), Error> {
         },
     };
     let address = authority.address;
-    Ok((format!("nats://{address}"), address, auth))
+    Ok((format!("{scheme}://{address}"), address, auth))
 }
 
 /// Applies `NATS_TOKEN`, or `NATS_USER` / `NATS_PASSWORD`, over the URL's credentials.
@@ -312,9 +333,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_and_tls_first() {
+        let c = config("tls://alice:pw@nats.example").unwrap();
+        assert_eq!(c.url, "tls://nats.example:4222");
+        assert_eq!(c.tls.unwrap().server_name, "nats.example");
+        assert!(!c.tls_first);
+        assert_eq!(config("nats://h").unwrap().tls, None);
+        let mut s = settings("tls://h");
+        s.options.insert("tls_first".into(), "true".into());
+        assert!(Config::from_settings(&s, no_env).unwrap().tls_first);
+        s.options.insert("tls_first".into(), "yes".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("`true` or `false`"), "{e}");
+        s.broker = "nats://h".into();
+        s.options.insert("tls_first".into(), "true".into());
+        let e = Config::from_settings(&s, no_env).unwrap_err().to_string();
+        assert!(e.contains("needs a `tls://` broker URL"), "{e}");
+    }
+
+    #[test]
     fn rejects_bad_urls() {
-        let e = config("tls://h:4222").unwrap_err().to_string();
-        assert!(e.contains("TLS is not supported"), "{e}");
         let e = config("mqtt://h").unwrap_err().to_string();
         assert!(e.contains("needs the `mqtt` backend"), "{e}");
         for (url, why) in [

@@ -1,4 +1,6 @@
-//! One NATS connection: the blocking driver of [`crate::protocol`] over `std::net::TcpStream`.
+//! One NATS connection: the blocking driver of [`crate::protocol`] over `std::net::TcpStream`,
+//! plain or TLS ([`Transport`]; TLS starts after the server's `INFO`, or before it with
+//! `tls_first`).
 //!
 //! Timed reads use `TcpStream::set_read_timeout`, which works on wasm32-wasip2 (wasi-libc
 //! polls the socket's pollable together with a clock; checked on wasmtime 49: a read
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::Error;
 use serde::Deserialize;
 use serde_json::json;
+use transport::{TlsSettings, Transport};
 
 use crate::config::{Auth, Config};
 use crate::protocol::{self, Msg, Parser, ServerOp};
@@ -51,6 +54,9 @@ pub struct ServerInfo {
     /// What an NKey must sign in `CONNECT`, if the server asks for one.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// Whether the server accepts TLS connections (and plain ones).
+    #[serde(default)]
+    pub tls_available: bool,
 }
 
 /// The `max_payload` of a server that does not say (the server's default, 1 MiB).
@@ -68,8 +74,8 @@ pub enum Incoming {
 
 /// An open, authenticated connection.
 pub struct Conn {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket, plain or TLS.
+    stream: Transport,
     /// Splits what the server sends into operations.
     parser: Parser,
     /// Bytes queued for the server; [`Conn::write_out`] sends them.
@@ -89,14 +95,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to `config.address`, reads `INFO`, sends `CONNECT` and checks it was
-    /// accepted with a `PING` / `PONG` round trip, so bad credentials fail here.
+    /// Connects to `config.address`, reads `INFO` (TLS: starts TLS after it, or before it
+    /// with `tls_first`), sends `CONNECT` and checks it was accepted with a `PING` / `PONG`
+    /// round trip, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let stream =
+        let socket =
             TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        stream
+        socket
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
+        let mut stream = Transport::plain(socket);
+        if let (Some(tls), true) = (&config.tls, config.tls_first) {
+            stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
+        }
         let mut conn = Self {
             stream,
             parser: Parser::default(),
@@ -106,6 +117,7 @@ impl Conn {
                 headers: false,
                 tls_required: false,
                 nonce: None,
+                tls_available: false,
             },
             pings_sent: 0,
             pongs_received: 0,
@@ -132,15 +144,14 @@ impl Conn {
         };
         conn.info = serde_json::from_str(&info)
             .map_err(|e| Error::connection(format!("{}: unreadable INFO: {e}", config.url)))?;
-        if conn.info.tls_required {
-            return Err(Error::other(format!(
-                "{} requires TLS, which wasi:sockets cannot provide; allow plain connections on the server (or put a TLS-terminating proxy in front of it)",
-                config.url
-            )));
+        if let Some(tls) = conn.tls_after_info(config)? {
+            conn.stream = conn.stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
+            // The handshake set its own read timeout on the socket.
+            conn.read_timeout = None;
         }
         protocol::encode_connect(
             &mut conn.out,
-            &connect_json(&config.auth, conn.info.nonce.as_deref()),
+            &connect_json(&config.auth, conn.info.nonce.as_deref(), config.tls.is_some()),
         );
         let target = conn.ping()?;
         conn.await_pong(target, deadline).map_err(|e| match e {
@@ -152,6 +163,26 @@ impl Conn {
             e => e,
         })?;
         Ok(conn)
+    }
+
+    /// Whether to start TLS now that `INFO` came (the TLS settings), as the URL and the
+    /// server ask: a plaintext URL to a server that requires TLS, or a TLS URL to one that
+    /// offers none, is an error naming the fix.
+    fn tls_after_info<'c>(&self, config: &'c Config) -> Result<Option<&'c TlsSettings>, Error> {
+        let offers_tls = self.info.tls_required || self.info.tls_available;
+        match &config.tls {
+            None if self.info.tls_required => Err(Error::connection(format!(
+                "{} requires TLS: use a `tls://` broker URL",
+                config.url
+            ))),
+            None => Ok(None),
+            Some(_) if config.tls_first => Ok(None),
+            Some(_) if !offers_tls => Err(Error::connection(format!(
+                "{} does not offer TLS (its INFO says neither `tls_required` nor `tls_available`): use a `nats://` broker URL, or enable TLS on the server",
+                config.url
+            ))),
+            Some(tls) => Ok(Some(tls)),
+        }
     }
 
     /// Queues bytes for the server (sent by the next [`Conn::write_out`]).
@@ -283,13 +314,13 @@ impl Conn {
     }
 }
 
-/// The `CONNECT` options: no `+OK`s, headers and no-responders on, the credentials
-/// (with an NKey, its signature of the server's `nonce`).
-fn connect_json(auth: &Auth, nonce: Option<&str>) -> String {
+/// The `CONNECT` options: no `+OK`s, headers and no-responders on, TLS or not, the
+/// credentials (with an NKey, its signature of the server's `nonce`).
+fn connect_json(auth: &Auth, nonce: Option<&str>, tls: bool) -> String {
     let mut options = json!({
         "verbose": false,
         "pedantic": false,
-        "tls_required": false,
+        "tls_required": tls,
         "name": "msgplug",
         "lang": "rust-wasi",
         "version": env!("CARGO_PKG_VERSION"),
