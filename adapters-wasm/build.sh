@@ -21,7 +21,7 @@ cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 cargo_home="$(cd "$cargo_home" && pwd -P)"
 
 # Every adapter crate, by crate name; each becomes adapters-wasm/<name>.wasm.
-adapters=(backend-local backend-nats backend-mqtt backend-amqp backend-redis backend-kafka backend-http backend-sqs backend-servicebus driver-run driver-http)
+adapters=(backend-local backend-nats backend-mqtt backend-amqp backend-redis backend-kafka backend-http backend-sqs backend-servicebus driver-run driver-http driver-wrap)
 if (($#)); then
     adapters=("$@")
 fi

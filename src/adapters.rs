@@ -8,7 +8,8 @@
 pub enum AdapterKind {
     /// Exports `wasi:messaging` and the `msgplug:adapter` backend interfaces.
     Backend,
-    /// The trigger loop that calls the app's `incoming-handler`.
+    /// The trigger loop that calls the app's `incoming-handler`, or the run wrapper around
+    /// the app's own `wasi:cli/run`.
     Driver,
 }
 
@@ -795,11 +796,13 @@ pub const ADAPTERS: &[Adapter] = &[
     },
     DRIVER_RUN,
     DRIVER_HTTP,
+    DRIVER_WRAP,
 ];
 
 /// The driver components, in statics so that the constants below share one copy.
 static DRIVER_RUN_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-run.wasm");
 static DRIVER_HTTP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-http.wasm");
+static DRIVER_WRAP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-wrap.wasm");
 
 /// The `run` trigger's driver (chosen through `compose::Driver`, never by name).
 pub const DRIVER_RUN: Adapter = Adapter {
@@ -836,6 +839,24 @@ pub const DRIVER_HTTP: Adapter = Adapter {
     }],
     modes: &[],
     bytes: DRIVER_HTTP_BYTES,
+};
+
+/// The run wrapper around an app's own `wasi:cli/run` (chosen through `compose::Driver`,
+/// never by name).
+pub const DRIVER_WRAP: Adapter = Adapter {
+    name: "driver-wrap",
+    kind: AdapterKind::Driver,
+    schemes: &[],
+    summary: "trigger `none` with an app's own `wasi:cli/run`: run it, then flush the backend's outbox; exit 1 if either failed",
+    host_needs: "`wasmtime run` (exports wasi:cli/run)",
+    uses_stdin: false,
+    pulls: false,
+    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+    queue_group_ignored: None,
+    run_env: &[],
+    options: &[],
+    modes: &[],
+    bytes: DRIVER_WRAP_BYTES,
 };
 
 impl Adapter {
@@ -975,7 +996,11 @@ mod tests {
                     );
                 }
                 AdapterKind::Driver => {
-                    assert!(info.imports(names::INCOMING_HANDLER), "{}", adapter.name);
+                    assert!(
+                        info.imports(names::INCOMING_HANDLER) || info.imports(names::APP_RUN),
+                        "{} calls neither the app's handler nor its run",
+                        adapter.name
+                    );
                     assert!(
                         !info.entry_points().is_empty(),
                         "{} exports no entry point",

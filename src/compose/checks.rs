@@ -247,7 +247,7 @@ pub fn check_subscriptions(
             }
         }
         Subscriptions::Unused(why) => {
-            if driver.is_some() && !options.subscribe.is_empty() {
+            if driver.is_some_and(Driver::calls_handler) && !options.subscribe.is_empty() {
                 warnings.push(Warning::SubscriptionsIgnored {
                     backend: backend.name,
                     why,
@@ -331,7 +331,7 @@ pub fn app_warnings(
     options: &ComposeOptions,
 ) -> Vec<Warning> {
     let mut warnings = Vec::new();
-    if driver.is_some() {
+    if driver.is_some_and(Driver::calls_handler) {
         for (_, export) in app.entry_points() {
             warnings.push(Warning::AppEntryPointHidden {
                 export: export.to_string(),
