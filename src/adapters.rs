@@ -316,6 +316,19 @@ pub struct BackendOption {
     pub help: &'static str,
 }
 
+/// With the run wrapper (`--trigger none`, an app's own `wasi:cli/run`): how many sends
+/// outside a handler may wait for their confirmation (`common::Window` in the adapters).
+const CONFIRM_WINDOW: BackendOption = BackendOption {
+    key: "confirm_window",
+    help: "with the app's own run: sends confirmed together, at most (default 4096; 1: each send)",
+};
+
+/// With the run wrapper: how long the first send of a window may wait for its confirmation.
+const CONFIRM_WINDOW_MS: BackendOption = BackendOption {
+    key: "confirm_window_ms",
+    help: "with the app's own run: ms after a window's first send that it is confirmed at the next send (default 100)",
+};
+
 /// NATS core: what NATS JetStream shares with it.
 const NATS_CORE: Capabilities = Capabilities {
     receive: Receive::AT_MOST_ONCE,
@@ -444,6 +457,8 @@ pub const ADAPTERS: &[Adapter] = &[
                 key: "ack_wait_ms",
                 help: "JetStream: ms before an unacked delivery is redelivered (default 30000)",
             },
+            CONFIRM_WINDOW,
+            CONFIRM_WINDOW_MS,
         ],
         modes: &[
             Mode {

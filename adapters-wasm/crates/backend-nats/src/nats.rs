@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, MessageData,
+    RequestOptions, Settings, Window,
 };
 
 use crate::config::{Config, JetStream};
@@ -45,6 +45,12 @@ const MAX_CAPTURE_ANSWERS: usize = 1024;
 /// Inside a handler, sends are queued and written once this many bytes are queued
 /// (and at `flush`).
 const WRITE_BATCH: usize = 32 * 1024;
+
+/// With the run wrapper, a window is also confirmed once this many bytes are queued. The
+/// window is written in one go, right before the `PING` that confirms it is read: an
+/// earlier partial write would make the `PING`'s wait for the server's delayed TCP ACK
+/// (Nagle's algorithm, which wasi:sockets cannot turn off; ~40 ms per window, measured).
+const WINDOW_BYTES: usize = 1 << 20;
 
 /// A received message waiting for `next`.
 enum Pending {
@@ -95,6 +101,9 @@ pub struct Nats {
     pub_acks: HashMap<String, String>,
     /// Why JetStream refused to store sent messages, since the last `flush`.
     refused: Vec<String>,
+    /// With the run wrapper: the window of sends outside a handler not yet confirmed.
+    /// `None`: each such send is confirmed before it returns.
+    window: Option<Window>,
 }
 
 impl Nats {
@@ -302,7 +311,8 @@ impl Nats {
     /// Publishes `message` on `topic`; a send to a stream's subject (when `ask_streams`)
     /// is acknowledged by JetStream. Inside a handler the message is only queued (written
     /// in batches; the `flush` the driver makes before it acks confirms it); outside one
-    /// it is confirmed before this returns.
+    /// it is confirmed before this returns, or, with the run wrapper, when its window is
+    /// full or old (a `PING` / `PONG` round trip and the JetStream acks of the window).
     fn send_to(
         &mut self,
         topic: &str,
@@ -320,7 +330,21 @@ impl Nats {
         }
         self.unconfirmed += 1;
         if !self.in_handler {
-            return self.flush();
+            let queued = self.io(|c| Ok(c.queued()))?;
+            let now = Instant::now();
+            match self
+                .window
+                .as_mut()
+                .map(|w| w.send(now) || queued >= WINDOW_BYTES)
+            {
+                None => return self.flush(),
+                Some(true) => {
+                    let confirmed = self.confirm();
+                    let window = self.window.as_mut().expect("checked above");
+                    return window.confirmed(confirmed);
+                }
+                Some(false) => return Ok(()),
+            }
         }
         if self.io(|c| Ok(c.queued()))? >= WRITE_BATCH {
             self.io(Conn::write_out)?;
@@ -628,6 +652,7 @@ impl Backend for Nats {
 
     fn open(settings: Settings) -> Result<Self, Error> {
         let config = Config::from_settings(&settings, |name| std::env::var(name).ok())?;
+        let window = ConfirmWindow::from_settings(&settings)?.map(Window::new);
         let mut nats = Self {
             config,
             conn: None,
@@ -647,6 +672,7 @@ impl Backend for Nats {
             captured: HashMap::new(),
             pub_acks: HashMap::new(),
             refused: Vec::new(),
+            window,
         };
         nats.establish()?;
         Ok(nats)
@@ -715,12 +741,25 @@ impl Backend for Nats {
         self.settle(id, b"-NAK")
     }
 
-    /// Confirms every message sent so far: a `PING` / `PONG` round trip (the server has
-    /// processed them), then JetStream's acknowledgements of those sent to streams'
-    /// subjects. Fails if a connection was lost before it confirmed some, or JetStream
-    /// refused to store some.
+    /// Confirms every message sent so far (see [`Nats::confirm`]); with the run wrapper,
+    /// also fails if an earlier window's confirmation failed.
     fn flush(&mut self) -> Result<(), Error> {
         self.in_handler = false;
+        let confirmed = self.confirm();
+        match self.window.as_mut() {
+            Some(window) => window.finish(confirmed),
+            None => confirmed,
+        }
+    }
+}
+
+impl Nats {
+    /// Confirms every message sent so far: a `PING` / `PONG` round trip (the server has
+    /// processed them; a `-ERR` it sent for one of them, such as a permissions violation,
+    /// arrives before the `PONG` and is returned), then JetStream's acknowledgements of
+    /// those sent to streams' subjects. Fails if a connection was lost before it confirmed
+    /// some, or JetStream refused to store some.
+    fn confirm(&mut self) -> Result<(), Error> {
         if self.unconfirmed == 0 && self.lost == 0 {
             return Ok(());
         }
