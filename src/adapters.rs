@@ -819,60 +819,62 @@ static DRIVER_RUN_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-run.was
 static DRIVER_HTTP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-http.wasm");
 static DRIVER_WRAP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-wrap.wasm");
 
+/// A driver's row: drivers take no subscriptions, read nothing from the environment and
+/// declare no modes.
+const fn driver(
+    name: &'static str,
+    summary: &'static str,
+    host_needs: &'static str,
+    options: &'static [BackendOption],
+    bytes: &'static [u8],
+) -> Adapter {
+    Adapter {
+        name,
+        kind: AdapterKind::Driver,
+        schemes: &[],
+        summary,
+        host_needs,
+        uses_stdin: false,
+        pulls: false,
+        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+        queue_group_ignored: None,
+        run_env: &[],
+        options,
+        modes: &[],
+        bytes,
+    }
+}
+
 /// The `run` trigger's driver (chosen through `compose::Driver`, never by name).
-pub const DRIVER_RUN: Adapter = Adapter {
-    name: "driver-run",
-    kind: AdapterKind::Driver,
-    schemes: &[],
-    summary: "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
-    host_needs: "`wasmtime run` (exports wasi:cli/run)",
-    uses_stdin: false,
-    pulls: false,
-    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-    queue_group_ignored: None,
-    run_env: &[],
-    options: &[],
-    modes: &[],
-    bytes: DRIVER_RUN_BYTES,
-};
+pub const DRIVER_RUN: Adapter = driver(
+    "driver-run",
+    "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
+    "`wasmtime run` (exports wasi:cli/run)",
+    &[],
+    DRIVER_RUN_BYTES,
+);
 
 /// The `http` trigger's driver (chosen through `compose::Driver`, never by name).
-pub const DRIVER_HTTP: Adapter = Adapter {
-    name: "driver-http",
-    kind: AdapterKind::Driver,
-    schemes: &[],
-    summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
-    host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
-    uses_stdin: false,
-    pulls: false,
-    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-    queue_group_ignored: None,
-    run_env: &[],
-    options: &[BackendOption {
+pub const DRIVER_HTTP: Adapter = driver(
+    "driver-http",
+    "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
+    "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
+    &[BackendOption {
         key: "max_body_bytes",
         help: "the largest request body accepted, in bytes (default 1048576)",
     }],
-    modes: &[],
-    bytes: DRIVER_HTTP_BYTES,
-};
+    DRIVER_HTTP_BYTES,
+);
 
 /// The run wrapper around an app's own `wasi:cli/run` (chosen through `compose::Driver`,
 /// never by name).
-pub const DRIVER_WRAP: Adapter = Adapter {
-    name: "driver-wrap",
-    kind: AdapterKind::Driver,
-    schemes: &[],
-    summary: "trigger `none` with an app's own `wasi:cli/run`: run it, then flush the backend's outbox; exit 1 if either failed",
-    host_needs: "`wasmtime run` (exports wasi:cli/run)",
-    uses_stdin: false,
-    pulls: false,
-    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-    queue_group_ignored: None,
-    run_env: &[],
-    options: &[],
-    modes: &[],
-    bytes: DRIVER_WRAP_BYTES,
-};
+pub const DRIVER_WRAP: Adapter = driver(
+    "driver-wrap",
+    "trigger `none` with an app's own `wasi:cli/run`: run it, then flush the backend's outbox; exit 1 if either failed",
+    "`wasmtime run` (exports wasi:cli/run)",
+    &[],
+    DRIVER_WRAP_BYTES,
+);
 
 impl Adapter {
     /// For backends that consume only as a member of a group (every mode declares
