@@ -97,7 +97,7 @@ impl fmt::Display for Warning {
             }
             Warning::SubscriptionsUnused => write!(
                 f,
-                "`--subscribe` has no effect without a driver; the app only sends"
+                "`--subscribe` has no effect without a driver that calls a handler; the app only sends"
             ),
             Warning::SubscriptionsIgnored { backend, why } => write!(
                 f,
@@ -394,7 +394,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "option `qos` does not apply to backend `backend-nats`; they understand: \
-             `jetstream`, `durable`, `create_stream`, `ack_wait_ms` (`msgplug adapters` lists each adapter's options)"
+             `jetstream`, `durable`, `create_stream`, `ack_wait_ms`, `confirm_window`, \
+             `confirm_window_ms` (`msgplug adapters` lists each adapter's options)"
         );
     }
 
