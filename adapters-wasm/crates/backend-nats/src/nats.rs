@@ -263,12 +263,13 @@ impl Nats {
 
     /// Whether a stream captures `subject` (asked once a minute per subject): a send there
     /// waits for JetStream's acknowledgement, not only for the server's.
-    fn captured_by_stream(&mut self, subject: &str) -> Result<bool, Error> {
+    /// `now` is the time of the send (one clock read per send: it is a host call).
+    fn captured_by_stream(&mut self, subject: &str, now: Instant) -> Result<bool, Error> {
         if !self.ask_streams {
             return Ok(false);
         }
         if let Some(&(captured, asked)) = self.captured.get(subject) {
-            if asked.elapsed() < CAPTURE_TTL {
+            if now.saturating_duration_since(asked) < CAPTURE_TTL {
                 return Ok(captured);
             }
         }
@@ -297,8 +298,7 @@ impl Nats {
         if self.captured.len() >= MAX_CAPTURE_ANSWERS {
             self.captured.clear();
         }
-        self.captured
-            .insert(subject.to_string(), (captured, Instant::now()));
+        self.captured.insert(subject.to_string(), (captured, now));
         Ok(captured)
     }
 
@@ -320,7 +320,8 @@ impl Nats {
         ask_streams: bool,
     ) -> Result<(), Error> {
         check_publish_subject(topic)?;
-        let pub_ack_inbox = match ask_streams && self.captured_by_stream(topic)? {
+        let now = Instant::now();
+        let pub_ack_inbox = match ask_streams && self.captured_by_stream(topic, now)? {
             true => Some(self.new_inbox()),
             false => None,
         };
@@ -331,7 +332,6 @@ impl Nats {
         self.unconfirmed += 1;
         if !self.in_handler {
             let queued = self.io(|c| Ok(c.queued()))?;
-            let now = Instant::now();
             match self
                 .window
                 .as_mut()
