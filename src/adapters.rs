@@ -870,7 +870,7 @@ pub const DRIVER_HTTP: Adapter = driver(
 /// never by name).
 pub const DRIVER_WRAP: Adapter = driver(
     "driver-wrap",
-    "trigger `none` with an app's own `wasi:cli/run`: run it, then flush the backend's outbox; exit 1 if either failed",
+    "trigger `none` with an app's own `wasi:cli/run`: run it, then flush the backend's outbox; exit 1 if either failed (a failed flush says why)",
     "`wasmtime run` (exports wasi:cli/run)",
     &[],
     DRIVER_WRAP_BYTES,

@@ -4,8 +4,9 @@
 //! It calls the app's `run` (imported as `msgplug:adapter/app-run`), then the backend's
 //! `outbox.flush`, so every message the app sent is confirmed by the broker before the
 //! process exits; knowing this flush will come, the backend may confirm sends in windows
-//! instead of one round trip each. The exit status is 1, with one line on stderr, when
-//! the app's run failed or the broker did not confirm everything.
+//! instead of one round trip each. The exit status is 1 when the app's run failed (the app
+//! says why itself, as it would unwrapped) or the broker did not confirm everything (then
+//! with one line on stderr).
 //! `fn main` makes this component export `wasi:cli/run`.
 
 mod bindings {
@@ -32,9 +33,6 @@ fn main() -> ExitCode {
     let ran = app_run::run();
     // Flushed even when the app failed: what it sent before is confirmed (or reported).
     let flushed = outbox::flush();
-    if ran.is_err() {
-        eprintln!("msgplug: the app's run failed");
-    }
     if let Err(e) = &flushed {
         eprintln!(
             "msgplug: the broker did not confirm every message the app sent: {}",
