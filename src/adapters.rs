@@ -8,7 +8,8 @@
 pub enum AdapterKind {
     /// Exports `wasi:messaging` and the `msgplug:adapter` backend interfaces.
     Backend,
-    /// The trigger loop that calls the app's `incoming-handler`.
+    /// The trigger loop that calls the app's `incoming-handler`, or the run wrapper around
+    /// the app's own `wasi:cli/run`.
     Driver,
 }
 
@@ -315,6 +316,19 @@ pub struct BackendOption {
     pub help: &'static str,
 }
 
+/// With the run wrapper (`--trigger none`, an app's own `wasi:cli/run`): how many sends
+/// outside a handler may wait for their confirmation (`common::Window` in the adapters).
+const CONFIRM_WINDOW: BackendOption = BackendOption {
+    key: "confirm_window",
+    help: "with the app's own run: sends confirmed together, at most (default 4096; 1: each send)",
+};
+
+/// With the run wrapper: how long the first send of a window may wait for its confirmation.
+const CONFIRM_WINDOW_MS: BackendOption = BackendOption {
+    key: "confirm_window_ms",
+    help: "with the app's own run: ms after a window's first send that it is confirmed at the next send (default 100)",
+};
+
 /// NATS core: what NATS JetStream shares with it.
 const NATS_CORE: Capabilities = Capabilities {
     receive: Receive::AT_MOST_ONCE,
@@ -408,6 +422,8 @@ const NATS_OPTIONS: &[BackendOption] = &[
         key: "handler_timeout_ms",
         help: "JetStream: the longest a handler runs, in ms: the consumer's ack wait (instead of ack_wait_ms)",
     },
+    CONFIRM_WINDOW,
+    CONFIRM_WINDOW_MS,
 ];
 
 /// The NATS backends' credentials, read at run time (plaintext and TLS).
@@ -517,6 +533,8 @@ pub const ADAPTERS: &[Adapter] = &[
             NATS_OPTIONS[2],
             NATS_OPTIONS[3],
             NATS_OPTIONS[4],
+            NATS_OPTIONS[5],
+            NATS_OPTIONS[6],
             TLS_OPTIONS[0],
             BackendOption {
                 key: "tls_first",
@@ -868,48 +886,70 @@ pub const ADAPTERS: &[Adapter] = &[
     },
     DRIVER_RUN,
     DRIVER_HTTP,
+    DRIVER_WRAP,
 ];
 
 /// The driver components, in statics so that the constants below share one copy.
 static DRIVER_RUN_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-run.wasm");
 static DRIVER_HTTP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-http.wasm");
+static DRIVER_WRAP_BYTES: &[u8] = include_bytes!("../adapters-wasm/driver-wrap.wasm");
+
+/// A driver's row: drivers take no subscriptions, read nothing from the environment and
+/// declare no modes.
+const fn driver(
+    name: &'static str,
+    summary: &'static str,
+    host_needs: &'static str,
+    options: &'static [BackendOption],
+    bytes: &'static [u8],
+) -> Adapter {
+    Adapter {
+        name,
+        kind: AdapterKind::Driver,
+        schemes: &[],
+        summary,
+        host_needs,
+        uses_stdin: false,
+        pulls: false,
+        subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
+        queue_group_ignored: None,
+        run_env: &[],
+        options,
+        modes: &[],
+        bytes,
+    }
+}
 
 /// The `run` trigger's driver (chosen through `compose::Driver`, never by name).
-pub const DRIVER_RUN: Adapter = Adapter {
-    name: "driver-run",
-    kind: AdapterKind::Driver,
-    schemes: &[],
-    summary: "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
-    host_needs: "`wasmtime run` (exports wasi:cli/run)",
-    uses_stdin: false,
-    pulls: false,
-    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-    queue_group_ignored: None,
-    run_env: &[],
-    options: &[],
-    modes: &[],
-    bytes: DRIVER_RUN_BYTES,
-};
+pub const DRIVER_RUN: Adapter = driver(
+    "driver-run",
+    "`run` trigger: pull each delivery, call the app's handler, ack on Ok, nack on Err",
+    "`wasmtime run` (exports wasi:cli/run)",
+    &[],
+    DRIVER_RUN_BYTES,
+);
 
 /// The `http` trigger's driver (chosen through `compose::Driver`, never by name).
-pub const DRIVER_HTTP: Adapter = Adapter {
-    name: "driver-http",
-    kind: AdapterKind::Driver,
-    schemes: &[],
-    summary: "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
-    host_needs: "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
-    uses_stdin: false,
-    pulls: false,
-    subscriptions: Subscriptions::Unused("drivers take no subscriptions"),
-    queue_group_ignored: None,
-    run_env: &[],
-    options: &[BackendOption {
+pub const DRIVER_HTTP: Adapter = driver(
+    "driver-http",
+    "`http` trigger: each request (CloudEvent or plain POST) is one message; a reply is the response",
+    "`wasmtime serve -S cli` (exports wasi:http/incoming-handler)",
+    &[BackendOption {
         key: "max_body_bytes",
         help: "the largest request body accepted, in bytes (default 1048576)",
     }],
-    modes: &[],
-    bytes: DRIVER_HTTP_BYTES,
-};
+    DRIVER_HTTP_BYTES,
+);
+
+/// The run wrapper around an app's own `wasi:cli/run` (chosen through `compose::Driver`,
+/// never by name).
+pub const DRIVER_WRAP: Adapter = driver(
+    "driver-wrap",
+    "trigger `none` with an app's own `wasi:cli/run`: run it, then flush the backend's outbox; exit 1 if either failed (a failed flush says why)",
+    "`wasmtime run` (exports wasi:cli/run)",
+    &[],
+    DRIVER_WRAP_BYTES,
+);
 
 impl Adapter {
     /// For backends that consume only as a member of a group (every mode declares
@@ -1049,7 +1089,11 @@ mod tests {
                     );
                 }
                 AdapterKind::Driver => {
-                    assert!(info.imports(names::INCOMING_HANDLER), "{}", adapter.name);
+                    assert!(
+                        info.imports(names::INCOMING_HANDLER) || info.imports(names::APP_RUN),
+                        "{} calls neither the app's handler nor its run",
+                        adapter.name
+                    );
                     assert!(
                         !info.entry_points().is_empty(),
                         "{} exports no entry point",

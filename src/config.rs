@@ -32,6 +32,12 @@ pub struct Settings {
     /// Backend-specific options.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// True when the run wrapper (`driver-wrap`) flushes the backend's outbox after the
+    /// app's own run returned: the backend may then confirm sends outside a handler in
+    /// windows. Left out of the JSON when false, so every other output is unchanged, and a
+    /// backend reading a config without it confirms each such send before it returns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub final_flush: bool,
 }
 
 /// What a composed artifact records about itself in its `msgplug-config` custom section, so
@@ -265,6 +271,7 @@ impl Settings {
             subscribe,
             queue_group,
             options: BTreeMap::new(),
+            final_flush: false,
         }
     }
 

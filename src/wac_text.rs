@@ -30,9 +30,13 @@ pub fn print(plan: &Plan, package: &str) -> String {
             continue;
         }
         out.push('\n');
-        for (import, provider) in &instance.arguments {
-            let provider = plan.instances[*provider].name;
-            let _ = writeln!(out, "    \"{import}\": {provider}[\"{import}\"],");
+        for argument in &instance.arguments {
+            let provider = plan.instances[argument.provider].name;
+            let _ = writeln!(
+                out,
+                "    \"{}\": {provider}[\"{}\"],",
+                argument.import, argument.export
+            );
         }
         if instance.imports_from_host {
             out.push_str("    ...\n");
@@ -49,7 +53,7 @@ pub fn print(plan: &Plan, package: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compose::PlannedInstance;
+    use crate::compose::{Argument, PlannedInstance};
 
     #[test]
     fn prints_arguments_host_imports_and_exports() {
@@ -64,7 +68,7 @@ mod tests {
                 PlannedInstance {
                     name: "app",
                     package: "user:app".into(),
-                    arguments: vec![("msgplug:adapter/config@0.1.0".into(), 0)],
+                    arguments: vec![Argument::same_name("msgplug:adapter/config@0.1.0", 0)],
                     imports_from_host: true,
                 },
             ],

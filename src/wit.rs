@@ -18,6 +18,8 @@ pub mod names {
     pub const INCOMING_HANDLER: &str = "wasi:messaging/incoming-handler@0.2.0-draft";
     /// `msgplug:adapter/config`: the baked settings, exported by the generated config component.
     pub const CONFIG: &str = "msgplug:adapter/config@0.1.0";
+    /// `msgplug:adapter/app-run`: the app's own `wasi:cli/run`, as the run wrapper imports it.
+    pub const APP_RUN: &str = "msgplug:adapter/app-run@0.1.0";
     /// Prefix of every `wasi:messaging` interface name, of any version.
     pub const MESSAGING_PREFIX: &str = "wasi:messaging/";
     /// Prefix of every internal msgplug interface name.

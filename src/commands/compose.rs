@@ -193,9 +193,12 @@ impl ComposeCommand {
         }
         write_atomically(&output, &composed.component)?;
 
-        let driver = match composed.driver {
-            Some(driver) => format!("driver `{}`", driver.name),
-            None => "the app's own entry point".to_string(),
+        let driver = match (composed.driver, composed.trigger) {
+            (Some(wrapper), Trigger::None) => {
+                format!("the app's own entry point, run by `{}`", wrapper.name)
+            }
+            (Some(driver), _) => format!("driver `{}`", driver.name),
+            (None, _) => "the app's own entry point".to_string(),
         };
         terminal.status(
             "Wrote",

@@ -97,7 +97,7 @@ impl fmt::Display for Warning {
             }
             Warning::SubscriptionsUnused => write!(
                 f,
-                "`--subscribe` has no effect without a driver; the app only sends"
+                "`--subscribe` has no effect without a driver that calls a handler; the app only sends"
             ),
             Warning::SubscriptionsIgnored { backend, why } => write!(
                 f,
@@ -321,7 +321,7 @@ pub fn check_subscriptions(
             }
         }
         Subscriptions::Unused(why) => {
-            if driver.is_some() && !options.subscribe.is_empty() {
+            if driver.is_some_and(Driver::calls_handler) && !options.subscribe.is_empty() {
                 warnings.push(Warning::SubscriptionsIgnored {
                     backend: backend.name,
                     why,
@@ -441,7 +441,7 @@ pub fn app_warnings(
     options: &ComposeOptions,
 ) -> Vec<Warning> {
     let mut warnings = Vec::new();
-    if driver.is_some() {
+    if driver.is_some_and(Driver::calls_handler) {
         for (_, export) in app.entry_points() {
             warnings.push(Warning::AppEntryPointHidden {
                 export: export.to_string(),
@@ -517,7 +517,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "option `qos` does not apply to backend `backend-nats`; they understand: \
-             `jetstream`, `durable`, `create_stream`, `ack_wait_ms`, `handler_timeout_ms` (`msgplug adapters` lists each adapter's options)"
+             `jetstream`, `durable`, `create_stream`, `ack_wait_ms`, `handler_timeout_ms`, \
+             `confirm_window`, `confirm_window_ms` (`msgplug adapters` lists each adapter's options)"
         );
     }
 

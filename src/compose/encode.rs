@@ -94,22 +94,23 @@ impl Plan {
                     source,
                 })?;
             let node = graph.instantiate(id);
-            for (import, provider) in &instance.arguments {
-                let alias = match aliases.get(&(*provider, import.as_str())) {
+            for argument in &instance.arguments {
+                let key = (argument.provider, argument.export.as_str());
+                let alias = match aliases.get(&key) {
                     Some(alias) => *alias,
                     None => {
                         let alias = graph
-                            .alias_instance_export(nodes[*provider], import)
+                            .alias_instance_export(nodes[argument.provider], &argument.export)
                             .map_err(|source| GraphError::Alias {
                                 package: package(),
                                 source,
                             })?;
-                        aliases.insert((*provider, import.as_str()), alias);
+                        aliases.insert(key, alias);
                         alias
                     }
                 };
                 graph
-                    .set_instantiation_argument(node, import, alias)
+                    .set_instantiation_argument(node, &argument.import, alias)
                     .map_err(|source| GraphError::Argument {
                         package: package(),
                         source,
@@ -156,7 +157,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::adapters;
-    use crate::compose::{PlannedInstance, APP_PACKAGE, CONFIG_PACKAGE};
+    use crate::compose::{Argument, PlannedInstance, APP_PACKAGE, CONFIG_PACKAGE};
     use crate::config_component;
 
     /// A stand-in app that sends and exports a handler.
@@ -201,7 +202,10 @@ mod tests {
         let instance = |name, package: &str, arguments: &[(&str, usize)]| PlannedInstance {
             name,
             package: package.to_string(),
-            arguments: arguments.iter().map(|(i, p)| (i.to_string(), *p)).collect(),
+            arguments: arguments
+                .iter()
+                .map(|(i, p)| Argument::same_name(i, *p))
+                .collect(),
             imports_from_host: true,
         };
         let consumer = "msgplug:adapter/consumer@0.1.0";

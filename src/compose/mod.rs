@@ -25,7 +25,7 @@ pub use checks::{CheckError, Warning, TLS_CA_OPTION};
 pub use encode::GraphError;
 pub use options::{ComposeOptions, Driver, Trigger};
 use plan::is_internal;
-pub use plan::{Part, Plan, PlannedInstance, WireError};
+pub use plan::{Argument, Part, Plan, PlannedInstance, WireError};
 pub use setup::{Setup, SetupError};
 pub use trigger::TriggerError;
 

@@ -42,17 +42,22 @@ pub enum Driver {
     /// `driver-http`: `wasmtime serve` turns each request into a message.
     #[serde(rename = "driver-http")]
     Http,
+    /// `driver-wrap`: the app's own `wasi:cli/run`, followed by a flush of the backend's
+    /// outbox (trigger `none`).
+    #[serde(rename = "driver-wrap")]
+    Wrap,
 }
 
 impl Driver {
     /// Every driver.
-    pub const ALL: [Driver; 2] = [Driver::Run, Driver::Http];
+    pub const ALL: [Driver; 3] = [Driver::Run, Driver::Http, Driver::Wrap];
 
     /// The embedded adapter component.
     pub fn adapter(self) -> &'static Adapter {
         match self {
             Driver::Run => &adapters::DRIVER_RUN,
             Driver::Http => &adapters::DRIVER_HTTP,
+            Driver::Wrap => &adapters::DRIVER_WRAP,
         }
     }
 
@@ -61,11 +66,18 @@ impl Driver {
         match self {
             Driver::Run => Trigger::Run,
             Driver::Http => Trigger::Http,
+            Driver::Wrap => Trigger::None,
         }
+    }
+
+    /// Whether it calls the app's `incoming-handler` (the wrapper calls the app's own run).
+    pub fn calls_handler(self) -> bool {
+        self != Driver::Wrap
     }
 }
 
-/// The trigger a resolved `driver` choice stands for (`none` without a driver).
+/// The trigger a resolved `driver` choice stands for (`none` without a driver or with the
+/// run wrapper).
 pub(crate) fn trigger_of(driver: Option<Driver>) -> Trigger {
     driver.map_or(Trigger::None, Driver::trigger)
 }
@@ -107,7 +119,9 @@ mod tests {
         for driver in Driver::ALL {
             let adapter = driver.adapter();
             assert_eq!(adapter.kind, AdapterKind::Driver);
-            assert_eq!(adapter.family(), driver.trigger().to_string());
+            if driver.calls_handler() {
+                assert_eq!(adapter.family(), driver.trigger().to_string());
+            }
         }
         let embedded = ADAPTERS
             .iter()

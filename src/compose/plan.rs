@@ -1,7 +1,7 @@
 //! The pure wiring plan: which instance feeds which import, decided by name from the
 //! components' own worlds, with no wac-graph involved (encoding is in [`super::encode`]).
 
-use crate::analyze::ComponentInfo;
+use crate::analyze::{ComponentInfo, EntryPoint};
 use crate::wit::names;
 
 /// One component instance in a [`Plan`].
@@ -11,10 +11,46 @@ pub struct PlannedInstance {
     pub name: &'static str,
     /// Its package name in the graph and in WAC (e.g. `msgplug:backend-local`).
     pub package: String,
-    /// Each wired import, with the index of the earlier instance that exports the same name.
-    pub arguments: Vec<(String, usize)>,
+    /// Each wired import and the earlier instance's export that satisfies it.
+    pub arguments: Vec<Argument>,
     /// Whether some imports are left for the host to provide.
     pub imports_from_host: bool,
+}
+
+/// One wired import of a [`PlannedInstance`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argument {
+    /// The import's name.
+    pub import: String,
+    /// The index of the earlier instance that provides it.
+    pub provider: usize,
+    /// The provider's export that is passed: the import's own name, except for the run
+    /// wrapper's [`names::APP_RUN`], which takes the app's `wasi:cli/run` export.
+    pub export: String,
+}
+
+impl Argument {
+    /// An import satisfied by the export of the same name of instance `provider`.
+    pub fn same_name(import: &str, provider: usize) -> Argument {
+        Argument {
+            import: import.to_string(),
+            provider,
+            export: import.to_string(),
+        }
+    }
+}
+
+/// The export of `part` that satisfies an import called `import`, if it has one.
+fn export_for(part: &Part<'_>, import: &str) -> Option<String> {
+    if import == names::APP_RUN {
+        return part
+            .info
+            .entry_points()
+            .into_iter()
+            .find(|(entry, _)| *entry == EntryPoint::CliRun)
+            .map(|(_, name)| name.to_string());
+    }
+    part.info.exports(import).then(|| import.to_string())
 }
 
 /// Which instances a composition holds, how they are wired, and what it exports.
@@ -68,14 +104,19 @@ impl Plan {
                     imports_from_host = true;
                     continue;
                 }
-                let provider = parts[..index]
+                let (provider, export) = parts[..index]
                     .iter()
-                    .position(|p| p.info.exports(import))
+                    .enumerate()
+                    .find_map(|(i, p)| export_for(p, import).map(|export| (i, export)))
                     .ok_or_else(|| WireError::UnsatisfiedImport {
                         instance: part.name.to_string(),
                         import: import.clone(),
                     })?;
-                arguments.push((import.clone(), provider));
+                arguments.push(Argument {
+                    import: import.clone(),
+                    provider,
+                    export,
+                });
             }
             instances.push(PlannedInstance {
                 name: part.name,
@@ -132,23 +173,50 @@ mod tests {
         ];
         let plan = Plan::wire(&parts, vec![(3, "wasi:cli/run@0.2.0".into())]).unwrap();
         let args = |i: usize| plan.instances[i].arguments.clone();
-        assert_eq!(args(1), vec![(names::CONFIG.to_string(), 0)]);
+        assert_eq!(args(1), vec![Argument::same_name(names::CONFIG, 0)]);
         assert_eq!(
             args(2),
             vec![
-                (names::TYPES.to_string(), 1),
-                (names::PRODUCER.to_string(), 1)
+                Argument::same_name(names::TYPES, 1),
+                Argument::same_name(names::PRODUCER, 1)
             ]
         );
         assert_eq!(
             args(3),
             vec![
-                (names::TYPES.to_string(), 1),
-                (names::INCOMING_HANDLER.to_string(), 2)
+                Argument::same_name(names::TYPES, 1),
+                Argument::same_name(names::INCOMING_HANDLER, 2)
             ]
         );
         assert!(plan.instances[1].imports_from_host);
         assert!(!plan.instances[2].imports_from_host);
+    }
+
+    #[test]
+    fn the_wrapper_takes_the_apps_own_run_of_any_version() {
+        let app = info(&[], &["wasi:cli/run@0.2.6"]);
+        let wrapper = info(&[names::APP_RUN], &["wasi:cli/run@0.2.0"]);
+        let parts = [
+            Part {
+                name: "app",
+                package: "user:app",
+                info: &app,
+            },
+            Part {
+                name: "driver",
+                package: "msgplug:driver-wrap",
+                info: &wrapper,
+            },
+        ];
+        let plan = Plan::wire(&parts, vec![(1, "wasi:cli/run@0.2.0".into())]).unwrap();
+        assert_eq!(
+            plan.instances[1].arguments,
+            vec![Argument {
+                import: names::APP_RUN.to_string(),
+                provider: 0,
+                export: "wasi:cli/run@0.2.6".to_string(),
+            }]
+        );
     }
 
     #[test]

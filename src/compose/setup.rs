@@ -75,14 +75,14 @@ impl Setup {
             warnings.extend(checks::mqtt_warnings(
                 &broker.url,
                 &options.options,
-                driver.is_some(),
+                driver.is_some_and(Driver::calls_handler),
             ));
         }
         if backend.family() == "redis" {
             warnings.extend(checks::redis_warnings(
                 &broker.url,
                 &options.options,
-                driver.is_some(),
+                driver.is_some_and(Driver::calls_handler),
             ));
         }
         warnings.extend(checks::app_warnings(app, driver, options));
@@ -94,6 +94,7 @@ impl Setup {
             options.queue_group.clone(),
         );
         settings.options = options.options.clone();
+        settings.final_flush = driver == Some(Driver::Wrap);
         Ok(Setup {
             broker,
             backend,

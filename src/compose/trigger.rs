@@ -2,7 +2,7 @@
 
 use super::{Driver, Trigger};
 use crate::adapters::Adapter;
-use crate::analyze::ComponentInfo;
+use crate::analyze::{ComponentInfo, EntryPoint};
 use crate::wit::names;
 
 /// An error resolving `--trigger` against the app and the backend.
@@ -43,7 +43,9 @@ pub enum TriggerError {
     NothingToRun,
 }
 
-/// The driver `asked` means for `app` with `backend` (`None`: the app's own entry point).
+/// The driver `asked` means for `app` with `backend` (`None`: the app's own entry point,
+/// exported as it is). An app's own `wasi:cli/run` gets the run wrapper, which flushes the
+/// backend's outbox after it; a `wasi:http/incoming-handler` is exported unwrapped.
 pub fn resolve(
     app: &ComponentInfo,
     asked: Trigger,
@@ -51,11 +53,15 @@ pub fn resolve(
 ) -> Result<Option<Driver>, TriggerError> {
     let handler = app.exports_handler();
     let entry = app.entry_points().first().map(|(_, name)| name.to_string());
+    let own_entry = || {
+        let wrapped = matches!(app.entry_points().first(), Some((EntryPoint::CliRun, _)));
+        Ok(wrapped.then_some(Driver::Wrap))
+    };
     match asked {
         Trigger::Auto => match (handler, entry) {
             (true, None) if backend.pulls => Ok(Some(Driver::Run)),
             (true, None) => Ok(Some(Driver::Http)),
-            (false, Some(_)) => Ok(None),
+            (false, Some(_)) => own_entry(),
             (true, Some(entry)) => Err(TriggerError::AmbiguousTrigger { entry }),
             (false, None) => Err(TriggerError::NothingToRun),
         },
@@ -66,7 +72,7 @@ pub fn resolve(
         Trigger::Run => Ok(Some(Driver::Run)),
         Trigger::Http => Ok(Some(Driver::Http)),
         Trigger::None if entry.is_none() => Err(TriggerError::NothingToRun),
-        Trigger::None => Ok(None),
+        Trigger::None => own_entry(),
     }
 }
 
@@ -100,7 +106,13 @@ mod tests {
             resolve(&handler, Trigger::Auto, local).unwrap(),
             Some(Driver::Run)
         );
-        assert_eq!(resolve(&runner, Trigger::Auto, local).unwrap(), None);
+        assert_eq!(
+            resolve(&runner, Trigger::Auto, local).unwrap(),
+            Some(Driver::Wrap),
+            "an app's own run is wrapped, so the outbox is flushed after it"
+        );
+        let server = info(&[], &["wasi:http/incoming-handler@0.2.0"]);
+        assert_eq!(resolve(&server, Trigger::Auto, local).unwrap(), None);
         assert!(matches!(
             resolve(&both, Trigger::Auto, local),
             Err(TriggerError::AmbiguousTrigger { .. })
@@ -109,7 +121,10 @@ mod tests {
             resolve(&both, Trigger::Run, local).unwrap(),
             Some(Driver::Run)
         );
-        assert_eq!(resolve(&both, Trigger::None, local).unwrap(), None);
+        assert_eq!(
+            resolve(&both, Trigger::None, local).unwrap(),
+            Some(Driver::Wrap)
+        );
         assert!(matches!(
             resolve(&neither, Trigger::Auto, local),
             Err(TriggerError::NothingToRun)

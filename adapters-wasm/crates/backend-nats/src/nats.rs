@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
-    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
+    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, Lease,
+    MessageData, RequestOptions, Settings, Window, SET_HANDLER_TIMEOUT,
 };
 
 use crate::config::{Config, JetStream};
@@ -62,6 +62,12 @@ struct Held {
     lease: Lease,
 }
 
+/// With the run wrapper, a window is also confirmed once this many bytes are queued. The
+/// window is written in one go, right before the `PING` that confirms it is read: an
+/// earlier partial write would make the `PING`'s wait for the server's delayed TCP ACK
+/// (Nagle's algorithm, which wasi:sockets cannot turn off; ~40 ms per window, measured).
+const WINDOW_BYTES: usize = 1 << 20;
+
 /// A received message waiting for `next`.
 enum Pending {
     /// A message, with what settles it if it came from a pull.
@@ -114,6 +120,9 @@ pub struct Nats {
     /// Sends to streams' subjects that no stream answered (status 503), since the last
     /// `flush`: a `connection` error, as the server is most likely stopping.
     unstored: Vec<String>,
+    /// With the run wrapper: the window of sends outside a handler not yet confirmed.
+    /// `None`: each such send is confirmed before it returns.
+    window: Option<Window>,
 }
 
 impl Nats {
@@ -287,12 +296,13 @@ impl Nats {
 
     /// Whether a stream captures `subject` (asked once a minute per subject): a send there
     /// waits for JetStream's acknowledgement, not only for the server's.
-    fn captured_by_stream(&mut self, subject: &str) -> Result<bool, Error> {
+    /// `now` is the time of the send (one clock read per send: it is a host call).
+    fn captured_by_stream(&mut self, subject: &str, now: Instant) -> Result<bool, Error> {
         if !self.ask_streams {
             return Ok(false);
         }
         if let Some(&(captured, asked)) = self.captured.get(subject) {
-            if asked.elapsed() < CAPTURE_TTL {
+            if now.saturating_duration_since(asked) < CAPTURE_TTL {
                 return Ok(captured);
             }
         }
@@ -321,8 +331,7 @@ impl Nats {
         if self.captured.len() >= MAX_CAPTURE_ANSWERS {
             self.captured.clear();
         }
-        self.captured
-            .insert(subject.to_string(), (captured, Instant::now()));
+        self.captured.insert(subject.to_string(), (captured, now));
         Ok(captured)
     }
 
@@ -335,7 +344,8 @@ impl Nats {
     /// Publishes `message` on `topic`; a send to a stream's subject (when `ask_streams`)
     /// is acknowledged by JetStream. Inside a handler the message is only queued (written
     /// in batches; the `flush` the driver makes before it acks confirms it); outside one
-    /// it is confirmed before this returns.
+    /// it is confirmed before this returns, or, with the run wrapper, when its window is
+    /// full or old (a `PING` / `PONG` round trip and the JetStream acks of the window).
     fn send_to(
         &mut self,
         topic: &str,
@@ -343,7 +353,8 @@ impl Nats {
         ask_streams: bool,
     ) -> Result<(), Error> {
         check_publish_subject(topic)?;
-        let pub_ack_inbox = match ask_streams && self.captured_by_stream(topic)? {
+        let now = Instant::now();
+        let pub_ack_inbox = match ask_streams && self.captured_by_stream(topic, now)? {
             true => Some(self.new_inbox()),
             false => None,
         };
@@ -353,7 +364,20 @@ impl Nats {
         }
         self.unconfirmed += 1;
         if !self.in_handler {
-            return self.flush();
+            let queued = self.io(|c| Ok(c.queued()))?;
+            match self
+                .window
+                .as_mut()
+                .map(|w| w.send(now) || queued >= WINDOW_BYTES)
+            {
+                None => return self.flush(),
+                Some(true) => {
+                    let confirmed = self.confirm();
+                    let window = self.window.as_mut().expect("checked above");
+                    return window.confirmed(confirmed);
+                }
+                Some(false) => return Ok(()),
+            }
         }
         if self.io(|c| Ok(c.queued()))? >= WRITE_BATCH {
             self.io(Conn::write_out)?;
@@ -760,6 +784,7 @@ impl Backend for Nats {
 
     fn open(settings: Settings) -> Result<Self, Error> {
         let config = Config::from_settings(&settings, |name| std::env::var(name).ok())?;
+        let window = ConfirmWindow::from_settings(&settings)?.map(Window::new);
         let mut nats = Self {
             config,
             conn: None,
@@ -780,6 +805,7 @@ impl Backend for Nats {
             pub_acks: HashMap::new(),
             refused: Vec::new(),
             unstored: Vec::new(),
+            window,
         };
         nats.establish()?;
         Ok(nats)
@@ -844,12 +870,25 @@ impl Backend for Nats {
         self.settle(id, b"-NAK")
     }
 
-    /// Confirms every message sent so far: a `PING` / `PONG` round trip (the server has
-    /// processed them), then JetStream's acknowledgements of those sent to streams'
-    /// subjects. Fails if a connection was lost before it confirmed some, or JetStream
-    /// refused to store some or no stream answered for some.
+    /// Confirms every message sent so far (see [`Nats::confirm`]); with the run wrapper,
+    /// also fails if an earlier window's confirmation failed.
     fn flush(&mut self) -> Result<(), Error> {
         self.in_handler = false;
+        let confirmed = self.confirm();
+        match self.window.as_mut() {
+            Some(window) => window.finish(confirmed),
+            None => confirmed,
+        }
+    }
+}
+
+impl Nats {
+    /// Confirms every message sent so far: a `PING` / `PONG` round trip (the server has
+    /// processed them; a `-ERR` it sent for one of them, such as a permissions violation,
+    /// arrives before the `PONG` and is returned), then JetStream's acknowledgements of
+    /// those sent to streams' subjects. Fails if a connection was lost before it confirmed
+    /// some, or JetStream refused to store some or no stream answered for some.
+    fn confirm(&mut self) -> Result<(), Error> {
         if self.unconfirmed == 0 && self.lost == 0 {
             return Ok(());
         }

@@ -33,6 +33,9 @@ thread_local! {
     static CLIENTS: Cell<usize> = const { Cell::new(0) };
     /// True once a driver asked for messages (`consumer.next` or `pusher.inject`).
     static RECEIVING: Cell<bool> = const { Cell::new(false) };
+    /// True when the run wrapper flushes at the end (`Settings::final_flush`): the backend
+    /// is closed after that flush, not when the app drops its last client.
+    static FINAL_FLUSH: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` on the backend, opening it first if needed.
@@ -40,7 +43,9 @@ fn with_backend<B: Backend, R>(f: impl FnOnce(&mut B) -> Result<R, Error>) -> Re
     BACKEND.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(Box::new(B::open(load_settings()?)?));
+            let settings = load_settings()?;
+            FINAL_FLUSH.with(|f| f.set(settings.final_flush));
+            *slot = Some(Box::new(B::open(settings)?));
         }
         let backend = slot
             .as_mut()
@@ -78,22 +83,24 @@ impl<B: Backend> GuestClient for ClientState<B> {
 }
 
 /// When the app drops its last client and no driver receives (a publisher or requester
-/// that is done), the backend may [`Backend::close`] its connection.
+/// that is done), the backend may [`Backend::close`] its connection; with the run wrapper
+/// only after its final flush, since sends may still wait for their confirmation.
 impl<B: Backend> Drop for ClientState<B> {
     fn drop(&mut self) {
-        let left = CLIENTS.with(|n| {
-            n.set(n.get().saturating_sub(1));
-            n.get()
-        });
-        if left == 0 && !RECEIVING.with(Cell::get) {
-            BACKEND.with(|cell| {
-                if let Some(backend) = cell.borrow_mut().as_mut() {
-                    if let Some(backend) = backend.downcast_mut::<B>() {
-                        backend.close();
-                    }
-                }
-            });
+        CLIENTS.with(|n| n.set(n.get().saturating_sub(1)));
+        if !FINAL_FLUSH.with(Cell::get) {
+            close_when_done::<B>();
         }
+    }
+}
+
+/// Closes the backend if the app holds no client and no driver receives.
+fn close_when_done<B: Backend>() {
+    if CLIENTS.with(Cell::get) == 0 && !RECEIVING.with(Cell::get) {
+        let _ = with_open_backend::<B>(|backend| {
+            backend.close();
+            Ok(())
+        });
     }
 }
 
@@ -281,6 +288,10 @@ impl<B: Backend> pusher::Guest for Adapter<B> {
 
 impl<B: Backend> outbox::Guest for Adapter<B> {
     fn flush() -> Result<(), types::Error> {
-        Ok(with_open_backend::<B>(|b| b.flush())?)
+        let flushed = with_open_backend::<B>(|b| b.flush());
+        if FINAL_FLUSH.with(Cell::get) {
+            close_when_done::<B>();
+        }
+        Ok(flushed?)
     }
 }

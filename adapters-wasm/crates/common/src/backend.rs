@@ -41,7 +41,9 @@ pub trait Backend: Sized + 'static {
     fn open(settings: Settings) -> Result<Self, Error>;
 
     /// Publishes `message` on `topic` (`producer.send`). A send outside a handler
-    /// must be flushed before it returns; inside one, [`Backend::flush`] follows.
+    /// must be flushed before it returns, unless the run wrapper flushes at the end
+    /// (`Settings::final_flush`: it may then be confirmed in a [`crate::Window`]);
+    /// inside one, [`Backend::flush`] follows.
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error>;
 
     /// Publishes `message` on `topic` with a fresh reply address and collects the
@@ -72,7 +74,8 @@ pub trait Backend: Sized + 'static {
 
     /// Ends the connection politely (MQTT's `DISCONNECT`): called when the app dropped its
     /// last client and no driver receives, as a publisher or requester does before it
-    /// exits (a component gets no other end-of-run signal). Everything sent was flushed
-    /// already; a backend used again afterwards connects again. By default nothing.
+    /// exits (a component gets no other end-of-run signal); with the run wrapper, after
+    /// its final flush instead. Everything sent was flushed already; a backend used again
+    /// afterwards connects again. By default nothing.
     fn close(&mut self) {}
 }

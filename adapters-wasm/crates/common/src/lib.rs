@@ -27,6 +27,7 @@ mod lease;
 mod message;
 mod settings;
 mod subject;
+mod window;
 
 #[cfg(not(test))]
 mod adapter;
@@ -47,6 +48,7 @@ pub use message::{MessageData, Metadata};
 pub use messaging_error::Error;
 pub use settings::{Settings, SETTINGS_FORMAT};
 pub use subject::{matches_any, subject_matches};
+pub use window::{ConfirmWindow, Window, DEFAULT_WINDOW_MESSAGES, DEFAULT_WINDOW_MS};
 
 /// Returns 32 random lower-case hex digits (128 bits from `wasi:random`): fresh inboxes,
 /// message ids and event ids.

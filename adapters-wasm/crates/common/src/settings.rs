@@ -33,6 +33,10 @@ pub struct Settings {
     /// Backend-specific options; a backend ignores keys it does not know.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// True when the run wrapper flushes the outbox after the app's own run: sends outside
+    /// a handler may then be confirmed in windows (see [`crate::ConfirmWindow`]).
+    #[serde(default)]
+    pub final_flush: bool,
     /// True when `broker` came from `MSGPLUG_BROKER` rather than the baked config.
     #[serde(skip)]
     pub broker_from_env: bool,
