@@ -9,7 +9,7 @@
 #   messages instead of waiting for them; `BENCH_LIMIT` (seconds, default 300) is a hard
 #   stop per bench on top of that.
 # * `msgplug compose` vs `wac compose` of the same parts (`--emit-wac` and
-#   `msgplug adapters --extract` give them): median wall time and peak RSS
+#   `msgplug adapters --extract` give them): medians of wall time, CPU time and peak RSS
 #   (`/usr/bin/time`) of `BENCH_COMPOSES` runs (default 7), for a small Rust app
 #   (examples/transform) and the componentize-py app (examples/python-wordcount). wac-cli
 #   is installed from crates.io into ~/.cache/msgplug/wac-cli when `wac` is not on PATH.
@@ -84,16 +84,18 @@ for broker in "${brokers[@]}"; do
 done
 
 # --- compose: msgplug vs wac -------------------------------------------------------------
-# Runs "$@" $composes times under /usr/bin/time; prints "<median s> <median peak MiB>".
+# Runs "$@" $composes times under /usr/bin/time; prints the medians of wall time (s), CPU
+# time (user + system, s: steadier than wall time on a busy machine) and peak RSS (MiB).
 timed() {
     local log=$work/time.log
     : >"$log"
     for _ in $(seq "$composes"); do
-        /usr/bin/time -f '%e %M' -a -o "$log" "$@" >/dev/null 2>"$work/timed.err" ||
+        /usr/bin/time -f '%e %U %S %M' -a -o "$log" "$@" >/dev/null 2>"$work/timed.err" ||
             die "$* failed: $(cat "$work/timed.err")"
     done
-    printf '%s %s\n' "$(cut -d' ' -f1 "$log" | median)" \
-        "$(cut -d' ' -f2 "$log" | median | awk '{ printf "%.0f", $1 / 1024 }')"
+    printf '%s %s %s\n' "$(cut -d' ' -f1 "$log" | median)" \
+        "$(awk '{ print $2 + $3 }' "$log" | median)" \
+        "$(cut -d' ' -f4 "$log" | median | awk '{ printf "%.0f", $1 / 1024 }')"
 }
 
 if wanted compose; then
@@ -114,10 +116,11 @@ if wanted compose; then
             deps+=(--dep "$package=$work/adapters/${package#msgplug:}.wasm")
         done
         theirs=$work/$name.wac.wasm
-        read -r our_time our_mem < <(timed "${compose[@]}")
-        read -r wac_time wac_mem < <(timed "$wac" compose "${deps[@]}" -o "$theirs" "$work/$name.wac")
+        read -r our_wall our_cpu our_mem < <(timed "${compose[@]}")
+        read -r wac_wall wac_cpu wac_mem < <(timed "$wac" compose "${deps[@]}" -o "$theirs" "$work/$name.wac")
         size=$(du -m "$app" | cut -f1)
-        row compose "$name ($size MiB app): msgplug vs wac compose, median s" "$our_time" "$wac_time"
+        row compose "$name ($size MiB app): msgplug vs wac compose, wall s" "$our_wall" "$wac_wall"
+        row compose "$name: CPU s (user + system)" "$our_cpu" "$wac_cpu"
         row compose "$name: peak memory, MiB" "$our_mem" "$wac_mem"
     done
 fi
