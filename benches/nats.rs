@@ -268,9 +268,7 @@ async fn receive_rate(subscriber: &mut Subscriber, n: usize) -> Throughput {
         }
     }
     let rate = match span {
-        Some((first, last)) if received > 1 => {
-            (received - 1) as f64 / (last - first).as_secs_f64()
-        }
+        Some((first, last)) if received > 1 => (received - 1) as f64 / (last - first).as_secs_f64(),
         _ => 0.0,
     };
     Throughput {
@@ -433,7 +431,10 @@ impl RoundTrips {
 async fn round_trips(nats: &Client, subject: &str, n: usize) -> RoundTrips {
     let phase_end = Instant::now() + PHASE_LIMIT;
     let request = |data: String| {
-        tokio::time::timeout(REQUEST_LIMIT, nats.request(subject.to_string(), data.into()))
+        tokio::time::timeout(
+            REQUEST_LIMIT,
+            nats.request(subject.to_string(), data.into()),
+        )
     };
     for _ in 0..WARM_UP {
         let _ = request("warm".into()).await;

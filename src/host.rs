@@ -210,9 +210,16 @@ mod tests {
     #[test]
     fn only_http_driver_outputs_with_a_broker_connection_are_told_to_reuse_instances() {
         let note = instance_reuse_note(true, true).expect("http trigger, TCP backend");
-        assert!(note.contains("add `--max-instance-reuse-count 1000`"), "{note}");
+        assert!(
+            note.contains("add `--max-instance-reuse-count 1000`"),
+            "{note}"
+        );
         assert_eq!(instance_reuse_note(true, false), None, "local backend");
-        assert_eq!(instance_reuse_note(false, true), None, "run driver or app's own entry");
+        assert_eq!(
+            instance_reuse_note(false, true),
+            None,
+            "run driver or app's own entry"
+        );
     }
 
     #[test]
