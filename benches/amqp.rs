@@ -18,6 +18,7 @@
 //! RabbitMQ is the machine's (127.0.0.1:5672, user guest); every queue and routing key is
 //! unique to the run.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -42,14 +43,7 @@ const WINDOW: usize = 256;
 const BROKER: &str = "amqp://127.0.0.1:5672";
 
 fn main() {
-    let messages = match std::env::var("BENCH_MESSAGES") {
-        Err(_) => 5_000,
-        Ok(value) => value
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 1)
-            .unwrap_or_else(|| panic!("BENCH_MESSAGES=`{value}`: expected an integer above 1")),
-    };
+    let messages = common::count("BENCH_MESSAGES", 5_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,31 +134,26 @@ async fn bench(n: usize) {
         value
     };
 
-    let wasmtime = support::wasmtime()
-        .arg("--version")
-        .output()
-        .map(|o| support::text(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    println!("AMQP bench: {n} messages, RabbitMQ on 127.0.0.1:5672, {wasmtime}");
-    println!(
-        "| {:<40} | {:>18} | {:>18} |",
-        "measurement", "composed (wasm)", "native (lapin)"
+    let title = format!(
+        "AMQP bench: {n} messages, RabbitMQ on 127.0.0.1:5672, {}",
+        common::wasmtime_version()
     );
-    println!("|{:-<42}|{:->20}|{:->20}|", "", "", "");
-    for (name, composed, native) in [
-        (
-            "publish, each confirmed, messages/s",
-            composed_publish,
-            native_publish,
-        ),
-        (
-            "consume -> handle -> publish, messages/s",
-            composed_pipeline,
-            native_pipeline,
-        ),
-    ] {
-        println!("| {name:<40} | {composed:>18} | {native:>18} |");
-    }
+    common::print_table(
+        &title,
+        "lapin",
+        &[
+            (
+                "publish, each confirmed, msgs/s",
+                &composed_publish,
+                &native_publish,
+            ),
+            (
+                "consume -> handle -> publish, msgs/s",
+                &composed_pipeline,
+                &native_pipeline,
+            ),
+        ],
+    );
 }
 
 /// Receives (and acks) `n` messages; the rate from the first to the last, or how many

@@ -17,6 +17,7 @@
 //! Every phase is bounded (`PHASE_LIMIT`) and counts what was lost. `BENCH_MESSAGES`
 //! (default 2000) sets the count.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -36,14 +37,7 @@ const PHASE_LIMIT: Duration = Duration::from_secs(180);
 const PARTITIONS: i32 = 3;
 
 fn main() {
-    let messages = match std::env::var("BENCH_MESSAGES") {
-        Err(_) => 2_000,
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 1)
-            .expect("BENCH_MESSAGES: an integer above 1"),
-    };
+    let messages = common::count("BENCH_MESSAGES", 2_000);
     let address = std::env::var("KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -148,17 +142,25 @@ async fn bench(address: &str, n: usize) {
         lost: n - read_all(&client, &output, n).await.len(),
     };
 
-    println!();
-    println!("Kafka bench: {n} records, broker {address}, 3 partitions, acks=all on both sides");
-    println!("| measurement | composed (wasm) | native (rskafka) |");
-    println!("|---|---|---|");
-    println!(
-        "| produce (acks=all, each awaited), records/s | {} | {} |",
-        composed_produce, native_produce
+    let title = format!(
+        "Kafka bench: {n} records, broker {address}, 3 partitions, acks=all on both sides, {}",
+        common::wasmtime_version()
     );
-    println!(
-        "| consume → handle → produce, records/s | {} | {} |",
-        composed_pipe, native_pipe
+    common::print_table(
+        &title,
+        "rskafka",
+        &[
+            (
+                "produce (acks=all, each awaited), records/s",
+                &composed_produce,
+                &native_produce,
+            ),
+            (
+                "consume -> handle -> produce, records/s",
+                &composed_pipe,
+                &native_pipe,
+            ),
+        ],
     );
 }
 

@@ -17,20 +17,18 @@
 //! on 127.0.0.1:1883 (`MQTT_PORT` for another) with unique topics. Counts are bounded
 //! (`BENCH_MESSAGES`, default 10000) and so is every phase (`PHASE_LIMIT`).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::VecDeque;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::app::App;
 use tokio::sync::mpsc;
 
 /// How long one measurement may take before the bench stops it and counts the rest lost.
@@ -40,14 +38,7 @@ const PHASE_LIMIT: Duration = Duration::from_secs(120);
 const WINDOW: usize = 200;
 
 fn main() {
-    let messages = match std::env::var("BENCH_MESSAGES") {
-        Err(_) => 10_000,
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 1)
-            .unwrap_or_else(|| panic!("BENCH_MESSAGES=`{v}`: expected an integer above 1")),
-    };
+    let messages = common::count("BENCH_MESSAGES", 10_000);
     let port: u16 = std::env::var("MQTT_PORT").map_or(1883, |p| p.parse().expect("MQTT_PORT"));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,10 +162,10 @@ async fn bench(port: u16, n: usize) {
     subscriber.subscribe(&topic).await;
     let composed_publish = {
         let count = n.to_string();
-        let mut command = wasmtime(&publisher, &[("TOPIC", &topic), ("COUNT", &count)]);
-        let child = command.spawn().expect("run the publisher");
+        let app = App::start(&publisher, &[("TOPIC", &topic), ("COUNT", &count)]);
         let measured = receive(&mut subscriber, n).await;
-        finish(child, "publisher").await;
+        let (status, stderr) = app.finish_within(PHASE_LIMIT).await;
+        assert!(status.success(), "the publisher failed: {stderr}");
         measured
     };
     let native_publish = {
@@ -199,9 +190,7 @@ async fn bench(port: u16, n: usize) {
         &["--broker", &url, "--subscribe", &input],
     );
     let composed_pipeline = {
-        let mut command = wasmtime(&transform, &[]);
-        let mut child = command.spawn().expect("run transform");
-        wait_subscribed(&mut child).await;
+        let _app = App::subscribed(&transform, &[]).await;
         pipeline(port, &input, n).await
     };
     let native_input = format!("{run}/nin");
@@ -221,75 +210,25 @@ async fn bench(port: u16, n: usize) {
         measured
     };
 
-    println!("{n} messages, Mosquitto on 127.0.0.1:{port}, QoS 1 on both sides");
-    println!(
-        "| {:<44} | {:>22} | {:>22} |",
-        "measurement (messages/s)", "composed (wasm)", "native (rumqttc)"
+    let title = format!(
+        "MQTT bench: {n} messages, Mosquitto on 127.0.0.1:{port}, QoS 1 on both sides, {}",
+        common::wasmtime_version()
     );
-    println!("|{:-<46}|{:->24}|{:->24}|", "", "", "");
-    for (name, composed, native) in [
-        (
-            "publish, each PUBACK awaited",
-            composed_publish,
-            native_publish,
-        ),
-        (
-            "consume -> handle -> publish, ack after PUBACK",
-            composed_pipeline,
-            native_pipeline,
-        ),
-    ] {
-        println!("| {name:<44} | {composed:>22} | {native:>22} |");
-    }
-}
-
-/// `wasmtime run -S inherit-network` for `component` with `env`, stderr piped.
-fn wasmtime(component: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = support::wasmtime();
-    command.args(["run", "-S", "inherit-network"]);
-    for (key, value) in env {
-        command.arg("--env").arg(format!("{key}={value}"));
-    }
-    command
-        .arg(component)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut command = Command::from(command);
-    command.kill_on_drop(true);
-    command
-}
-
-/// Waits until a composed handler logs `subscribed to`.
-async fn wait_subscribed(child: &mut Child) {
-    let mut log = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let subscribed = tokio::time::timeout(PHASE_LIMIT, async {
-        while let Ok(Some(line)) = log.next_line().await {
-            if line.contains("subscribed to") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(
-        subscribed,
-        Ok(true),
-        "the composed handler did not subscribe"
-    );
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-}
-
-/// Waits for a composed command to exit successfully.
-async fn finish(child: Child, what: &str) {
-    let output = tokio::time::timeout(PHASE_LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not exit"))
-        .expect("wait");
-    assert!(
-        output.status.success(),
-        "{what} failed: {}",
-        support::text(&output.stderr)
+    common::print_table(
+        &title,
+        "rumqttc",
+        &[
+            (
+                "publish, each PUBACK awaited, msgs/s",
+                &composed_publish,
+                &native_publish,
+            ),
+            (
+                "consume -> handle -> publish, ack after PUBACK, msgs/s",
+                &composed_pipeline,
+                &native_pipeline,
+            ),
+        ],
     );
 }
 

@@ -19,31 +19,27 @@
 //! on 127.0.0.1:6379 does not skew it. Counts are bounded (`BENCH_MESSAGES`, default 20000)
 //! and so is every phase (`PHASE_LIMIT`): a phase that runs out reports what it lost.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redis::Connection;
+use support::redis::{connect, Server};
 
 /// How long one measurement may take before the bench moves on (counting what is missing
 /// as lost).
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
-    let messages = match std::env::var("BENCH_MESSAGES") {
-        Err(_) => 20_000,
-        Ok(value) => value
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 1)
-            .unwrap_or_else(|| panic!("BENCH_MESSAGES=`{value}`: expected an integer above 1")),
-    };
-    let server = Server::start();
-    let url = format!("redis://127.0.0.1:{}", server.port);
+    let messages = common::count("BENCH_MESSAGES", 20_000);
+    // No AOF: the bench measures the clients, not the disk.
+    let server = Server::start(&["--appendonly", "no"]);
+    let url = server.url();
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut rows = Vec::new();
     for mode in ["pubsub", "streams"] {
@@ -57,24 +53,27 @@ fn main() {
         let composed = publish(&url, mode, messages, Some(&publisher));
         let native = publish(&url, mode, messages, None);
         rows.push((
-            format!("{mode}: publish, each confirmed, messages/s"),
+            format!("{mode}: publish, each confirmed, msgs/s"),
             composed,
             native,
         ));
         let composed = handle(&url, &broker, &dir, mode, messages, true);
         let native = handle(&url, &broker, &dir, mode, messages, false);
         rows.push((
-            format!("{mode}: consume → handle → publish, messages/s"),
+            format!("{mode}: consume -> handle -> publish, msgs/s"),
             composed,
             native,
         ));
     }
-    println!("\nRedis, {messages} messages per phase, same redis-server, same run:\n");
-    println!("| measurement | composed (wasm) | native (redis crate) |");
-    println!("|---|---|---|");
-    for (what, composed, native) in rows {
-        println!("| {what} | {composed} | {native} |");
-    }
+    let title = format!(
+        "Redis bench: {messages} messages per phase, own redis-server, {}",
+        common::wasmtime_version()
+    );
+    let rows: Vec<(&str, &dyn std::fmt::Display, &dyn std::fmt::Display)> = rows
+        .iter()
+        .map(|(what, composed, native)| (what.as_str(), composed as _, native as _))
+        .collect();
+    common::print_table(&title, "redis crate", &rows);
 }
 
 /// One measurement: a rate and how many messages never arrived.
@@ -91,55 +90,6 @@ impl std::fmt::Display for Outcome {
         }
         Ok(())
     }
-}
-
-/// A `redis-server` on a free port without persistence; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let program = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&program)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `{program}`: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Connects a native client.
-fn connect(url: &str) -> Connection {
-    redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
 /// Starts `component` on `wasmtime run -S inherit-network` with `env`; killed by the caller.

@@ -165,6 +165,27 @@ pub fn wasmtime_command(info: &ComponentInfo, path: &str, hints: RunHints<'_>) -
     command
 }
 
+/// The `wasmtime serve` flag that hands one instance many requests (wasmtime 49.0.3 has it,
+/// 36.0.9 does not), with the count the note suggests.
+pub const INSTANCE_REUSE: &str = "--max-instance-reuse-count 1000";
+
+/// A note for an output whose http driver (`http_trigger`) sends through a broker connection
+/// (`network`): `wasmtime serve` makes a fresh instance for every request, so the backend
+/// connects anew each time, unless told to reuse instances. Reusing them is safe for the
+/// http driver: the backend keeps its connection and subscriptions in the instance, and
+/// replies are kept per injected message. `None` for any other output (an app's own HTTP
+/// handler may rely on a fresh instance per request).
+pub fn instance_reuse_note(http_trigger: bool, network: bool) -> Option<String> {
+    (http_trigger && network).then(|| {
+        format!(
+            "`wasmtime serve` makes a fresh instance, so a new broker connection, for every \
+             request; where `wasmtime serve --help` lists `--max-instance-reuse-count` (49.0.3 \
+             does, 36.0.9 does not), add `{INSTANCE_REUSE}` to serve up to 1000 requests with \
+             one instance and its connection"
+        )
+    })
+}
+
 /// Quotes `word` for a POSIX shell when it needs it.
 fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
@@ -184,6 +205,21 @@ mod tests {
 
     fn info(imports: &[&str], exports: &[&str]) -> ComponentInfo {
         ComponentInfo::with_names(imports, exports)
+    }
+
+    #[test]
+    fn only_http_driver_outputs_with_a_broker_connection_are_told_to_reuse_instances() {
+        let note = instance_reuse_note(true, true).expect("http trigger, TCP backend");
+        assert!(
+            note.contains("add `--max-instance-reuse-count 1000`"),
+            "{note}"
+        );
+        assert_eq!(instance_reuse_note(true, false), None, "local backend");
+        assert_eq!(
+            instance_reuse_note(false, true),
+            None,
+            "run driver or app's own entry"
+        );
     }
 
     #[test]

@@ -815,5 +815,78 @@ async fn a_jwt_user_from_nats_creds_handles_messages_and_a_user_of_another_issue
     assert!(
         !ok && stderr.contains("NATS_CREDS has no user JWT") && !stderr.contains("SUAB"),
         "{stderr}"
+
+/// The push path: `wasmtime serve` with `--max-instance-reuse-count` (the flag compose's
+/// note suggests for the http trigger) hands one instance many requests, and the NATS backend
+/// keeps its one connection across them: 20 POSTs open one client connection on the server
+/// (its monitoring `varz`), not 20. On a wasmtime whose `serve` lacks the flag (36.0.9) there
+/// is nothing to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_serve_instance_keeps_one_broker_connection_across_requests() {
+    const REQUESTS: u64 = 20;
+    let help = support::wasmtime()
+        .args(["serve", "--help"])
+        .output()
+        .expect("wasmtime serve --help");
+    if !support::text(&help.stdout).contains("--max-instance-reuse-count") {
+        eprintln!("skipped: this wasmtime's `serve` has no --max-instance-reuse-count");
+        return;
+    }
+    let monitor = support::free_port();
+    let server = Server::start(&["-m", &monitor.to_string()]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let subject = unique("reuse");
+    let out = compose(
+        tmp.path(),
+        "transform",
+        &["--broker", &server.url(), "--trigger", "http"],
+    );
+    let port = support::free_port();
+    let mut serve = support::wasmtime()
+        .args(["serve", "-S", "cli", "-S", "inherit-network"])
+        .args(["--max-instance-reuse-count", "1000", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn wasmtime serve");
+    let stderr = support::lines(serve.stderr.take().expect("piped stderr"));
+    let opened = tokio::task::spawn_blocking(move || {
+        let ready = format!("Serving HTTP on http://127.0.0.1:{port}/");
+        while !stderr
+            .recv_timeout(LIMIT)
+            .expect("wasmtime serve did not start")
+            .contains(&ready)
+        {}
+        let connections = || -> u64 {
+            let varz = ureq::get(&format!("http://127.0.0.1:{monitor}/varz"))
+                .call()
+                .expect("nats-server varz")
+                .into_body()
+                .read_to_string()
+                .expect("varz body");
+            serde_json::from_str::<serde_json::Value>(&varz).expect("varz JSON")
+                ["total_connections"]
+                .as_u64()
+                .expect("total_connections")
+        };
+        let before = connections();
+        for i in 0..REQUESTS {
+            let response = ureq::post(&format!("http://127.0.0.1:{port}/{subject}"))
+                .send(format!("m{i}"))
+                .expect("POST to wasmtime serve");
+            assert_eq!(response.status().as_u16(), 204, "request {i}");
+        }
+        connections() - before
+    })
+    .await
+    .expect("requests");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(
+        opened, 1,
+        "{REQUESTS} requests on a reused instance opened {opened} broker connections"
     );
 }

@@ -231,6 +231,9 @@ impl ComposeCommand {
             "Run it with",
             composed.run_command(&output.display().to_string()),
         );
+        if let Some(note) = composed.instance_reuse_note() {
+            terminal.note(note);
+        }
         for from_env in notes {
             terminal.note(from_env);
         }

@@ -251,6 +251,12 @@ impl Composed {
     pub fn run_command(&self, path: &str) -> String {
         run_command(&self.world, &self.manifest, path)
     }
+
+    /// How to keep one broker connection across requests on `wasmtime serve`, if that
+    /// applies ([`host::instance_reuse_note`]).
+    pub fn instance_reuse_note(&self) -> Option<String> {
+        host::instance_reuse_note(self.trigger == Trigger::Http, self.manifest.network)
+    }
 }
 
 /// The `wasmtime` command that runs a composed component described by `world` and `manifest`.
