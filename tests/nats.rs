@@ -815,6 +815,8 @@ async fn a_jwt_user_from_nats_creds_handles_messages_and_a_user_of_another_issue
     assert!(
         !ok && stderr.contains("NATS_CREDS has no user JWT") && !stderr.contains("SUAB"),
         "{stderr}"
+    );
+}
 
 /// The push path: `wasmtime serve` with `--max-instance-reuse-count` (the flag compose's
 /// note suggests for the http trigger) hands one instance many requests, and the NATS backend
