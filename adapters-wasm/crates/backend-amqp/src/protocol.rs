@@ -566,6 +566,9 @@ impl Reader {
 
     /// Returns the next complete method, message or heartbeat, or `None` when more bytes
     /// are needed.
+    // Not an `Iterator`: `None` means "feed more bytes", not the end, and an error does not
+    // end the stream. (The lint fires only with feature `fuzzing`, which makes this public.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Incoming>, ProtocolError> {
         loop {
             let Some(frame) = self.next_frame()? else {

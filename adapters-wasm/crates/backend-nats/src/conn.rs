@@ -151,7 +151,11 @@ impl Conn {
         }
         protocol::encode_connect(
             &mut conn.out,
-            &connect_json(&config.auth, conn.info.nonce.as_deref(), config.tls.is_some()),
+            &connect_json(
+                &config.auth,
+                conn.info.nonce.as_deref(),
+                config.tls.is_some(),
+            ),
         );
         let target = conn.ping()?;
         conn.await_pong(target, deadline).map_err(|e| match e {

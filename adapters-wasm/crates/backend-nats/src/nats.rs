@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{
-    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, Lease,
-    MessageData, RequestOptions, Settings, Window, SET_HANDLER_TIMEOUT,
+    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings, Window, SET_HANDLER_TIMEOUT,
 };
 
 use crate::config::{Config, JetStream};
