@@ -2,11 +2,12 @@
 //! with the NATS backend and run on the `wasmtime` CLI, next to a native Rust client
 //! (async-nats) doing the same work on the same server in the same run. Prints one table:
 //!
-//! * publish, messages/s: the composed `publisher` against two native loops. The first
-//!   confirms each message with a round trip, what the NATS backend's `producer.send` does
-//!   outside a handler when nothing tells it when the app is done (async-nats has no public
-//!   ping: it publishes to its own subscription and waits for that echo, a little more work
-//!   than a `PING`). The second publishes as an async-nats user does by default: the client
+//! * publish, messages/s: the composed `publisher` (its own `run`, so compose adds the run
+//!   wrapper and the backend confirms sends in windows, see the README's "Pipelined sends")
+//!   against two native loops. The first confirms each message with a round trip, what the
+//!   backend does outside a handler without the wrapper (async-nats has no public ping: it
+//!   publishes to its own subscription and waits for that echo, a little more work than a
+//!   `PING`). The second publishes as an async-nats user does by default: the client
 //!   writes when its buffer fills, and one flush at the end. Rate = messages received by a
 //!   native subscriber, from the first to the last, so wasmtime's start-up is not counted.
 //! * consume → handle → publish, messages/s: the composed `transform` against a native
@@ -32,6 +33,12 @@
 //! subject whether a stream captures it), so other traffic on 127.0.0.1:4222 does not
 //! skew it. Counts are bounded: `BENCH_MESSAGES` (default 20000), `BENCH_REQUESTS`
 //! (default 2000).
+//!
+//! With `BENCH_TLS=1` the server serves TLS only (a test CA made by `support::tls`), the
+//! apps are composed with `tls://` and `--tls-ca` (the `backend-nats-tls` adapter) and the
+//! native client speaks TLS too, so the table compares TLS with TLS. A line above the table
+//! gives what connecting with TLS costs the composed app: the `publisher` sending one
+//! message, start to exit, median of 5, over TLS and against a plaintext server.
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -46,6 +53,7 @@ use async_nats::{Client, ConnectOptions, HeaderMap, Subscriber};
 use futures_util::StreamExt;
 use support::app::App;
 use support::nats::{connect_with, round_trip, within, Server};
+use support::tls::Pki;
 
 /// How long one measurement may take; what has not arrived by then counts as lost.
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
@@ -72,41 +80,114 @@ fn main() {
     runtime.block_on(bench(messages, requests));
 }
 
-/// Connects a native client.
-async fn connect(url: &str) -> Client {
-    connect_with(url, ConnectOptions::new()).await
+/// The bench's server, and the certificates it serves when it serves TLS.
+struct Broker {
+    /// Kept running for the bench.
+    server: Server,
+    /// The test certificates (`BENCH_TLS=1`).
+    pki: Option<Pki>,
+}
+
+impl Broker {
+    /// Starts a nats-server of the bench's own, serving TLS only when `pki` is given.
+    async fn start(pki: Option<Pki>) -> Broker {
+        let server = match &pki {
+            None => Server::start(&[]).await,
+            Some(pki) => {
+                let config = pki.nats_config(&pki.server, false);
+                Server::start(&["-c", config.to_str().expect("UTF-8 path")]).await
+            }
+        };
+        Broker { server, pki }
+    }
+
+    /// `compose` arguments reaching the server, followed by `more`.
+    fn compose(&self, dir: &Path, example: &str, more: &[&str]) -> std::path::PathBuf {
+        let url = self.server.url();
+        let tls_url = url.replace("nats://", "tls://");
+        let mut args = match &self.pki {
+            None => vec!["--broker", url.as_str()],
+            Some(pki) => vec![
+                "--broker",
+                tls_url.as_str(),
+                "--tls-ca",
+                pki.ca.to_str().expect("UTF-8 path"),
+            ],
+        };
+        args.extend_from_slice(more);
+        support::compose(dir, example, &args)
+    }
+
+    /// Connects a native client (over TLS when the server serves it).
+    async fn connect(&self) -> Client {
+        let mut options = ConnectOptions::new();
+        if let Some(pki) = &self.pki {
+            // Two rustls providers are compiled in (by different dependencies): pick one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            options = options
+                .require_tls(true)
+                .add_root_certificates(pki.ca.clone());
+        }
+        connect_with(&self.server.url(), options).await
+    }
+}
+
+/// The median time of the composed `publisher` sending one message, start to exit.
+async fn one_message_time(broker: &Broker, dir: &Path) -> Duration {
+    let dir = dir.join(support::unique("one"));
+    std::fs::create_dir(&dir).expect("make dir");
+    let publisher = broker.compose(&dir, "publisher", &[]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let (status, stderr) = App::start(&publisher, &[("TOPIC", "bench.one"), ("COUNT", "1")])
+            .finish_within(PHASE_LIMIT)
+            .await;
+        assert!(status.success(), "bench: the publisher failed: {stderr}");
+        times.push(start.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
 }
 
 async fn bench(messages: usize, requests: usize) {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(&[]).await;
-    let url = server.url();
-    let nats = connect(&url).await;
+    let tls = std::env::var("BENCH_TLS").is_ok_and(|v| v == "1");
+    let broker = Broker::start(tls.then(Pki::new)).await;
+    let nats = broker.connect().await;
+    if tls {
+        let plain = Broker::start(None).await;
+        let with_tls = one_message_time(&broker, tmp.path()).await;
+        let without = one_message_time(&plain, tmp.path()).await;
+        println!(
+            "composed publisher sending 1 message (start to exit, median of 5): {:.1} ms over \
+             TLS, {:.1} ms plaintext (TLS connect ~{:.1} ms)",
+            with_tls.as_secs_f64() * 1e3,
+            without.as_secs_f64() * 1e3,
+            (with_tls.as_secs_f64() - without.as_secs_f64()) * 1e3
+        );
+    }
 
-    let publisher = support::compose(tmp.path(), "publisher", &["--broker", &url]);
+    let publisher = broker.compose(tmp.path(), "publisher", &[]);
     let composed = publish_composed(&nats, &publisher, messages).await;
     let confirmed = Row {
         name: "publish; native confirms each, msgs/s",
         composed: Value::Rate(composed),
-        native: Value::Rate(publish_native(&nats, &url, messages, true).await),
+        native: Value::Rate(publish_native(&nats, &broker, messages, true).await),
     };
     let buffered = Row {
         name: "publish; native flushes at end, msgs/s",
         composed: Value::Rate(composed),
-        native: Value::Rate(publish_native(&nats, &url, messages, false).await),
+        native: Value::Rate(publish_native(&nats, &broker, messages, false).await),
     };
 
-    let transform = support::compose(
-        tmp.path(),
-        "transform",
-        &["--broker", &url, "--subscribe", "bench.in"],
-    );
+    let transform = broker.compose(tmp.path(), "transform", &["--subscribe", "bench.in"]);
     let composed = {
         let _app = App::subscribed(&transform, &[]).await;
         pipeline(&nats, "bench.in", messages).await
     };
     let native = {
-        let handler = connect(&url).await;
+        let handler = broker.connect().await;
         let inputs = subscribed(&handler, "bench.nin").await;
         let task = tokio::spawn(native_transform(handler, inputs));
         let rate = pipeline(&nats, "bench.nin", messages).await;
@@ -119,17 +200,13 @@ async fn bench(messages: usize, requests: usize) {
         native: Value::Rate(native),
     };
 
-    let responder = support::compose(
-        tmp.path(),
-        "responder",
-        &["--broker", &url, "--subscribe", "bench.rr"],
-    );
+    let responder = broker.compose(tmp.path(), "responder", &["--subscribe", "bench.rr"]);
     let composed = {
         let _app = App::subscribed(&responder, &[]).await;
         round_trips(&nats, "bench.rr", requests).await
     };
     let native = {
-        let handler = connect(&url).await;
+        let handler = broker.connect().await;
         let incoming = subscribed(&handler, "bench.nrr").await;
         let task = tokio::spawn(native_responder(handler, incoming));
         let times = round_trips(&nats, "bench.nrr", requests).await;
@@ -148,7 +225,8 @@ async fn bench(messages: usize, requests: usize) {
     };
 
     let title = format!(
-        "NATS bench: {messages} messages, {requests} requests, own nats-server, {}",
+        "NATS bench{}: {messages} messages, {requests} requests, own nats-server, {}",
+        if tls { " over TLS" } else { "" },
         common::wasmtime_version()
     );
     let table = [confirmed, buffered, consume, p50, p99];
@@ -294,13 +372,13 @@ async fn publish_composed(nats: &Client, publisher: &Path, n: usize) -> Throughp
 /// A native client on its own connection publishing `n` messages as the publisher example
 /// does, each `confirmed` by a round trip, or buffered by the client and flushed once at
 /// the end; rate seen by a subscriber.
-async fn publish_native(nats: &Client, url: &str, n: usize, confirmed: bool) -> Throughput {
+async fn publish_native(nats: &Client, broker: &Broker, n: usize, confirmed: bool) -> Throughput {
     let subject = match confirmed {
         true => "bench.npub",
         false => "bench.npub.buffered",
     };
     let mut subscriber = subscribed(nats, subject).await;
-    let publisher = connect(url).await;
+    let publisher = broker.connect().await;
     let mut echo = Echo::new(&publisher).await;
     let sender = tokio::spawn(async move {
         for i in 1..=n {
