@@ -820,8 +820,8 @@ async fn a_jwt_user_from_nats_creds_handles_messages_and_a_user_of_another_issue
 
 /// The push path: `wasmtime serve` with `--max-instance-reuse-count` (the flag compose's
 /// note suggests for the http trigger) hands one instance many requests, and the NATS backend
-/// keeps its one connection across them: 20 POSTs open one client connection on the server
-/// (its monitoring `varz`), not 20. On a wasmtime whose `serve` lacks the flag (36.0.9) there
+/// keeps its connection across them: 20 POSTs open one client connection per instance on the
+/// server (its monitoring `varz`), not 20. On a wasmtime whose `serve` lacks the flag (36.0.9) there
 /// is nothing to check.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reused_serve_instance_keeps_one_broker_connection_across_requests() {
@@ -887,8 +887,11 @@ async fn a_reused_serve_instance_keeps_one_broker_connection_across_requests() {
     .expect("requests");
     let _ = serve.kill();
     let _ = serve.wait();
-    assert_eq!(
-        opened, 1,
-        "{REQUESTS} requests on a reused instance opened {opened} broker connections"
+    // One connection per instance: wasmtime keeps idle instances in a pool and starts another
+    // when a request arrives before the previous one's instance is back in it (seen here
+    // under load: 2 for 20 requests). Without instance reuse it is one per request.
+    assert!(
+        (1..=3).contains(&opened),
+        "{REQUESTS} requests on reused instances opened {opened} broker connections"
     );
 }

@@ -267,14 +267,18 @@ impl Nats {
                 // the acks of the deliveries that made them.
                 self.captured
                     .insert(subject.clone(), (true, Instant::now()));
-                self.unstored.push(format!(
-                    "no JetStream stream stored the message sent to `{subject}` (status 503: \
-                     the stream is gone, or the server is stopping or starting)"
-                ));
+                push_once(
+                    &mut self.unstored,
+                    format!(
+                        "no JetStream stream stored the message sent to `{subject}` (status \
+                         503: the stream is gone, or the server is stopping or starting)"
+                    ),
+                );
             }
-            PubAck::Refused(why) => self.refused.push(format!(
-                "JetStream did not store the message sent to `{subject}`: {why}"
-            )),
+            PubAck::Refused(why) => push_once(
+                &mut self.refused,
+                format!("JetStream did not store the message sent to `{subject}`: {why}"),
+            ),
             PubAck::Other => {
                 self.pub_acks.insert(msg.subject, subject);
             }
@@ -912,6 +916,15 @@ impl Nats {
             true => Ok(()),
             false => Err(Error::connection(unstored.join("; "))),
         }
+    }
+}
+
+/// Adds `reason` to `reasons` unless it is there already: a window of sends confirmed
+/// together can fail thousands of times for the same subject and the same reason, and the
+/// error that reports them says each once.
+fn push_once(reasons: &mut Vec<String>, reason: String) {
+    if !reasons.contains(&reason) {
+        reasons.push(reason);
     }
 }
 
