@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(c.url, "rediss://redis.example:6379/2");
         assert_eq!(c.address, "redis.example:6379");
         assert_eq!(c.tls.unwrap().server_name, "redis.example");
-        assert_eq!(config(&settings("redis://h", &[], None), &[]).unwrap().tls, None);
+        assert_eq!(
+            config(&settings("redis://h", &[], None), &[]).unwrap().tls,
+            None
+        );
     }
 
     #[test]

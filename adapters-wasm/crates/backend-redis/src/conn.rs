@@ -102,7 +102,8 @@ impl Conn {
             hello = hello.arg("AUTH").arg(user).arg(pass);
         }
         hello = hello.arg("SETNAME").arg("msgplug");
-        let timeout = |e| match e {
+        let timeout = |e| {
+            match e {
             Error::Timeout => Error::connection(format!(
                 "{} did not answer HELLO within {} s (is it a Redis server?)",
                 config.url,
@@ -114,6 +115,7 @@ impl Conn {
                 config.url
             )),
             e => e,
+        }
         };
         match conn.call_until(hello, deadline).map_err(timeout)? {
             Value::Error(text)
