@@ -18,7 +18,9 @@ use futures_util::StreamExt;
 
 use support::app::run;
 use support::nats::{connect_with, round_trip, within, Server};
-use support::tls::{assert_one_connection_error, failure, publisher, Pem, Pki};
+use support::tls::{
+    assert_inspect_shows_the_tls_ca, assert_one_connection_error, failure, publisher, Pem, Pki,
+};
 use support::unique;
 
 /// Starts a nats-server serving TLS with `cert`; `mutual` requires client certificates.
@@ -71,18 +73,7 @@ async fn a_publisher_sends_over_tls_verified_against_the_tls_ca() {
     let ca = pki.ca.to_str().unwrap();
     let component = publisher(tmp.path(), &tls_url(&server), &["--tls-ca", ca]);
     publish_and_receive(&client, &component, &[]).await;
-
-    let inspect = support::msgplug()
-        .arg("inspect")
-        .arg(&component)
-        .output()
-        .expect("run msgplug inspect");
-    let text = support::text(&inspect.stdout);
-    assert!(text.contains("backend-nats-tls"), "{text}");
-    assert!(
-        text.contains("TLS trusts:        only the `--tls-ca` CA (1 PEM certificate(s)"),
-        "{text}"
-    );
+    assert_inspect_shows_the_tls_ca(&component, "backend-nats-tls");
 }
 
 #[tokio::test(flavor = "multi_thread")]

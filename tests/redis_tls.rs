@@ -12,7 +12,9 @@ use std::path::Path;
 
 use support::app::run;
 use support::redis::{connect, Server};
-use support::tls::{assert_one_connection_error, failure, publisher, Pem, Pki};
+use support::tls::{
+    assert_inspect_shows_the_tls_ca, assert_one_connection_error, failure, publisher, Pem, Pki,
+};
 use support::unique;
 
 /// Publishes two entries to a fresh stream with `component` (composed for Streams mode)
@@ -42,18 +44,7 @@ async fn a_publisher_sends_over_tls_verified_against_the_tls_ca() {
     let ca = pki.ca.to_str().unwrap();
     let component = publisher(tmp.path(), &streams(&server.tls_url()), &["--tls-ca", ca]);
     publish_and_check(&server, &component, &[]).await;
-
-    let inspect = support::msgplug()
-        .arg("inspect")
-        .arg(&component)
-        .output()
-        .expect("run msgplug inspect");
-    let text = support::text(&inspect.stdout);
-    assert!(text.contains("backend-redis-tls"), "{text}");
-    assert!(
-        text.contains("TLS trusts:        only the `--tls-ca` CA (1 PEM certificate(s)"),
-        "{text}"
-    );
+    assert_inspect_shows_the_tls_ca(&component, "backend-redis-tls");
 }
 
 #[tokio::test(flavor = "multi_thread")]

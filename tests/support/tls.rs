@@ -203,3 +203,19 @@ pub fn assert_one_connection_error(stderr: &str, cause: &str) {
         "expected one `connection` error containing `{cause}`:\n{stderr}"
     );
 }
+
+/// Asserts that `msgplug inspect` shows `component` uses `adapter` and trusts only the
+/// `--tls-ca` CA (one certificate).
+pub fn assert_inspect_shows_the_tls_ca(component: &Path, adapter: &str) {
+    let inspect = super::msgplug()
+        .arg("inspect")
+        .arg(component)
+        .output()
+        .expect("run msgplug inspect");
+    let text = super::text(&inspect.stdout);
+    assert!(text.contains(adapter), "{text}");
+    assert!(
+        text.contains("TLS trusts:        only the `--tls-ca` CA (1 PEM certificate(s)"),
+        "{text}"
+    );
+}
