@@ -464,6 +464,68 @@ const NATS_MODES: &[Mode] = &[
 /// its key (PEM text) for mutual TLS.
 pub(crate) const TLS_RUN_ENV: [&str; 2] = ["MSGPLUG_TLS_CERT", "MSGPLUG_TLS_KEY"];
 
+/// The Redis backends' options (plaintext and TLS).
+const REDIS_OPTIONS: &[BackendOption] = &[
+        BackendOption {
+            key: "mode",
+            help: "`pubsub` (default) or `streams` (also `?mode=` in the URL); streams needs --queue-group",
+        },
+        BackendOption {
+            key: "envelope",
+            help: "pub/sub: `json` wraps data, content type and metadata in a JSON envelope (default: bare payloads)",
+        },
+        BackendOption {
+            key: "maxlen",
+            help: "streams: trim each stream to about N entries on XADD (default: no trimming)",
+        },
+        BackendOption {
+            key: "claim_after_ms",
+            help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
+        },
+        BackendOption {
+            key: "handler_timeout_ms",
+            help: "streams: the longest a handler runs, in ms: the claim_after_ms (instead of it)",
+        },
+        BackendOption {
+            key: "max_deliveries",
+            help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
+        },
+];
+
+/// The Redis backends' credentials, read at run time (plaintext and TLS).
+const REDIS_RUN_ENV: [&str; 2] = ["REDIS_USERNAME", "REDIS_PASSWORD"];
+
+/// The Redis backends' modes (plaintext and TLS).
+const REDIS_MODES: &[Mode] = &[
+    Mode {
+        name: "pubsub",
+        flags: "",
+        capabilities: REDIS_PUBSUB,
+    },
+    Mode {
+        name: "envelope",
+        flags: "--option envelope=json",
+        capabilities: Capabilities {
+            metadata: true,
+            content_type: true,
+            ..REDIS_PUBSUB
+        },
+    },
+    Mode {
+        name: "streams",
+        flags: "?mode=streams --queue-group GROUP",
+        capabilities: Capabilities {
+            receive: Receive::AT_LEAST_ONCE,
+            scale_out: ScaleOut::QueueGroup,
+            metadata: true,
+            content_type: true,
+            // XADD cannot tell whether a consumer group reads the stream.
+            no_responders: false,
+            ..REDIS_PUBSUB
+        },
+    },
+];
+
 /// Every embedded adapter.
 pub const ADAPTERS: &[Adapter] = &[
     Adapter {
@@ -670,63 +732,40 @@ pub const ADAPTERS: &[Adapter] = &[
             "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
         ),
         queue_group_ignored: None,
-        run_env: &["REDIS_USERNAME", "REDIS_PASSWORD"],
-        options: &[
-            BackendOption {
-                key: "mode",
-                help: "`pubsub` (default) or `streams` (also `?mode=` in the URL); streams needs --queue-group",
-            },
-            BackendOption {
-                key: "envelope",
-                help: "pub/sub: `json` wraps data, content type and metadata in a JSON envelope (default: bare payloads)",
-            },
-            BackendOption {
-                key: "maxlen",
-                help: "streams: trim each stream to about N entries on XADD (default: no trimming)",
-            },
-            BackendOption {
-                key: "claim_after_ms",
-                help: "streams: ms an entry stays pending before another consumer claims it (default 30000)",
-            },
-            BackendOption {
-                key: "handler_timeout_ms",
-                help: "streams: the longest a handler runs, in ms: the claim_after_ms (instead of it)",
-            },
-            BackendOption {
-                key: "max_deliveries",
-                help: "streams: after N deliveries an entry goes to `<stream>:dead-letter` (default: no limit)",
-            },
-        ],
-        modes: &[
-            Mode {
-                name: "pubsub",
-                flags: "",
-                capabilities: REDIS_PUBSUB,
-            },
-            Mode {
-                name: "envelope",
-                flags: "--option envelope=json",
-                capabilities: Capabilities {
-                    metadata: true,
-                    content_type: true,
-                    ..REDIS_PUBSUB
-                },
-            },
-            Mode {
-                name: "streams",
-                flags: "?mode=streams --queue-group GROUP",
-                capabilities: Capabilities {
-                    receive: Receive::AT_LEAST_ONCE,
-                    scale_out: ScaleOut::QueueGroup,
-                    metadata: true,
-                    content_type: true,
-                    // XADD cannot tell whether a consumer group reads the stream.
-                    no_responders: false,
-                    ..REDIS_PUBSUB
-                },
-            },
-        ],
+        run_env: &REDIS_RUN_ENV,
+        options: REDIS_OPTIONS,
+        modes: REDIS_MODES,
         bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
+    },
+    Adapter {
+        name: "backend-redis-tls",
+        kind: AdapterKind::Backend,
+        schemes: &["rediss"],
+        summary: "Redis over TLS (`rediss://`, rustls in the component): everything `backend-redis` does; client certificates from the environment",
+        host_needs: "`-S inherit-network` (TCP to the server)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native(
+            "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
+        ),
+        queue_group_ignored: None,
+        run_env: &[
+            REDIS_RUN_ENV[0],
+            REDIS_RUN_ENV[1],
+            TLS_RUN_ENV[0],
+            TLS_RUN_ENV[1],
+        ],
+        options: &[
+            REDIS_OPTIONS[0],
+            REDIS_OPTIONS[1],
+            REDIS_OPTIONS[2],
+            REDIS_OPTIONS[3],
+            REDIS_OPTIONS[4],
+            REDIS_OPTIONS[5],
+            TLS_OPTIONS[0],
+        ],
+        modes: REDIS_MODES,
+        bytes: include_bytes!("../adapters-wasm/backend-redis-tls.wasm"),
     },
     Adapter {
         name: "backend-kafka",
@@ -977,18 +1016,11 @@ impl Adapter {
 }
 
 /// Broker URL schemes that have no backend (yet), with the reason and what to do instead.
-const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[
-    (
-        "mqtts",
-        "the MQTT backend does not speak TLS yet (of the TCP backends only NATS does, as \
+const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
+    "mqtts",
+    "the MQTT backend does not speak TLS yet (of the TCP backends only NATS does, as \
          `tls://`); use an `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
-    ),
-    (
-        "rediss",
-        "the Redis backend does not speak TLS yet (of the TCP backends only NATS does, as \
-         `tls://`); use a `redis://` URL (for example to a TLS-terminating proxy on the same host)",
-    ),
-];
+)];
 
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
@@ -1194,6 +1226,11 @@ mod tests {
         );
         let nats = backend_for_scheme("nats").unwrap();
         assert_eq!((nats.family(), nats.tls()), ("nats", false));
+        let rediss = backend_for_scheme("rediss").unwrap();
+        assert_eq!(
+            (rediss.name, rediss.family(), rediss.tls()),
+            ("backend-redis-tls", "redis", true)
+        );
         let err = backend_for_scheme("mqtts").unwrap_err().to_string();
         assert!(err.contains("does not speak TLS yet"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();

@@ -313,15 +313,20 @@ fn amqp(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
 }
 
 /// `backend-redis` (`config.rs`, `parse_url`):
-/// `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB][?mode=pubsub|streams]`.
+/// `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB][?mode=pubsub|streams]`, or `rediss://...`
+/// for `backend-redis-tls`.
 fn redis(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid(
         "redis",
         url,
-        "expected `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB][?mode=streams]`",
+        "expected `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB][?mode=streams]` (or `rediss://...`)",
     );
-    let rest = url
-        .strip_prefix("redis://")
+    let (tls, rest) = match url.strip_prefix("rediss:") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("redis:").unwrap_or(url)),
+    };
+    let rest = rest
+        .strip_prefix("//")
         .ok_or_else(|| invalid("missing `//` after the scheme"))?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -339,10 +344,14 @@ fn redis(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     if !db.is_empty() && db.parse::<u32>().is_err() {
         return Err(invalid(&format!("bad database number `{db}`")));
     }
-    Ok(match check_authority(authority, &invalid)? {
+    let mut from_env = match check_authority(authority, &invalid)? {
         true => Vec::new(),
         false => vec![REDIS_CREDENTIALS],
-    })
+    };
+    if tls {
+        from_env.push(TLS_CLIENT_CERTIFICATE);
+    }
+    Ok(from_env)
 }
 
 /// `backend-kafka` (`config.rs`, `parse_url`): `kafka://HOST[:PORT][,HOST[:PORT]...]`.

@@ -2,7 +2,9 @@
 //! `--option envelope=json`) and `streams` (`?mode=streams` with a consumer group). Every case
 //! starts a `redis-server` of its own on a free port (password `p`, AOF with fsync always, so
 //! a restart keeps every entry Redis accepted), checked with the sync `redis` crate, an
-//! independent native client.
+//! independent native client. The TLS variant (`backend-redis-tls`) runs every case again
+//! with the server also serving TLS (certificates made by `support::tls`), the apps
+//! composed with `rediss://` and `--tls-ca`; the native client stays on the plaintext port.
 //!
 //! Pub/sub: what the apps send is observed by a native subscriber (a thread of its own per
 //! topic, live before [`Broker::listen`] returns); messages go out bare in `pubsub` and in
@@ -24,14 +26,21 @@ use msgplug::adapters::Mode;
 use serde_json::{json, Map};
 
 use crate::support::redis::{connect, Server};
+use crate::support::tls::Pki;
 use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg, LIMIT};
 
-/// The Redis backend.
-pub struct Redis;
+/// The Redis backend: plaintext (`backend-redis`) or over TLS (`backend-redis-tls`).
+pub struct Redis {
+    /// Whether the apps use `rediss://` to the server's TLS port.
+    pub tls: bool,
+}
 
 impl Backend for Redis {
     fn adapter(&self) -> &'static str {
-        "backend-redis"
+        match self.tls {
+            false => "backend-redis",
+            true => "backend-redis-tls",
+        }
     }
 
     fn start(&self, mode: &Mode) -> Box<dyn Broker> {
@@ -42,11 +51,17 @@ impl Backend for Redis {
             other => panic!("no conformance hook for Redis mode `{other}`"),
         };
         let password = Credentials::Right.password();
-        let server = Server::start(&["--requirepass", password]);
+        let pki = self.tls.then(Pki::new);
+        let requirepass = ["--requirepass", password];
+        let server = match &pki {
+            None => Server::start(&requirepass),
+            Some(pki) => Server::start_tls(pki, &pki.server, false, &requirepass),
+        };
         let native = server
             .url()
             .replace("redis://", &format!("redis://:{password}@"));
         Box::new(RedisBroker {
+            pki,
             con: connect(&native),
             server,
             native,
@@ -75,6 +90,8 @@ enum Output {
 
 /// The server and the native client.
 struct RedisBroker {
+    /// The certificates of the TLS variant.
+    pki: Option<Pki>,
     server: Server,
     /// The native client's URL (with the password).
     native: String,
@@ -252,16 +269,23 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
-        let mut args = vec!["--broker".to_string()];
+        let (url, mut args) = match &self.pki {
+            None => (self.server.url(), vec![]),
+            Some(pki) => {
+                let ca = pki.ca.to_str().expect("UTF-8 path").to_string();
+                (self.server.tls_url(), vec!["--tls-ca".to_string(), ca])
+            }
+        };
+        args.push("--broker".to_string());
         match self.kind {
             Kind::PubSub { envelope } => {
-                args.push(self.server.url());
+                args.push(url);
                 if envelope {
                     args.extend(["--option".into(), "envelope=json".into()]);
                 }
             }
             Kind::Streams => {
-                args.push(format!("{}?mode=streams", self.server.url()));
+                args.push(format!("{url}?mode=streams"));
                 // A failed entry, or one whose XACK a restart lost, comes again after 2 s.
                 args.extend(["--option".into(), "claim_after_ms=2000".into()]);
             }

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use common::{handler_timeout, Authority, Error, Settings, HANDLER_TIMEOUT_OPTION};
+use transport::TlsSettings;
 
-/// The port a `redis://` URL without one means.
+/// The port a `redis://` or `rediss://` URL without one means (as in redis-rs and
+/// redis-cli: TLS does not change the default port).
 const DEFAULT_PORT: u16 = 6379;
 
 /// How long a Streams entry stays pending before another consumer may claim it, when
@@ -42,6 +44,8 @@ pub struct Streams {
 pub struct Config {
     /// The broker URL without credentials, for messages (`redis://host:port/db`).
     pub url: String,
+    /// TLS (a `rediss://` URL), or `None` for plain TCP.
+    pub tls: Option<TlsSettings>,
     /// `host:port` to connect to.
     pub address: String,
     /// The database to `SELECT`, if not 0.
@@ -71,6 +75,10 @@ impl Config {
         random: impl FnOnce() -> String,
     ) -> Result<Self, Error> {
         let parsed = parse_url(settings)?;
+        let tls = match parsed.tls {
+            true => Some(TlsSettings::new(&parsed.address, settings, &env)?),
+            false => None,
+        };
         let var = |name| env(name).filter(|v: &String| !v.is_empty());
         let auth = match (var("REDIS_USERNAME"), var("REDIS_PASSWORD")) {
             (None, None) => parsed.auth,
@@ -133,6 +141,7 @@ impl Config {
         };
         Ok(Self {
             url: parsed.url,
+            tls,
             address: parsed.address,
             db: parsed.db,
             auth,
@@ -169,31 +178,26 @@ impl Config {
 /// The parts of a broker URL.
 struct ParsedUrl {
     url: String,
+    tls: bool,
     address: String,
     db: Option<u32>,
     auth: Auth,
     mode: Option<String>,
 }
 
-/// Splits `redis://[user[:pass]@]host[:port][/db][?mode=streams]`.
+/// Splits `redis://[user[:pass]@]host[:port][/db][?mode=streams]` (or `rediss://...`).
 fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
     let broker = settings.broker.as_str();
-    let source = match settings.broker_from_env {
-        true => "MSGPLUG_BROKER",
-        false => "broker",
-    };
-    let rest = match settings.broker_scheme() {
-        "redis" => broker.strip_prefix("redis://"),
-        "rediss" => {
-            return Err(Error::other(format!(
-                "{source} `{broker}`: TLS is not supported, because wasi:sockets has no TLS; use a `redis://` URL (a TLS-terminating proxy on the same host can bridge to a TLS-only server)"
-            )))
-        }
+    let scheme = settings.broker_scheme();
+    let rest = match scheme {
+        "redis" | "rediss" => broker
+            .strip_prefix(scheme)
+            .and_then(|rest| rest.strip_prefix("://")),
         _ => return Err(settings.wrong_backend("redis")),
     };
     let invalid = |why: &str| {
         Error::other(format!(
-            "invalid Redis broker URL `{broker}`: {why}; expected redis://[user[:password]@]host[:port][/db][?mode=streams]"
+            "invalid Redis broker URL `{broker}`: {why}; expected redis://[user[:password]@]host[:port][/db][?mode=streams] or rediss://..."
         ))
     };
     let rest = rest.ok_or_else(|| invalid("missing `//` after the scheme"))?;
@@ -224,11 +228,12 @@ fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
         pass: password.filter(|p| !p.is_empty()),
     };
     let url = match db {
-        Some(db) => format!("redis://{address}/{db}"),
-        None => format!("redis://{address}"),
+        Some(db) => format!("{scheme}://{address}/{db}"),
+        None => format!("{scheme}://{address}"),
     };
     Ok(ParsedUrl {
         url,
+        tls: scheme == "rediss",
         address,
         db,
         auth,
@@ -308,6 +313,18 @@ mod tests {
                 user: None,
                 pass: Some("pw".into())
             }
+        );
+    }
+
+    #[test]
+    fn rediss_urls_speak_tls_on_the_same_default_port() {
+        let c = config(&settings("rediss://u:p@redis.example/2", &[], None), &[]).unwrap();
+        assert_eq!(c.url, "rediss://redis.example:6379/2");
+        assert_eq!(c.address, "redis.example:6379");
+        assert_eq!(c.tls.unwrap().server_name, "redis.example");
+        assert_eq!(
+            config(&settings("redis://h", &[], None), &[]).unwrap().tls,
+            None
         );
     }
 
@@ -405,7 +422,7 @@ mod tests {
             ),
             (settings("redis://h:0", &[], None), "bad port `0`"),
             (settings("redis://", &[], None), "no host"),
-            (settings("rediss://h", &[], None), "TLS is not supported"),
+            (settings("rediss:h", &[], None), "missing `//`"),
             (settings("nats://h", &[], None), "needs the `nats` backend"),
         ];
         for (s, needle) in cases {

@@ -1,5 +1,5 @@
 //! One Redis connection in RESP3: the blocking driver of [`crate::protocol`] over
-//! `std::net::TcpStream`.
+//! `std::net::TcpStream`, plain or TLS ([`Transport`]; TLS starts right after connecting).
 //!
 //! RESP3 lets one connection both subscribe and run commands: pub/sub messages arrive
 //! as push frames between the replies, which come in the order of the commands. So
@@ -14,6 +14,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::Error;
+
+use transport::Transport;
 
 use crate::config::Config;
 use crate::protocol::{Cmd, Parser, Value};
@@ -46,8 +48,8 @@ pub enum Expect {
 
 /// An open, authenticated RESP3 connection.
 pub struct Conn {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket, plain or TLS.
+    stream: Transport,
     /// Splits what the server sends into values.
     parser: Parser,
     /// Bytes queued for the server.
@@ -69,14 +71,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to `config.address` and says `HELLO 3` (with the credentials), then
-    /// `SELECT`s the database, so bad credentials fail here.
+    /// Connects to `config.address` (and starts TLS for a `rediss://` URL), says `HELLO 3`
+    /// (with the credentials), then `SELECT`s the database, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let stream =
+        let socket =
             TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        stream
+        socket
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
+        let mut stream = Transport::plain(socket);
+        if let Some(tls) = &config.tls {
+            stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
+        }
         let mut conn = Self {
             stream,
             parser: Parser::default(),
@@ -96,13 +102,20 @@ impl Conn {
             hello = hello.arg("AUTH").arg(user).arg(pass);
         }
         hello = hello.arg("SETNAME").arg("msgplug");
-        let timeout = |e| match e {
+        let timeout = |e| {
+            match e {
             Error::Timeout => Error::connection(format!(
                 "{} did not answer HELLO within {} s (is it a Redis server?)",
                 config.url,
                 HANDSHAKE_TIMEOUT.as_secs()
             )),
+            // A TLS-only server drops a client whose first bytes are not a TLS handshake.
+            Error::Connection(_) if config.tls.is_none() => Error::connection(format!(
+                "{} closed the connection instead of answering HELLO: if it serves TLS only, use a `rediss://` broker URL",
+                config.url
+            )),
             e => e,
+        }
         };
         match conn.call_until(hello, deadline).map_err(timeout)? {
             Value::Error(text)
