@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 
 use support::app::run;
 use support::nats::{connect_with, round_trip, within, Server};
-use support::tls::{Pem, Pki};
-use support::{compose, unique};
+use support::tls::{assert_one_connection_error, failure, publisher, Pem, Pki};
+use support::unique;
 
 /// Starts a nats-server serving TLS with `cert`; `mutual` requires client certificates.
 async fn tls_server(pki: &Pki, cert: &Pem, mutual: bool) -> Server {
@@ -44,15 +44,6 @@ async fn native(pki: &Pki, server: &Server) -> Client {
     connect_with(&tls_url(server), options).await
 }
 
-/// Composes the publisher for `broker` with extra `args` into its own directory in `dir`.
-fn publisher(dir: &Path, broker: &str, args: &[&str]) -> std::path::PathBuf {
-    let dir = dir.join(unique("publisher"));
-    std::fs::create_dir(&dir).expect("make dir");
-    let mut all = vec!["--broker", broker];
-    all.extend_from_slice(args);
-    compose(&dir, "publisher", &all)
-}
-
 /// Publishes `count` messages on `topic` with the publisher over TLS and checks that the
 /// native client receives them.
 async fn publish_and_receive(client: &Client, component: &Path, env: &[(&str, &str)]) {
@@ -69,31 +60,6 @@ async fn publish_and_receive(client: &Client, component: &Path, env: &[(&str, &s
             .expect("subscription open");
         assert_eq!(message.payload.as_ref(), format!("hello #{i}").as_bytes());
     }
-}
-
-/// Runs `component` expecting it to fail; returns its stderr.
-async fn failure(component: &Path, env: &[(&str, &str)]) -> String {
-    let mut all = vec![("TOPIC", "tls.failure"), ("COUNT", "1")];
-    all.extend_from_slice(env);
-    let (status, stderr) = run(component, &all).await;
-    assert!(
-        !status.success(),
-        "the publisher should have failed:\n{stderr}"
-    );
-    stderr
-}
-
-/// Asserts that `stderr` has exactly one line with `send failed: connection: ` and that it
-/// contains `cause`.
-fn assert_one_connection_error(stderr: &str, cause: &str) {
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("send failed: connection: "))
-        .collect();
-    assert!(
-        errors.len() == 1 && errors[0].contains(cause),
-        "expected one `connection` error containing `{cause}`:\n{stderr}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -169,3 +169,37 @@ impl Pki {
         path
     }
 }
+
+/// Composes the publisher for `broker` with extra `args` into its own directory in `dir`.
+pub fn publisher(dir: &Path, broker: &str, args: &[&str]) -> std::path::PathBuf {
+    let dir = dir.join(super::unique("publisher"));
+    std::fs::create_dir(&dir).expect("make dir");
+    let mut all = vec!["--broker", broker];
+    all.extend_from_slice(args);
+    super::compose(&dir, "publisher", &all)
+}
+
+/// Runs `component` expecting it to fail; returns its stderr.
+pub async fn failure(component: &Path, env: &[(&str, &str)]) -> String {
+    let mut all = vec![("TOPIC", "tls.failure"), ("COUNT", "1")];
+    all.extend_from_slice(env);
+    let (status, stderr) = super::app::run(component, &all).await;
+    assert!(
+        !status.success(),
+        "the publisher should have failed:\n{stderr}"
+    );
+    stderr
+}
+
+/// Asserts that `stderr` has exactly one line with `send failed: connection: ` and that it
+/// contains `cause`.
+pub fn assert_one_connection_error(stderr: &str, cause: &str) {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("send failed: connection: "))
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains(cause),
+        "expected one `connection` error containing `{cause}`:\n{stderr}"
+    );
+}
