@@ -460,6 +460,108 @@ const NATS_MODES: &[Mode] = &[
     },
 ];
 
+/// The MQTT backends' options (plaintext and TLS).
+const MQTT_OPTIONS: &[BackendOption] = &[
+    BackendOption {
+        key: "durable",
+        help:
+            "persistent session with this client id: acks after Ok, redelivery on Err (--durable)",
+    },
+    BackendOption {
+        key: "qos",
+        help: "QoS of sends: 0 or 1 (default 1: a send waits for the broker's PUBACK)",
+    },
+    BackendOption {
+        key: "version",
+        help: "MQTT version: 5 (default) or 3.1.1 (as `?version=` on the URL)",
+    },
+    BackendOption {
+        key: "session_expiry",
+        help: "--durable: seconds the broker keeps the session while disconnected (default 86400)",
+    },
+    BackendOption {
+        key: "keep_alive",
+        help: "keep-alive interval in seconds (default 30; 0 turns it off)",
+    },
+];
+
+/// The MQTT backends' credentials and client id, read at run time (plaintext and TLS).
+const MQTT_RUN_ENV: [&str; 3] = ["MQTT_USERNAME", "MQTT_PASSWORD", "MSGPLUG_CLIENT_ID"];
+
+/// The MQTT backends' modes (plaintext and TLS).
+const MQTT_MODES: &[Mode] = &[
+    Mode {
+        name: "clean",
+        flags: "",
+        capabilities: MQTT_CLEAN,
+    },
+    Mode {
+        name: "durable",
+        flags: "--durable CLIENT-ID",
+        capabilities: Capabilities {
+            // The broker must persist sessions (Mosquitto: `persistence true`) for
+            // them to outlive its restart.
+            receive: Receive::AT_LEAST_ONCE,
+            ..MQTT_CLEAN
+        },
+    },
+    Mode {
+        name: "3.1.1",
+        flags: "?version=3.1.1",
+        capabilities: Capabilities {
+            request_reply: RequestReply::Unsupported(
+                "MQTT 3.1.1 has no response topic or correlation data (MQTT 5 has)",
+            ),
+            metadata: false,
+            content_type: false,
+            ..MQTT_CLEAN
+        },
+    },
+];
+
+/// The AMQP backends' options (plaintext and TLS).
+const AMQP_OPTIONS: &[BackendOption] = &[
+    BackendOption {
+        key: "exchange",
+        help:
+            "the exchange sends publish to and --subscribe binding keys bind to (default amq.topic)",
+    },
+    BackendOption {
+        key: "prefetch",
+        help: "how many unacknowledged deliveries the broker sends ahead (basic.qos; default 10)",
+    },
+    BackendOption {
+        key: "queue",
+        help: "consume this existing queue as it is, declaring and binding nothing",
+    },
+    BackendOption {
+        key: "connection_name",
+        help: "the connection name the broker shows (default msgplug)",
+    },
+];
+
+/// The AMQP backends' credentials, read at run time (plaintext and TLS).
+const AMQP_RUN_ENV: [&str; 2] = ["AMQP_USERNAME", "AMQP_PASSWORD"];
+
+/// The AMQP backends' modes (plaintext and TLS).
+const AMQP_MODES: &[Mode] = &[
+    Mode {
+        name: "own-queue",
+        flags: "",
+        capabilities: AMQP_OWN_QUEUE,
+    },
+    Mode {
+        name: "group",
+        flags: "--queue-group GROUP",
+        capabilities: Capabilities {
+            // The group's queue is durable: it keeps what the broker accepted.
+            receive: Receive::AT_LEAST_ONCE,
+            scale_out: ScaleOut::QueueGroup,
+            ..AMQP_OWN_QUEUE
+        },
+    },
+];
+
 /// The environment variables of every TLS build of a backend: the client certificate and
 /// its key (PEM text) for mutual TLS.
 pub(crate) const TLS_RUN_ENV: [&str; 2] = ["MSGPLUG_TLS_CERT", "MSGPLUG_TLS_KEY"];
@@ -616,59 +718,38 @@ pub const ADAPTERS: &[Adapter] = &[
         pulls: true,
         subscriptions: Subscriptions::Native("MQTT topic filters (`+` one level, `#` the rest)"),
         queue_group_ignored: None,
-        run_env: &["MQTT_USERNAME", "MQTT_PASSWORD", "MSGPLUG_CLIENT_ID"],
-        options: &[
-            BackendOption {
-                key: "durable",
-                help: "persistent session with this client id: acks after Ok, redelivery on Err (--durable)",
-            },
-            BackendOption {
-                key: "qos",
-                help: "QoS of sends: 0 or 1 (default 1: a send waits for the broker's PUBACK)",
-            },
-            BackendOption {
-                key: "version",
-                help: "MQTT version: 5 (default) or 3.1.1 (as `?version=` on the URL)",
-            },
-            BackendOption {
-                key: "session_expiry",
-                help: "--durable: seconds the broker keeps the session while disconnected (default 86400)",
-            },
-            BackendOption {
-                key: "keep_alive",
-                help: "keep-alive interval in seconds (default 30; 0 turns it off)",
-            },
-        ],
-        modes: &[
-            Mode {
-                name: "clean",
-                flags: "",
-                capabilities: MQTT_CLEAN,
-            },
-            Mode {
-                name: "durable",
-                flags: "--durable CLIENT-ID",
-                capabilities: Capabilities {
-                    // The broker must persist sessions (Mosquitto: `persistence true`) for
-                    // them to outlive its restart.
-                    receive: Receive::AT_LEAST_ONCE,
-                    ..MQTT_CLEAN
-                },
-            },
-            Mode {
-                name: "3.1.1",
-                flags: "?version=3.1.1",
-                capabilities: Capabilities {
-                    request_reply: RequestReply::Unsupported(
-                        "MQTT 3.1.1 has no response topic or correlation data (MQTT 5 has)",
-                    ),
-                    metadata: false,
-                    content_type: false,
-                    ..MQTT_CLEAN
-                },
-            },
-        ],
+        run_env: &MQTT_RUN_ENV,
+        options: MQTT_OPTIONS,
+        modes: MQTT_MODES,
         bytes: include_bytes!("../adapters-wasm/backend-mqtt.wasm"),
+    },
+    Adapter {
+        name: "backend-mqtt-tls",
+        kind: AdapterKind::Backend,
+        schemes: &["mqtts"],
+        summary: "MQTT over TLS (`mqtts://`, port 8883 by default, rustls in the component): everything `backend-mqtt` does; client certificates from the environment",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native("MQTT topic filters (`+` one level, `#` the rest)"),
+        queue_group_ignored: None,
+        run_env: &[
+            MQTT_RUN_ENV[0],
+            MQTT_RUN_ENV[1],
+            MQTT_RUN_ENV[2],
+            TLS_RUN_ENV[0],
+            TLS_RUN_ENV[1],
+        ],
+        options: &[
+            MQTT_OPTIONS[0],
+            MQTT_OPTIONS[1],
+            MQTT_OPTIONS[2],
+            MQTT_OPTIONS[3],
+            MQTT_OPTIONS[4],
+            TLS_OPTIONS[0],
+        ],
+        modes: MQTT_MODES,
+        bytes: include_bytes!("../adapters-wasm/backend-mqtt-tls.wasm"),
     },
     Adapter {
         name: "backend-amqp",
@@ -682,43 +763,38 @@ pub const ADAPTERS: &[Adapter] = &[
             "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
         ),
         queue_group_ignored: None,
-        run_env: &["AMQP_USERNAME", "AMQP_PASSWORD"],
-        options: &[
-            BackendOption {
-                key: "exchange",
-                help: "the exchange sends publish to and --subscribe binding keys bind to (default amq.topic)",
-            },
-            BackendOption {
-                key: "prefetch",
-                help: "how many unacknowledged deliveries the broker sends ahead (basic.qos; default 10)",
-            },
-            BackendOption {
-                key: "queue",
-                help: "consume this existing queue as it is, declaring and binding nothing",
-            },
-            BackendOption {
-                key: "connection_name",
-                help: "the connection name the broker shows (default msgplug)",
-            },
-        ],
-        modes: &[
-            Mode {
-                name: "own-queue",
-                flags: "",
-                capabilities: AMQP_OWN_QUEUE,
-            },
-            Mode {
-                name: "group",
-                flags: "--queue-group GROUP",
-                capabilities: Capabilities {
-                    // The group's queue is durable: it keeps what the broker accepted.
-                    receive: Receive::AT_LEAST_ONCE,
-                    scale_out: ScaleOut::QueueGroup,
-                    ..AMQP_OWN_QUEUE
-                },
-            },
-        ],
+        run_env: &AMQP_RUN_ENV,
+        options: AMQP_OPTIONS,
+        modes: AMQP_MODES,
         bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
+    },
+    Adapter {
+        name: "backend-amqp-tls",
+        kind: AdapterKind::Backend,
+        schemes: &["amqps"],
+        summary: "AMQP 0-9-1 over TLS (`amqps://`, port 5671 by default, rustls in the component): everything `backend-amqp` does; client certificates from the environment",
+        host_needs: "`-S inherit-network` (TCP to the broker)",
+        uses_stdin: false,
+        pulls: true,
+        subscriptions: Subscriptions::Native(
+            "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
+        ),
+        queue_group_ignored: None,
+        run_env: &[
+            AMQP_RUN_ENV[0],
+            AMQP_RUN_ENV[1],
+            TLS_RUN_ENV[0],
+            TLS_RUN_ENV[1],
+        ],
+        options: &[
+            AMQP_OPTIONS[0],
+            AMQP_OPTIONS[1],
+            AMQP_OPTIONS[2],
+            AMQP_OPTIONS[3],
+            TLS_OPTIONS[0],
+        ],
+        modes: AMQP_MODES,
+        bytes: include_bytes!("../adapters-wasm/backend-amqp-tls.wasm"),
     },
     Adapter {
         name: "backend-redis",
@@ -1017,9 +1093,10 @@ impl Adapter {
 
 /// Broker URL schemes that have no backend (yet), with the reason and what to do instead.
 const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
-    "mqtts",
-    "the MQTT backend does not speak TLS yet (of the TCP backends only NATS does, as \
-         `tls://`); use an `mqtt://` URL (for example to a TLS-terminating proxy on the same host)",
+    "kafka+ssl",
+    "the Kafka backend does not speak TLS yet (NATS, MQTT, AMQP and Redis do: `tls://`, \
+         `mqtts://`, `amqps://`, `rediss://`); use a `kafka://` URL (for example to a \
+         TLS-terminating proxy on the same host)",
 )];
 
 /// An error finding an adapter.
@@ -1231,7 +1308,16 @@ mod tests {
             (rediss.name, rediss.family(), rediss.tls()),
             ("backend-redis-tls", "redis", true)
         );
-        let err = backend_for_scheme("mqtts").unwrap_err().to_string();
+        let mqtts = backend_for_scheme("mqtts").unwrap();
+        assert_eq!(
+            (mqtts.name, mqtts.family(), mqtts.tls()),
+            ("backend-mqtt-tls", "mqtt", true)
+        );
+        assert_eq!(
+            backend_for_scheme("amqps").unwrap().name,
+            "backend-amqp-tls"
+        );
+        let err = backend_for_scheme("kafka+ssl").unwrap_err().to_string();
         assert!(err.contains("does not speak TLS yet"), "{err}");
         let err = backend_for_scheme("gopher").unwrap_err().to_string();
         assert!(err.contains("unknown broker scheme `gopher`"), "{err}");

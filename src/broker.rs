@@ -203,16 +203,21 @@ fn nats(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
 }
 
 /// `backend-mqtt` (`config.rs`, `parse_url`):
-/// `mqtt://[USER[:PASSWORD]@]HOST[:PORT][?version=3.1.1]`.
+/// `mqtt://[USER[:PASSWORD]@]HOST[:PORT][?version=3.1.1]`, or `mqtts://...` for
+/// `backend-mqtt-tls`.
 fn mqtt(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid(
         "mqtt",
         url,
-        "expected `mqtt://[USER[:PASSWORD]@]HOST[:PORT][?version=3.1.1]`",
+        "expected `mqtt://[USER[:PASSWORD]@]HOST[:PORT][?version=3.1.1]` (or `mqtts://...`)",
     );
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| invalid("missing `//` after the scheme (`mqtts://` is not supported)"))?;
+    let (tls, rest) = match url.strip_prefix("mqtts:") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("mqtt:").unwrap_or(url)),
+    };
+    let rest = rest
+        .strip_prefix("//")
+        .ok_or_else(|| invalid("missing `//` after the scheme"))?;
     let (rest, query) = match rest.split_once('?') {
         Some((rest, query)) => (rest, Some(query)),
         None => (rest, None),
@@ -227,7 +232,11 @@ fn mqtt(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
             ));
         }
     }
-    server(rest, &invalid, MQTT_CREDENTIALS)
+    let mut from_env = server(rest, &invalid, MQTT_CREDENTIALS)?;
+    if tls {
+        from_env.push(TLS_CLIENT_CERTIFICATE);
+    }
+    Ok(from_env)
 }
 
 /// The `[USER[:PASSWORD]@]HOST[:PORT][/]` part of a NATS or MQTT URL; `credentials` are
@@ -277,16 +286,21 @@ fn check_authority(
     Ok(userinfo.is_some())
 }
 
-/// `backend-amqp` (`config.rs`, `parse_url`): `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`;
-/// the backend needs a user and a password, from the URL or the environment.
+/// `backend-amqp` (`config.rs`, `parse_url`): `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`,
+/// or `amqps://...` for `backend-amqp-tls`; the backend needs a user and a password, from
+/// the URL or the environment.
 fn amqp(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid(
         "amqp",
         url,
-        "expected `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]`",
+        "expected `amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST]` (or `amqps://...`)",
     );
-    let rest = url
-        .strip_prefix("amqp://")
+    let (tls, rest) = match url.strip_prefix("amqps:") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("amqp:").unwrap_or(url)),
+    };
+    let rest = rest
+        .strip_prefix("//")
         .ok_or_else(|| invalid("missing `//` after the scheme"))?;
     if rest.contains(['?', '#']) {
         return Err(invalid("query parameters are not supported"));
@@ -306,10 +320,14 @@ fn amqp(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let user_and_password = authority
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-    Ok(match user_and_password {
+    let mut from_env = match user_and_password {
         true => Vec::new(),
         false => vec![AMQP_CREDENTIALS],
-    })
+    };
+    if tls {
+        from_env.push(TLS_CLIENT_CERTIFICATE);
+    }
+    Ok(from_env)
 }
 
 /// `backend-redis` (`config.rs`, `parse_url`):

@@ -18,17 +18,13 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
 
 use support::app::{run, App};
-use support::mqtt::Mosquitto;
-use support::nats::within;
+use support::mqtt::{Mosquitto, Native};
 use support::{compose, unique};
 
 /// The port of the shared broker.
@@ -37,102 +33,6 @@ const SHARED_PORT: u16 = 1883;
 /// The broker URL for `port` on this host.
 fn url(port: u16) -> String {
     format!("mqtt://127.0.0.1:{port}")
-}
-
-/// A native MQTT 5 client (rumqttc): every packet it receives arrives on `packets`.
-struct Native {
-    client: AsyncClient,
-    packets: mpsc::UnboundedReceiver<Packet>,
-}
-
-impl Native {
-    /// Connects with a clean session and a fresh client id.
-    async fn connect(port: u16) -> Native {
-        Native::connect_as(port, &unique("native"), true).await
-    }
-
-    /// Connects as `id`; `clean` false resumes (or starts) a persistent session.
-    async fn connect_as(port: u16, id: &str, clean: bool) -> Native {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_clean_start(clean);
-        if !clean {
-            options.set_session_expiry_interval(Some(60));
-        }
-        let (client, mut events) = AsyncClient::new(options, 1_000);
-        let (tx, packets) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match events.poll().await {
-                    Ok(Event::Incoming(packet)) => {
-                        if tx.send(packet).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Event::Outgoing(_)) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        let mut native = Native { client, packets };
-        native
-            .expect("CONNACK (is mosquitto listening?)", |p| {
-                matches!(p, Packet::ConnAck(_))
-            })
-            .await;
-        native
-    }
-
-    /// Waits for a packet `wanted` accepts, dropping the others.
-    async fn expect(&mut self, what: &str, wanted: impl Fn(&Packet) -> bool) -> Packet {
-        within(what, async {
-            loop {
-                match self.packets.recv().await {
-                    Some(packet) if wanted(&packet) => return packet,
-                    Some(_) => {}
-                    None => panic!("the native client's connection ended waiting for {what}"),
-                }
-            }
-        })
-        .await
-    }
-
-    /// Subscribes at QoS 1 and waits for the `SUBACK`.
-    async fn subscribe(&mut self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        self.expect("SUBACK", |p| matches!(p, Packet::SubAck(_)))
-            .await;
-    }
-
-    /// Publishes at QoS 1 (not waiting for the `PUBACK`).
-    async fn publish(&self, topic: &str, payload: impl Into<Bytes>, properties: PublishProperties) {
-        self.client
-            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), properties)
-            .await
-            .unwrap();
-    }
-
-    /// Waits for `n` `PUBACK`s: the broker stored the messages published before.
-    async fn confirmed(&mut self, n: usize) {
-        for _ in 0..n {
-            self.expect("PUBACK", |p| matches!(p, Packet::PubAck(..)))
-                .await;
-        }
-    }
-
-    /// The next message received.
-    async fn next(&mut self) -> Publish {
-        match self
-            .expect("message", |p| matches!(p, Packet::Publish(_)))
-            .await
-        {
-            Packet::Publish(publish) => publish,
-            _ => unreachable!("only a PUBLISH is expected"),
-        }
-    }
 }
 
 /// The topic of `p`.

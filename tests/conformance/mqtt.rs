@@ -10,6 +10,10 @@
 //! restarts is still observed. Metadata is MQTT 5 user properties; the adapter's own
 //! `mqtt-*` metadata on received messages (`mqtt-dup` on a redelivery, relayed by the apps) is
 //! the broker's and left out, like NATS's `Nats-*` headers.
+//!
+//! The TLS variant (`backend-mqtt-tls`) runs every case again with the apps on a TLS
+//! listener of the same broker (certificates made by `support::tls`), composed with
+//! `mqtts://` and `--tls-ca`; the native clients stay on the plaintext listener.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -23,18 +27,25 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{Client, Event, MqttOptions};
 
 use crate::support::mqtt::Mosquitto;
+use crate::support::tls::Pki;
 use crate::support::unique;
 use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg, LIMIT};
 
 /// The user of every case's broker.
 const USER: &str = "u";
 
-/// The MQTT backend.
-pub struct Mqtt;
+/// The MQTT backend: plaintext (`backend-mqtt`) or over TLS (`backend-mqtt-tls`).
+pub struct Mqtt {
+    /// Whether the apps use a TLS listener and `mqtts://`.
+    pub tls: bool,
+}
 
 impl Backend for Mqtt {
     fn adapter(&self) -> &'static str {
-        "backend-mqtt"
+        match self.tls {
+            false => "backend-mqtt",
+            true => "backend-mqtt-tls",
+        }
     }
 
     fn start(&self, mode: &Mode) -> Box<dyn Broker> {
@@ -44,11 +55,20 @@ impl Backend for Mqtt {
             "3.1.1" => Kind::V311,
             other => panic!("no conformance hook for MQTT mode `{other}`"),
         };
-        let mosquitto = Mosquitto::start_with(|dir| {
+        let tls = self.tls.then(|| (Pki::new(), crate::support::free_port()));
+        let mut mosquitto = Mosquitto::start_with(|dir| {
             let password = Mosquitto::password_file(dir, USER, Credentials::Right.password());
-            format!("{password}max_queued_messages 0\nset_tcp_nodelay true\n")
+            let listener = match &tls {
+                Some((pki, port)) => Mosquitto::tls_listener(dir, *port, pki, &pki.server, false),
+                None => String::new(),
+            };
+            format!("{password}max_queued_messages 0\nset_tcp_nodelay true\n{listener}")
         });
+        if let Some((_, port)) = &tls {
+            mosquitto.wait_for_log(&format!("listen socket on port {port}"));
+        }
         Box::new(MqttBroker {
+            tls,
             native: Native::connect(mosquitto.port),
             mosquitto,
             kind,
@@ -186,6 +206,8 @@ struct MqttBroker {
     /// Declared before the broker, so it disconnects before the broker goes.
     native: Native,
     mosquitto: Mosquitto,
+    /// The certificates and the TLS listener's port, in the TLS variant.
+    tls: Option<(Pki, u16)>,
     kind: Kind,
     outputs: HashMap<String, Receiver<Received>>,
     /// The session every durable instance resumes, once [`Broker::take_over_unsettled`]
@@ -195,15 +217,25 @@ struct MqttBroker {
 
 impl Broker for MqttBroker {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
-        let mut args = vec!["--broker".to_string()];
+        let (url, mut args) = match &self.tls {
+            None => (self.mosquitto.url(), vec!["--broker".to_string()]),
+            Some((pki, port)) => (
+                format!("mqtts://127.0.0.1:{port}"),
+                vec![
+                    "--tls-ca".to_string(),
+                    pki.ca.to_str().expect("UTF-8 path").to_string(),
+                    "--broker".to_string(),
+                ],
+            ),
+        };
         match self.kind {
-            Kind::Clean => args.push(self.mosquitto.url()),
+            Kind::Clean => args.push(url),
             Kind::Durable => {
-                args.push(self.mosquitto.url());
+                args.push(url);
                 // Each run replaces it with its own MSGPLUG_CLIENT_ID (`run_env`).
                 args.extend(["--durable".into(), unique("app")]);
             }
-            Kind::V311 => args.push(format!("{}?version=3.1.1", self.mosquitto.url())),
+            Kind::V311 => args.push(format!("{url}?version=3.1.1")),
         }
         if let Some(input) = input {
             args.extend(["--subscribe".into(), input.topic.into()]);

@@ -7,6 +7,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+
+use super::nats::within;
+use super::tls::{Pem, Pki};
+use super::unique;
+
 /// How long the broker may take to start or to stop.
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -66,6 +76,41 @@ impl Mosquitto {
             .expect("run mosquitto_passwd (apt-get install mosquitto)");
         assert!(status.success(), "mosquitto_passwd failed");
         format!("password_file {}\n", file.display())
+    }
+
+    /// Starts a broker with two listeners: the plaintext one ([`Mosquitto::port`], for
+    /// native clients) and, on the port returned, TLS with the certificate `server` (see
+    /// [`Mosquitto::tls_listener`]).
+    pub fn start_tls(pki: &Pki, server: &Pem, mutual: bool) -> (Mosquitto, u16) {
+        let tls_port = super::free_port();
+        let mut broker = Mosquitto::start_with(|dir| {
+            Mosquitto::tls_listener(dir, tls_port, pki, server, mutual)
+        });
+        broker.wait_for_log(&format!("listen socket on port {tls_port}"));
+        (broker, tls_port)
+    }
+
+    /// The config lines (for [`Mosquitto::start_with`], given the broker's directory `dir`;
+    /// last, as they start a listener) of a TLS listener on `port` serving the certificate
+    /// `server`, copied into `dir`, which mosquitto's own user can read. With `mutual`, it
+    /// requires a client certificate from the test CA and takes the user name from its
+    /// common name.
+    pub fn tls_listener(dir: &Path, port: u16, pki: &Pki, server: &Pem, mutual: bool) -> String {
+        let copy = |from: &Path, name: &str| {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).expect("copy a certificate for mosquitto");
+            to.display().to_string()
+        };
+        let mut config = format!(
+            "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            copy(&pki.ca, "ca.pem"),
+            copy(&server.cert, "server.pem"),
+            copy(&server.key, "server-key.pem"),
+        );
+        if mutual {
+            config += "require_certificate true\nuse_identity_as_username true\n";
+        }
+        config
     }
 
     /// The broker URL.
@@ -151,6 +196,109 @@ impl Drop for Mosquitto {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A native MQTT 5 client (rumqttc): every packet it receives arrives on `packets`.
+pub struct Native {
+    /// The client.
+    pub client: AsyncClient,
+    /// What it received.
+    packets: mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Native {
+    /// Connects with a clean session and a fresh client id.
+    pub async fn connect(port: u16) -> Native {
+        Native::connect_as(port, &unique("native"), true).await
+    }
+
+    /// Connects as `id`; `clean` false resumes (or starts) a persistent session.
+    pub async fn connect_as(port: u16, id: &str, clean: bool) -> Native {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_start(clean);
+        if !clean {
+            options.set_session_expiry_interval(Some(60));
+        }
+        let (client, mut events) = AsyncClient::new(options, 1_000);
+        let (tx, packets) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        if tx.send(packet).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut native = Native { client, packets };
+        native
+            .expect("CONNACK (is mosquitto listening?)", |p| {
+                matches!(p, Packet::ConnAck(_))
+            })
+            .await;
+        native
+    }
+
+    /// Waits for a packet `wanted` accepts, dropping the others.
+    pub async fn expect(&mut self, what: &str, wanted: impl Fn(&Packet) -> bool) -> Packet {
+        within(what, async {
+            loop {
+                match self.packets.recv().await {
+                    Some(packet) if wanted(&packet) => return packet,
+                    Some(_) => {}
+                    None => panic!("the native client's connection ended waiting for {what}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Subscribes at QoS 1 and waits for the `SUBACK`.
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.expect("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+            .await;
+    }
+
+    /// Publishes at QoS 1 (not waiting for the `PUBACK`).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        properties: PublishProperties,
+    ) {
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), properties)
+            .await
+            .unwrap();
+    }
+
+    /// Waits for `n` `PUBACK`s: the broker stored the messages published before.
+    pub async fn confirmed(&mut self, n: usize) {
+        for _ in 0..n {
+            self.expect("PUBACK", |p| matches!(p, Packet::PubAck(..)))
+                .await;
+        }
+    }
+
+    /// The next message received.
+    pub async fn next(&mut self) -> Publish {
+        match self
+            .expect("message", |p| matches!(p, Packet::Publish(_)))
+            .await
+        {
+            Packet::Publish(publish) => publish,
+            _ => unreachable!("only a PUBLISH is expected"),
         }
     }
 }

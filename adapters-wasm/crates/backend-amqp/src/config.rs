@@ -2,9 +2,13 @@
 
 use common::{Authority, Error, Settings};
 use percent_encoding::percent_decode_str;
+use transport::TlsSettings;
 
 /// The port an `amqp://` URL without one means.
 const DEFAULT_PORT: u16 = 5672;
+
+/// The port an `amqps://` URL without one means.
+const DEFAULT_TLS_PORT: u16 = 5671;
 
 /// The exchange `send` publishes to and subscriptions bind to without `--option exchange`.
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
@@ -32,6 +36,8 @@ pub struct Config {
     pub url: String,
     /// `host:port` to connect to.
     pub address: String,
+    /// TLS (an `amqps://` URL), or `None` for plain TCP.
+    pub tls: Option<TlsSettings>,
     /// The virtual host.
     pub vhost: String,
     /// The user name.
@@ -54,6 +60,10 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let (url, address, vhost, url_user, url_password) = parse_url(settings)?;
+        let tls = match url.starts_with("amqps://") {
+            true => Some(TlsSettings::new(&address, settings, &env)?),
+            false => None,
+        };
         let var = |name| env(name).filter(|v: &String| !v.is_empty());
         let user = var("AMQP_USERNAME").or(url_user);
         let password = var("AMQP_PASSWORD").or(url_password);
@@ -109,6 +119,7 @@ impl Config {
         Ok(Self {
             url,
             address,
+            tls,
             vhost,
             user,
             password,
@@ -133,26 +144,21 @@ fn check_name(what: &str, name: &str) -> Result<(), Error> {
 /// The URL without credentials, `host:port`, the virtual host, the user and the password.
 type ParsedUrl = (String, String, String, Option<String>, Option<String>);
 
-/// Splits `amqp://[user[:pass]@]host[:port][/vhost]`. No path or an empty one means the
+/// Splits `amqp://[user[:pass]@]host[:port][/vhost]` (or `amqps://...`). No path or an empty one means the
 /// virtual host `/`; the path is percent-decoded (`%2F` is `/`).
 fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
     let broker = settings.broker.as_str();
-    let rest = match settings.broker_scheme() {
-        "amqp" => broker.strip_prefix("amqp://"),
-        "amqps" => {
-            let source = match settings.broker_from_env {
-                true => "MSGPLUG_BROKER",
-                false => "broker",
-            };
-            return Err(Error::other(format!(
-                "{source} `{broker}`: TLS is not supported, because wasi:sockets has no TLS; use an `amqp://` URL (a TLS-terminating proxy on the same host can bridge to a TLS-only broker)"
-            )));
-        }
+    let (scheme, default_port) = match settings.broker_scheme() {
+        "amqp" => ("amqp", DEFAULT_PORT),
+        "amqps" => ("amqps", DEFAULT_TLS_PORT),
         _ => return Err(settings.wrong_backend("amqp")),
     };
+    let rest = broker
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"));
     let invalid = |why: &str| {
         Error::other(format!(
-            "invalid AMQP broker URL `{}`: {why}; expected amqp://[user[:password]@]host[:port][/vhost]",
+            "invalid AMQP broker URL `{}`: {why}; expected amqp://[user[:password]@]host[:port][/vhost] or amqps://...",
             redact(broker)
         ))
     };
@@ -183,13 +189,13 @@ fn parse_url(settings: &Settings) -> Result<ParsedUrl, Error> {
         user,
         password,
         address,
-    } = Authority::parse(authority, DEFAULT_PORT).map_err(|why| invalid(&why))?;
+    } = Authority::parse(authority, default_port).map_err(|why| invalid(&why))?;
     let shown_vhost = match path {
         "" => String::new(),
         path => format!("/{path}"),
     };
     Ok((
-        format!("amqp://{address}{shown_vhost}"),
+        format!("{scheme}://{address}{shown_vhost}"),
         address,
         vhost,
         user,
@@ -245,6 +251,15 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls() {
+        let c = config("amqps://rabbit.example/prod").unwrap();
+        assert_eq!(c.url, "amqps://rabbit.example:5671/prod");
+        assert_eq!(c.address, "rabbit.example:5671");
+        assert_eq!(c.tls.unwrap().server_name, "rabbit.example");
+        assert_eq!(config("amqp://h").unwrap().tls, None);
+    }
+
+    #[test]
     fn parses_urls() {
         let c = config("amqp://127.0.0.1:5672").unwrap();
         assert_eq!(c.url, "amqp://127.0.0.1:5672");
@@ -284,12 +299,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        let e = config("amqps://h").unwrap_err().to_string();
-        assert!(e.contains("TLS is not supported"), "{e}");
         let e = config("nats://h").unwrap_err().to_string();
         assert!(e.contains("needs the `nats` backend"), "{e}");
         for (url, why) in [
             ("amqp:h", "missing `//`"),
+            ("amqps:h", "missing `//`"),
             ("amqp://h:x", "bad port `x`"),
             ("amqp://h:0", "bad port `0`"),
             ("amqp://", "no host"),

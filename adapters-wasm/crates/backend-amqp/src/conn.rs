@@ -1,6 +1,6 @@
-//! One AMQP connection with one channel: the blocking driver of [`crate::protocol`] over
-//! `std::net::TcpStream` (timed reads as in the NATS backend: `set_read_timeout` works on
-//! wasm32-wasip2, `connect_timeout` does not).
+//! One AMQP connection with one channel: the blocking driver of [`crate::protocol`] over a
+//! [`Transport`] (plain TCP, or TLS from the first byte for `amqps://`; timed reads as in
+//! the NATS backend: `set_read_timeout` works on wasm32-wasip2, `connect_timeout` does not).
 //!
 //! The handshake: protocol header, `start` / `start-ok` (SASL PLAIN), `tune` / `tune-ok`,
 //! `open` / `open-ok`, then channel 1 is opened and put in confirm mode. Heartbeats are
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::io_error::{connect_error, failed};
 use common::Error;
+use transport::Transport;
 
 use crate::config::Config;
 use crate::protocol::{
@@ -42,7 +43,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// An open connection with channel [`CHANNEL`] in confirm mode.
 pub struct Conn {
     /// The socket.
-    stream: TcpStream,
+    stream: Transport,
     /// Splits what the broker sends into frames and messages.
     reader: Reader,
     /// Bytes queued for the broker.
@@ -69,11 +70,19 @@ impl Conn {
     /// Connects, authenticates and opens the channel; `name` is the connection name the
     /// broker shows (`rabbitmqctl list_connections client_properties`).
     pub fn open(config: &Config, name: &str) -> Result<Self, Error> {
-        let stream =
+        let socket =
             TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        stream
+        socket
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
+        let mut stream = Transport::plain(socket);
+        if let Some(tls) = &config.tls {
+            stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
+            // The handshake left a read timeout of its own; `read_timeout` below is `None`.
+            stream
+                .set_read_timeout(None)
+                .map_err(|e| failed("setting a read timeout", &e))?;
+        }
         let now = Instant::now();
         let mut conn = Self {
             stream,
@@ -96,7 +105,11 @@ impl Conn {
                 HANDSHAKE_TIMEOUT.as_secs()
             ))
         };
-        match conn.expect(deadline)?.ok_or_else(late)? {
+        let start = conn.expect(deadline).map_err(|e| match config.tls {
+            None => transport::plaintext_broke_before("connection.start", &config.url, "amqps", e),
+            Some(_) => e,
+        })?;
+        match start.ok_or_else(late)? {
             Method::ConnectionStart { mechanisms, .. } => {
                 if !mechanisms.split(|&b| b == b' ').any(|m| m == b"PLAIN") {
                     return Err(Error::other(format!(

@@ -1,11 +1,15 @@
 //! What the MQTT backend reads from [`Settings`] and the environment.
 
 use common::{Authority, Error, Settings};
+use transport::TlsSettings;
 
 use crate::protocol::Version;
 
 /// The port an `mqtt://` URL without one means.
 const DEFAULT_PORT: u16 = 1883;
+
+/// The port an `mqtts://` URL without one means.
+const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// The keep-alive interval when `keep_alive` is not given, in seconds.
 const DEFAULT_KEEP_ALIVE: u16 = 30;
@@ -15,7 +19,7 @@ const DEFAULT_KEEP_ALIVE: u16 = 30;
 const DEFAULT_SESSION_EXPIRY: u32 = 86_400;
 
 /// The form of a broker URL, for error messages.
-const USAGE: &str = "expected mqtt://[user[:password]@]host[:port][?version=3.1.1]";
+const USAGE: &str = "expected mqtt://[user[:password]@]host[:port][?version=3.1.1] or mqtts://...";
 
 /// Everything the backend needs to connect and subscribe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub struct Config {
     pub url: String,
     /// `host:port` to connect to.
     pub address: String,
+    /// TLS (an `mqtts://` URL), or `None` for plain TCP.
+    pub tls: Option<TlsSettings>,
     /// The protocol version.
     pub version: Version,
     /// The user name (`MQTT_USERNAME` wins over the URL's).
@@ -47,12 +53,17 @@ pub struct Config {
 
 impl Config {
     /// Reads the settings; `env` maps a variable name to its value (`MQTT_USERNAME`,
-    /// `MQTT_PASSWORD`, `MSGPLUG_CLIENT_ID`).
+    /// `MQTT_PASSWORD`, `MSGPLUG_CLIENT_ID`, and the client certificate of
+    /// [`TlsSettings::new`]).
     pub fn from_settings(
         settings: &Settings,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
         let (url, address, url_version, user, pass) = parse_url(settings)?;
+        let tls = match url.starts_with("mqtts://") {
+            true => Some(TlsSettings::new(&address, settings, &env)?),
+            false => None,
+        };
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let option = |key: &str| settings.options.get(key).filter(|v| !v.is_empty());
         let version = match (url_version, option("version")) {
@@ -116,6 +127,7 @@ impl Config {
         Ok(Self {
             url,
             address,
+            tls,
             version,
             username: var("MQTT_USERNAME").or(user),
             password: var("MQTT_PASSWORD").or(pass),
@@ -150,18 +162,17 @@ type UrlParts = (
     Option<String>,
 );
 
-/// Splits `mqtt://[user[:pass]@]host[:port][/][?version=V]`.
+/// Splits `mqtt://[user[:pass]@]host[:port][/][?version=V]` (or `mqtts://...`).
 fn parse_url(settings: &Settings) -> Result<UrlParts, Error> {
     let broker = settings.broker.as_str();
-    let rest = match settings.broker_scheme() {
-        "mqtt" => broker.strip_prefix("mqtt://"),
-        "mqtts" => {
-            return Err(Error::other(format!(
-                "broker `{broker}`: TLS is not supported, because wasi:sockets has no TLS; use an `mqtt://` URL (a TLS-terminating proxy on the same host can bridge to a TLS-only broker)"
-            )))
-        }
+    let (scheme, default_port) = match settings.broker_scheme() {
+        "mqtt" => ("mqtt", DEFAULT_PORT),
+        "mqtts" => ("mqtts", DEFAULT_TLS_PORT),
         _ => return Err(settings.wrong_backend("mqtt")),
     };
+    let rest = broker
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"));
     let invalid = |why: &str| {
         Error::other(format!(
             "invalid MQTT broker URL `{broker}`: {why}; {USAGE}"
@@ -187,8 +198,14 @@ fn parse_url(settings: &Settings) -> Result<UrlParts, Error> {
         user,
         password: pass,
         address,
-    } = Authority::parse(rest, DEFAULT_PORT).map_err(|why| invalid(&why))?;
-    Ok((format!("mqtt://{address}"), address, version, user, pass))
+    } = Authority::parse(rest, default_port).map_err(|why| invalid(&why))?;
+    Ok((
+        format!("{scheme}://{address}"),
+        address,
+        version,
+        user,
+        pass,
+    ))
 }
 
 /// Checks a topic filter: levels split by `/`, `+` a whole level, `#` a whole last level.
@@ -273,6 +290,16 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls() {
+        let c = config("mqtts://alice:pw@broker.example").unwrap();
+        assert_eq!(c.url, "mqtts://broker.example:8883");
+        assert_eq!(c.address, "broker.example:8883");
+        assert_eq!(c.tls.unwrap().server_name, "broker.example");
+        assert_eq!(config("mqtts://h:1").unwrap().address, "h:1");
+        assert_eq!(config("mqtt://h").unwrap().tls, None);
+    }
+
+    #[test]
     fn credentials() {
         let c = config("mqtt://alice:s%40cret@h").unwrap();
         assert_eq!(c.url, "mqtt://h:1883");
@@ -288,12 +315,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        let e = config("mqtts://h").unwrap_err().to_string();
-        assert!(e.contains("TLS is not supported"), "{e}");
         let e = config("nats://h").unwrap_err().to_string();
         assert!(e.contains("needs the `nats` backend"), "{e}");
         for (url, why) in [
             ("mqtt:h", "missing `//`"),
+            ("mqtts:h", "missing `//`"),
             ("mqtt://h:x", "bad port `x`"),
             ("mqtt://", "no host"),
             ("mqtt://h/path", "without a path"),

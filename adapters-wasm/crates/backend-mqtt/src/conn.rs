@@ -1,6 +1,7 @@
-//! One MQTT connection: the blocking driver of [`crate::protocol`] over `std::net::TcpStream`.
+//! One MQTT connection: the blocking driver of [`crate::protocol`] over a [`Transport`]
+//! (plain TCP, or TLS from the first byte for `mqtts://`).
 //!
-//! Timed reads use `TcpStream::set_read_timeout`, which works on wasm32-wasip2 (see the
+//! Timed reads use the socket's read timeout, which works on wasm32-wasip2 (see the
 //! NATS backend's `conn`).
 
 use std::io::{ErrorKind, Read, Write};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::io_error::{connect_error, failed};
 use common::Error;
+use transport::Transport;
 
 use crate::config::Config;
 use crate::protocol::{self, ClientPacket, Connect, Parser, Refusal, ServerPacket};
@@ -32,8 +34,8 @@ const RECEIVE_MAXIMUM: u16 = 1;
 
 /// One connection to the broker, after a successful `CONNACK`.
 pub struct Conn {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket, plain or TLS.
+    stream: Transport,
     /// Decodes what the broker sends.
     parser: Parser,
     /// Bytes queued for the broker.
@@ -65,11 +67,19 @@ impl Conn {
     /// Connects, sends `CONNECT` and waits for the `CONNACK`; a refusal is an error
     /// (bad credentials and not authorised: `permission-denied`).
     pub fn open(config: &Config, client_id: &str) -> Result<Self, Error> {
-        let stream =
+        let socket =
             TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        stream
+        socket
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(|e| failed("setting a write timeout", &e))?;
+        let mut stream = Transport::plain(socket);
+        if let Some(tls) = &config.tls {
+            stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
+            // The handshake left a read timeout of its own; `read_timeout` below is `None`.
+            stream
+                .set_read_timeout(None)
+                .map_err(|e| failed("setting a read timeout", &e))?;
+        }
         let mut conn = Self {
             stream,
             parser: Parser::new(config.version),
@@ -100,7 +110,11 @@ impl Conn {
         };
         conn.queue(&ClientPacket::Connect(connect))?;
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let ack = match conn.read(Some(deadline))? {
+        let answer = conn.read(Some(deadline)).map_err(|e| match config.tls {
+            None => transport::plaintext_broke_before("CONNACK", &config.url, "mqtts", e),
+            Some(_) => e,
+        })?;
+        let ack = match answer {
             Some(ServerPacket::ConnAck(ack)) => ack,
             Some(_) => {
                 return Err(Error::connection(format!(

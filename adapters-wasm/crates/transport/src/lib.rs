@@ -136,6 +136,19 @@ impl Transport {
     }
 }
 
+/// The error for a plaintext connection to `url` that broke before the broker's first
+/// answer (`answer`, what the protocol expected: the broker closed it, or sent bytes that are
+/// no answer, such as a TLS alert): most likely the port speaks TLS, so a
+/// [`Error::Connection`] says to use `tls_scheme`. Other errors pass through.
+pub fn plaintext_broke_before(answer: &str, url: &str, tls_scheme: &str, error: Error) -> Error {
+    match error {
+        Error::Connection(why) => Error::connection(format!(
+            "{url} broke the connection before {answer} ({why}); if it is a TLS port, use a `{tls_scheme}://` broker URL"
+        )),
+        error => error,
+    }
+}
+
 /// [`Transport::start_tls`] of a build with TLS.
 #[cfg(feature = "tls")]
 fn start_tls(

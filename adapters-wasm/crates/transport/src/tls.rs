@@ -136,7 +136,11 @@ fn describe_io(e: &io::Error, settings: &TlsSettings) -> String {
         {
             "the server closed the connection during the TLS handshake (does it speak TLS on this port? does it want a client certificate?)".to_string()
         }
-        None => common::io_error::text(e),
+        // wasi:sockets reports some resets as a bare I/O error: name the likely cause too.
+        None => format!(
+            "{} during the TLS handshake (does the server speak TLS on this port?)",
+            common::io_error::text(e)
+        ),
     }
 }
 
