@@ -84,7 +84,10 @@ async fn amqps_publishes_with_mutual_tls_and_names_each_failure() {
         identity[1],
     ];
     let stderr = failure(&component, &wrong).await;
-    assert!(stderr.contains("send failed: permission denied: "), "{stderr}");
+    assert!(
+        stderr.contains("send failed: permission denied: "),
+        "{stderr}"
+    );
 
     // No client certificate: the node refuses the handshake.
     let stderr = failure(&component, &env(&[])).await;
