@@ -657,7 +657,8 @@ async fn assert_slow_record_handled_once(session_timeout_ms: &str, sleep_ms: &st
         App::subscribed(&relay, &[]).await,
     ];
     let mut slow = record("slow", b"slow job");
-    slow.headers.insert("sleep-ms".into(), sleep_ms.as_bytes().to_vec());
+    slow.headers
+        .insert("sleep-ms".into(), sleep_ms.as_bytes().to_vec());
     produce(&kafka, &topic, 0, vec![slow]).await;
     let waits: u64 = sleep_ms.split(',').map(|w| w.parse::<u64>().unwrap()).sum();
     let limit = LIMIT + Duration::from_millis(waits);
@@ -669,7 +670,10 @@ async fn assert_slow_record_handled_once(session_timeout_ms: &str, sleep_ms: &st
     })
     .await;
     let copies = read.iter().filter(|r| r.value == "slow job").count();
-    assert_eq!(copies, 1, "the slow record was handled {copies} times: {read:?}");
+    assert_eq!(
+        copies, 1,
+        "the slow record was handled {copies} times: {read:?}"
+    );
     apps
 }
 
@@ -681,7 +685,10 @@ async fn a_handler_slower_than_the_default_session_is_handled_once_with_session_
     let mut apps = assert_slow_record_handled_once("20000", "11000").await;
     for app in &mut apps {
         let stderr = app.stderr_so_far();
-        assert!(!stderr.contains("since its lease was last renewed"), "{stderr}");
+        assert!(
+            !stderr.contains("since its lease was last renewed"),
+            "{stderr}"
+        );
     }
 }
 
@@ -692,6 +699,9 @@ async fn a_long_handler_that_sends_as_it_goes_keeps_its_partition_past_the_sessi
     let mut apps = assert_slow_record_handled_once("10000", "4000,4000,4000,4000").await;
     for app in &mut apps {
         let stderr = app.stderr_so_far();
-        assert!(!stderr.contains("since its lease was last renewed"), "{stderr}");
+        assert!(
+            !stderr.contains("since its lease was last renewed"),
+            "{stderr}"
+        );
     }
 }
