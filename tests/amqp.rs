@@ -902,13 +902,13 @@ impl SlowRelay {
     }
 }
 
-/// A handler of 8 s (more than two 3 s heartbeat intervals) that sends every 2 s keeps its
-/// connection: each send heartbeats when one is due. Its message is handled once: relayed
+/// A handler of 7.5 s (more than two 3 s heartbeat intervals) that sends every 1.5 s keeps
+/// its connection: each send heartbeats when one is due. Its message is handled once: relayed
 /// once, not redelivered, and a marker published after it is relayed next (a requeued
 /// message would come first), with no reconnect.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_handler_that_sends_as_it_goes_keeps_its_connection_and_message() {
-    let mut slow = SlowRelay::start("2000,2000,2000,2000").await;
+    let mut slow = SlowRelay::start("1500,1500,1500,1500,1500").await;
     let first = next(&mut slow.relayed).await;
     assert_eq!(data(&first), "slow job");
     assert_eq!(header(&first, "amqp-redelivered"), None, "a redelivery");

@@ -503,6 +503,11 @@ impl Backend for Amqp {
         let mut backoff = RECONNECT;
         loop {
             if let Some((tag, message)) = self.pending.pop_front() {
+                // The handler's first call-out may be a heartbeat interval away. A failed
+                // write drops the connection with this delivery: the broker delivers it again.
+                if self.conn.is_some() && self.io(Conn::heartbeat_if_due).is_err() {
+                    continue;
+                }
                 self.in_handler = true;
                 self.handed_out = Instant::now();
                 self.lost = 0;
