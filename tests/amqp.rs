@@ -843,3 +843,127 @@ async fn a_broker_restart_mid_stream_loses_nothing_accepted() {
         received.len() - TOTAL
     );
 }
+
+// Long handlers: the connection's heartbeats are what a handler must not starve (issue 15).
+
+/// A node of the test's own whose heartbeat interval is 3 s, the `relay` example composed to
+/// consume a fresh subject through a durable group queue on it, running, and a native
+/// channel whose durable queue collects what it relays.
+struct SlowRelay {
+    _tmp: tempfile::TempDir,
+    _node: Node,
+    subject: String,
+    group: String,
+    channel: Channel,
+    _connection: lapin::Connection,
+    relayed: Consumer,
+    app: App,
+}
+
+impl SlowRelay {
+    /// Starts it all and publishes one message whose handler works as the relay's metadata
+    /// `sleep-ms` says.
+    async fn start(sleep_ms: &str) -> SlowRelay {
+        let node = tokio::task::spawn_blocking(|| Node::start_with_config("heartbeat = 3\n"))
+            .await
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let subject = unique("slow");
+        let group = unique("slow_workers");
+        let relay = compose(
+            tmp.path(),
+            "relay",
+            &[
+                "--broker",
+                &node.url(),
+                "--subscribe",
+                &subject,
+                "--queue-group",
+                &group,
+            ],
+        );
+        let (connection, channel) = native_at(&node.native_url()).await;
+        let relayed_key = format!("{subject}.relayed");
+        let relayed = bind_durable(&channel, &relayed_key, "amq.topic", &relayed_key).await;
+        let app = App::subscribed(&relay, &env(&[])).await;
+        let properties =
+            BasicProperties::default().with_headers(headers(&[("sleep-ms", sleep_ms)]));
+        publish(&channel, "amq.topic", &subject, b"slow job", properties).await;
+        SlowRelay {
+            _tmp: tmp,
+            _node: node,
+            subject,
+            group,
+            channel,
+            _connection: connection,
+            relayed,
+            app,
+        }
+    }
+}
+
+/// A handler of 7.5 s (more than two 3 s heartbeat intervals) that sends every 1.5 s keeps
+/// its connection: each send heartbeats when one is due. Its message is handled once: relayed
+/// once, not redelivered, and a marker published after it is relayed next (a requeued
+/// message would come first), with no reconnect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_handler_that_sends_as_it_goes_keeps_its_connection_and_message() {
+    let mut slow = SlowRelay::start("1500,1500,1500,1500,1500").await;
+    let first = next(&mut slow.relayed).await;
+    assert_eq!(data(&first), "slow job");
+    assert_eq!(header(&first, "amqp-redelivered"), None, "a redelivery");
+    publish(
+        &slow.channel,
+        "amq.topic",
+        &slow.subject,
+        b"marker",
+        BasicProperties::default(),
+    )
+    .await;
+    let after = next(&mut slow.relayed).await;
+    let stderr = slow.app.stderr_so_far();
+    assert_eq!(
+        data(&after),
+        "marker",
+        "the slow message came again; app stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("reconnected to") && !stderr.contains("was lost"),
+        "{stderr}"
+    );
+}
+
+/// A handler of 10 s that never calls out starves the connection of heartbeats for more
+/// than three 3 s intervals: RabbitMQ closes it and requeues the message. The adapter says
+/// why the message comes again, and the message is not lost: once the instance is gone it
+/// is in the group's queue, marked redelivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_that_starves_the_heartbeat_says_so_and_its_message_stays_queued() {
+    let mut slow = SlowRelay::start("10000").await;
+    slow.app
+        .wait_for(
+            "came on a connection that was lost while its handler ran",
+            1,
+        )
+        .await;
+    let stderr = slow.app.stderr_so_far();
+    assert!(
+        stderr.contains("two heartbeat intervals (6 s)")
+            && stderr.contains("have the handler send more often"),
+        "{stderr}"
+    );
+    drop(slow.app);
+    let mut queue = slow
+        .channel
+        .basic_consume(
+            slow.group.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume the group's queue");
+    let kept = next(&mut queue).await;
+    assert_eq!(data(&kept), "slow job");
+    assert!(kept.redelivered, "the message was delivered before");
+}

@@ -622,3 +622,83 @@ async fn credentials_for_a_broker_without_sasl_are_a_clear_error() {
         "{stderr}"
     );
 }
+
+// Long handlers: the group session is what a handler must not outlive (issue 15).
+
+/// Two `relay` instances in one group (composed with `session_timeout_ms`) on a fresh
+/// one-partition topic, and one record whose handler works as the relay's metadata
+/// `sleep-ms` says, then (once it was relayed) a quick marker record behind it on the same
+/// partition. Checks that the slow record was relayed exactly once: whoever holds the
+/// partition handles it in order, so had the session run out and the partition moved, the
+/// slow record would have been handled again before the marker. Neither instance logs an
+/// overrun.
+async fn assert_slow_record_handled_once(session_timeout_ms: &str, sleep_ms: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kafka = client(SHARED).await;
+    let topic = unique("slow");
+    let relayed = format!("{topic}.relayed");
+    for t in [&topic, &relayed, &format!("{topic}.progress")] {
+        create_topic(&kafka, t, 1).await;
+    }
+    let args = [
+        "--broker",
+        &format!("kafka://{SHARED}"),
+        "--subscribe",
+        &topic,
+        "--queue-group",
+        &unique("g"),
+        "--option",
+        "auto_offset_reset=earliest",
+        "--option",
+        &format!("session_timeout_ms={session_timeout_ms}"),
+    ];
+    let relay = support::compose(dir.path(), "relay", &args);
+    let apps = [
+        App::subscribed(&relay, &[]).await,
+        App::subscribed(&relay, &[]).await,
+    ];
+    let mut slow = record("slow", b"slow job");
+    slow.headers
+        .insert("sleep-ms".into(), sleep_ms.as_bytes().to_vec());
+    produce(&kafka, &topic, 0, vec![slow]).await;
+    let waits: u64 = sleep_ms.split(',').map(|w| w.parse::<u64>().unwrap()).sum();
+    let limit = LIMIT + Duration::from_millis(waits);
+    let first = read_until(&kafka, &relayed, 1, limit, |r| !r.is_empty()).await;
+    assert_eq!(first.len(), 1, "the slow record was not relayed");
+    produce(&kafka, &topic, 0, vec![record("marker", b"marker")]).await;
+    let read = read_until(&kafka, &relayed, 1, limit + limit, |r| {
+        r.iter().any(|r| r.value == "marker")
+    })
+    .await;
+    assert!(
+        read.iter().any(|r| r.value == "marker"),
+        "the marker was not relayed: {read:?}"
+    );
+    let copies = read.iter().filter(|r| r.value == "slow job").count();
+    assert_eq!(
+        copies, 1,
+        "the slow record was handled {copies} times: {read:?}"
+    );
+    for mut app in apps {
+        let stderr = app.stderr_so_far();
+        assert!(
+            !stderr.contains("since its lease was last renewed"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A handler of 11 s, longer than the default 10 s session, without calling out: with
+/// `session_timeout_ms` above it the member keeps its partition and the record is handled
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_the_default_session_is_handled_once_with_session_timeout_ms() {
+    assert_slow_record_handled_once("20000", "11000").await;
+}
+
+/// A handler of 16 s that sends every 4 s keeps its partition under the default 10 s
+/// session: each send heartbeats when one is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handler_that_sends_as_it_goes_keeps_its_partition_past_the_session() {
+    assert_slow_record_handled_once("10000", "4000,4000,4000,4000").await;
+}

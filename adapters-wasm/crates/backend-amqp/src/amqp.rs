@@ -79,12 +79,17 @@ pub struct Amqp {
     refused: Vec<String>,
     /// The correlation id of the request waiting for replies, and the replies so far.
     request: Option<(String, Vec<MessageData>)>,
+    /// The heartbeat interval agreed on the last connection.
+    heartbeat: Option<Duration>,
+    /// When `next` handed out the last delivery.
+    handed_out: Instant,
 }
 
 impl Amqp {
     /// Connects (or reconnects); the topology is declared again by the next `next`.
     fn establish(&mut self) -> Result<(), Error> {
         let conn = Conn::open(&self.config, &self.name)?;
+        self.heartbeat = conn.heartbeat();
         self.conn = Some(conn);
         self.epoch += 1;
         self.next_seq = 1;
@@ -368,7 +373,7 @@ impl Amqp {
         if self.io(|c| Ok(c.queued()))? >= WRITE_BATCH {
             self.io(Conn::write_out)?;
         }
-        Ok(())
+        self.io(Conn::heartbeat_if_due)
     }
 
     /// Starts the direct reply-to consumer on this connection if it is not there yet.
@@ -458,6 +463,8 @@ impl Backend for Amqp {
             lost: 0,
             refused: Vec::new(),
             request: None,
+            heartbeat: None,
+            handed_out: Instant::now(),
         };
         amqp.establish()?;
         Ok(amqp)
@@ -496,7 +503,13 @@ impl Backend for Amqp {
         let mut backoff = RECONNECT;
         loop {
             if let Some((tag, message)) = self.pending.pop_front() {
+                // The handler's first call-out may be a heartbeat interval away. A failed
+                // write drops the connection with this delivery: the broker delivers it again.
+                if self.conn.is_some() && self.io(Conn::heartbeat_if_due).is_err() {
+                    continue;
+                }
                 self.in_handler = true;
+                self.handed_out = Instant::now();
                 self.lost = 0;
                 return Ok(Event::Delivery(self.deliveries.deliver(tag), message));
             }
@@ -589,10 +602,19 @@ impl Amqp {
         match &mut self.conn {
             Some(conn) if epoch == self.epoch => conn.send(&method(tag)),
             _ => {
+                let ran = self.handed_out.elapsed();
+                let why = match self.heartbeat {
+                    Some(interval) if ran > 2 * interval => format!(
+                        ": RabbitMQ closes a connection that sent nothing for two heartbeat intervals ({} s), and the adapter can send heartbeats only when the handler calls into it; have the handler send more often (each send heartbeats when one is due) or raise the broker's `heartbeat`",
+                        2 * interval.as_secs()
+                    ),
+                    _ => String::new(),
+                };
                 log(
                     Self::NAME,
                     &format!(
-                        "delivery {id} came on a connection that was lost; the broker delivers it again"
+                        "delivery {id} came on a connection that was lost while its handler ran ({:.1} s); the broker delivers it again (perhaps to another instance), so it may be handled twice{why}",
+                        ran.as_secs_f64()
                     ),
                 );
                 Ok(())

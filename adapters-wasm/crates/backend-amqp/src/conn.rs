@@ -219,6 +219,11 @@ impl Conn {
         )
     }
 
+    /// The agreed heartbeat interval (`None`: no heartbeats).
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.heartbeat
+    }
+
     /// How many bytes are queued.
     pub fn queued(&self) -> usize {
         self.out.len()
@@ -290,7 +295,12 @@ impl Conn {
             }
             let mut wake = deadline;
             if let Some(interval) = self.heartbeat {
+                // After a long handler the broker's heartbeats may wait in the socket
+                // unread: look once before calling the connection dead.
                 if now >= self.last_read + 2 * interval {
+                    if self.receive(Duration::from_millis(1))? {
+                        continue;
+                    }
                     return Err(self.fail(Error::connection(format!(
                         "the broker sent nothing for {} s (two heartbeat intervals): the connection is dead",
                         2 * interval.as_secs()
@@ -309,18 +319,46 @@ impl Conn {
                     .max(Duration::from_millis(1))
             });
             self.set_read_timeout(timeout)?;
-            match self.stream.read(&mut self.buffer) {
-                Ok(0) => {
-                    return Err(self.fail(Error::connection("the broker closed the connection")))
-                }
-                Ok(n) => {
-                    self.last_read = Instant::now();
-                    self.reader.push(&self.buffer[..n]);
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.fail(failed("reading from the broker", &e))),
+            self.read_some()?;
+        }
+    }
+
+    /// Reads what arrives within `timeout`; true when something did.
+    fn receive(&mut self, timeout: Duration) -> Result<bool, Error> {
+        self.set_read_timeout(Some(timeout))?;
+        let before = self.last_read;
+        self.read_some()?;
+        Ok(self.last_read != before)
+    }
+
+    /// One read from the socket (with its read timeout) into the reader.
+    fn read_some(&mut self) -> Result<(), Error> {
+        match self.stream.read(&mut self.buffer) {
+            Ok(0) => Err(self.fail(Error::connection("the broker closed the connection"))),
+            Ok(n) => {
+                self.last_read = Instant::now();
+                self.reader.push(&self.buffer[..n]);
+                Ok(())
             }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(self.fail(failed("reading from the broker", &e))),
+        }
+    }
+
+    /// Sends a heartbeat (with whatever is queued) when a quarter of an interval passed
+    /// since the last write. The adapter calls this when it hands out a delivery and
+    /// whenever the handler calls into it, so a handler that calls out more often than
+    /// once per heartbeat interval keeps its connection: RabbitMQ closes one that sent
+    /// nothing for a whole interval it checks (WASI 0.2 gives the adapter no timer to send
+    /// heartbeats while the handler computes).
+    pub fn heartbeat_if_due(&mut self) -> Result<(), Error> {
+        match self.heartbeat {
+            Some(interval) if self.last_write.elapsed() >= interval / 4 => {
+                self.out.extend_from_slice(HEARTBEAT);
+                self.write_out()
+            }
+            _ => Ok(()),
         }
     }
 

@@ -5,8 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings,
 };
 
 use crate::compression;
@@ -44,6 +44,9 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 
 /// The longest pause before a failed record is retried.
 const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What to do about a handler that outlives the group session.
+const SESSION_REMEDY: &str = "set --option session_timeout_ms above the handler's longest run (within the broker's group.max.session.timeout.ms), or have the handler send more often (each send heartbeats)";
 
 /// What a fetch found: per partition, its records or its error code.
 type Fetched = Vec<(Partition, Result<Vec<Record>, i16>)>;
@@ -781,6 +784,22 @@ impl Kafka {
         }
     }
 
+    /// Logs, when a handler of a record from `topic` settles, that it ran longer than the
+    /// session since the last heartbeat: the group may have moved the partition meanwhile,
+    /// and then the records not committed yet are handled again.
+    fn log_an_overrun(&self, topic: &str) {
+        let session = Duration::from_millis(self.config.session_timeout_ms as u64);
+        let note = Lease::new(self.last_heartbeat, session).overrun_note(
+            Instant::now(),
+            topic,
+            "the group session (`session_timeout_ms`)",
+            SESSION_REMEDY,
+        );
+        if let Some(note) = note {
+            log(Self::NAME, &note);
+        }
+    }
+
     /// Commits the handled offsets (when some moved).
     fn commit(&mut self) -> Result<(), Error> {
         let Some(member) = &self.member else {
@@ -1123,6 +1142,7 @@ impl Backend for Kafka {
     fn ack(&mut self, id: DeliveryId) -> Result<(), Error> {
         let (partition, offset) = self.deliveries.settle(id)?;
         self.in_handler = false;
+        self.log_an_overrun(&partition.0);
         if let Some(b) = self.backoffs.get_mut(&partition) {
             b.reset();
         }
@@ -1133,6 +1153,7 @@ impl Backend for Kafka {
     fn nack(&mut self, id: DeliveryId) -> Result<(), Error> {
         let (partition, offset) = self.deliveries.settle(id)?;
         self.in_handler = false;
+        self.log_an_overrun(&partition.0);
         self.unsent.clear();
         self.progress.failed(&partition, offset);
         self.buffered.retain(|(p, _)| *p != partition);
