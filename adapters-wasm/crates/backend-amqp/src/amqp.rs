@@ -613,8 +613,8 @@ impl Amqp {
                 log(
                     Self::NAME,
                     &format!(
-                        "delivery {id} came on a connection that was lost while its handler ran ({:.1} s); the broker delivers it again (perhaps to another instance), so it may be handled twice{why}",
-                        ran.as_secs_f64()
+                        "delivery {id} came on a connection that was lost while its handler ran ({} s); the broker delivers it again (perhaps to another instance), so it may be handled twice{why}",
+                        common::Seconds(ran)
                     ),
                 );
                 Ok(())

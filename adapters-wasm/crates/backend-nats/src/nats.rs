@@ -743,9 +743,9 @@ impl Nats {
                     log(
                         Self::NAME,
                         &format!(
-                            "skipped a message from `{}` whose ack wait of {:.1} s passed while it waited behind earlier handlers: JetStream delivers it again; lower the prefetch by handling faster or set --option handler_timeout_ms higher",
+                            "skipped a message from `{}` whose ack wait of {} s passed while it waited behind earlier handlers: JetStream delivers it again; lower the prefetch by handling faster or set --option handler_timeout_ms higher",
                             held.subject,
-                            held.lease.lasts().as_secs_f64()
+                            common::Seconds(held.lease.lasts())
                         ),
                     );
                     continue;

@@ -541,10 +541,10 @@ impl Redis {
                     log(
                         Self::NAME,
                         &format!(
-                            "skipped entry {} of `{}` whose claim_after_ms of {:.1} s passed while it waited behind earlier handlers: another instance claims it; set --option handler_timeout_ms higher",
+                            "skipped entry {} of `{}` whose claim_after_ms of {} s passed while it waited behind earlier handlers: another instance claims it; set --option handler_timeout_ms higher",
                             held.entry.1,
                             held.entry.0,
-                            held.lease.lasts().as_secs_f64()
+                            common::Seconds(held.lease.lasts())
                         ),
                     );
                     continue;

@@ -327,9 +327,9 @@ impl Sqs {
                 log(
                     Self::NAME,
                     &format!(
-                        "skipped a message from `{}` whose visibility timeout of {:.1} s passed while it waited behind earlier handlers: SQS delivers it again; set --option handler_timeout_ms higher",
+                        "skipped a message from `{}` whose visibility timeout of {} s passed while it waited behind earlier handlers: SQS delivers it again; set --option handler_timeout_ms higher",
                         self.config.queue.as_deref().unwrap_or_default(),
-                        lease.lasts().as_secs_f64()
+                        common::Seconds(lease.lasts())
                     ),
                 );
                 continue;

@@ -43,7 +43,7 @@ pub use backoff::{reconnect_message, Backoff};
 #[cfg(not(test))]
 pub use bindings::export;
 pub use deliveries::Deliveries;
-pub use lease::{handler_timeout, Lease, HANDLER_TIMEOUT_OPTION, SET_HANDLER_TIMEOUT};
+pub use lease::{handler_timeout, Lease, Seconds, HANDLER_TIMEOUT_OPTION, SET_HANDLER_TIMEOUT};
 pub use message::{MessageData, Metadata};
 pub use messaging_error::Error;
 pub use settings::{Settings, SETTINGS_FORMAT};
