@@ -848,7 +848,8 @@ async fn a_broker_restart_mid_stream_loses_nothing_accepted() {
 
 /// A node of the test's own whose heartbeat interval is 3 s, the `relay` example composed to
 /// consume a fresh subject through a durable group queue on it, running, and a native
-/// channel whose durable queue collects what it relays.
+/// channel whose durable queues collect what it relays and what it sends between waits
+/// (`<subject>.progress`: a send with no queue bound would be returned, failing the handler).
 struct SlowRelay {
     _tmp: tempfile::TempDir,
     _node: Node,
@@ -857,6 +858,7 @@ struct SlowRelay {
     channel: Channel,
     _connection: lapin::Connection,
     relayed: Consumer,
+    _progress: Consumer,
     app: App,
 }
 
@@ -885,6 +887,8 @@ impl SlowRelay {
         let (connection, channel) = native_at(&node.native_url()).await;
         let relayed_key = format!("{subject}.relayed");
         let relayed = bind_durable(&channel, &relayed_key, "amq.topic", &relayed_key).await;
+        let progress_key = format!("{subject}.progress");
+        let progress = bind_durable(&channel, &progress_key, "amq.topic", &progress_key).await;
         let app = App::subscribed(&relay, &env(&[])).await;
         let properties =
             BasicProperties::default().with_headers(headers(&[("sleep-ms", sleep_ms)]));
@@ -897,6 +901,7 @@ impl SlowRelay {
             channel,
             _connection: connection,
             relayed,
+            _progress: progress,
             app,
         }
     }
