@@ -16,6 +16,9 @@
 # .ci/setup installs.
 #
 # Usage: adapters-wasm/build.sh [ADAPTER...]   (from anywhere; default: every adapter)
+# Commit what the full build (no arguments) writes: cargo unifies the features of the packages
+# built together, so a subset can give different bytes than CI's full build (seen for
+# backend-amqp and driver-wrap).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
