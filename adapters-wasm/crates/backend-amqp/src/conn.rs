@@ -10,10 +10,9 @@
 //! Nagle's algorithm, so lone small writes would wait for delayed TCP ACKs).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::io_error::{connect_error, failed};
+use common::io_error::failed;
 use common::Error;
 use transport::Transport;
 
@@ -70,18 +69,9 @@ impl Conn {
     /// Connects, authenticates and opens the channel; `name` is the connection name the
     /// broker shows (`rabbitmqctl list_connections client_properties`).
     pub fn open(config: &Config, name: &str) -> Result<Self, Error> {
-        let socket =
-            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        socket
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(|e| failed("setting a write timeout", &e))?;
-        let mut stream = Transport::plain(socket);
+        let mut stream = Transport::connect(&config.address, &config.url, WRITE_TIMEOUT)?;
         if let Some(tls) = &config.tls {
             stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
-            // The handshake left a read timeout of its own; `read_timeout` below is `None`.
-            stream
-                .set_read_timeout(None)
-                .map_err(|e| failed("setting a read timeout", &e))?;
         }
         let now = Instant::now();
         let mut conn = Self {

@@ -5,10 +5,9 @@
 //! NATS backend's `conn`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::io_error::{connect_error, failed};
+use common::io_error::failed;
 use common::Error;
 use transport::Transport;
 
@@ -67,18 +66,9 @@ impl Conn {
     /// Connects, sends `CONNECT` and waits for the `CONNACK`; a refusal is an error
     /// (bad credentials and not authorised: `permission-denied`).
     pub fn open(config: &Config, client_id: &str) -> Result<Self, Error> {
-        let socket =
-            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        socket
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(|e| failed("setting a write timeout", &e))?;
-        let mut stream = Transport::plain(socket);
+        let mut stream = Transport::connect(&config.address, &config.url, WRITE_TIMEOUT)?;
         if let Some(tls) = &config.tls {
             stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
-            // The handshake left a read timeout of its own; `read_timeout` below is `None`.
-            stream
-                .set_read_timeout(None)
-                .map_err(|e| failed("setting a read timeout", &e))?;
         }
         let mut conn = Self {
             stream,

@@ -12,7 +12,6 @@
 //! one wait for the server's delayed TCP ACK (~40 ms).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::Error;
@@ -22,7 +21,7 @@ use transport::{TlsSettings, Transport};
 
 use crate::config::{Auth, Config};
 use crate::protocol::{self, Msg, Parser, ServerOp};
-use common::io_error::{connect_error, failed};
+use common::io_error::failed;
 
 /// How long the `INFO` / `CONNECT` / `PONG` handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,12 +98,7 @@ impl Conn {
     /// with `tls_first`), sends `CONNECT` and checks it was accepted with a `PING` / `PONG`
     /// round trip, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let socket =
-            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        socket
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(|e| failed("setting a write timeout", &e))?;
-        let mut stream = Transport::plain(socket);
+        let mut stream = Transport::connect(&config.address, &config.url, WRITE_TIMEOUT)?;
         if let (Some(tls), true) = (&config.tls, config.tls_first) {
             stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
         }

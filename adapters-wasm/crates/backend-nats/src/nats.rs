@@ -715,8 +715,7 @@ impl Nats {
         match conn.write_out() {
             Ok(()) => {
                 for lease in renewed {
-                    let lasts = lease.lasts();
-                    lease.renewed(now, lasts);
+                    lease.renewed(now);
                 }
             }
             Err(e) => {

@@ -10,7 +10,6 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::Error;
@@ -19,7 +18,7 @@ use transport::Transport;
 
 use crate::config::Config;
 use crate::protocol::{Cmd, Parser, Value};
-use common::io_error::{connect_error, failed};
+use common::io_error::failed;
 
 /// How long `HELLO` (and `SELECT`) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,12 +73,7 @@ impl Conn {
     /// Connects to `config.address` (and starts TLS for a `rediss://` URL), says `HELLO 3`
     /// (with the credentials), then `SELECT`s the database, so bad credentials fail here.
     pub fn open(config: &Config) -> Result<Self, Error> {
-        let socket =
-            TcpStream::connect(&config.address).map_err(|e| connect_error(&config.url, &e))?;
-        socket
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(|e| failed("setting a write timeout", &e))?;
-        let mut stream = Transport::plain(socket);
+        let mut stream = Transport::connect(&config.address, &config.url, WRITE_TIMEOUT)?;
         if let Some(tls) = &config.tls {
             stream = stream.start_tls(tls, &config.url, HANDSHAKE_TIMEOUT)?;
         }

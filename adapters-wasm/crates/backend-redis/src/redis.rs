@@ -515,8 +515,7 @@ impl Redis {
         match conn.write_out() {
             Ok(()) => {
                 for lease in renewed {
-                    let lasts = lease.lasts();
-                    lease.renewed(now, lasts);
+                    lease.renewed(now);
                 }
             }
             Err(e) => {

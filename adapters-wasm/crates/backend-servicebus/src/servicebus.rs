@@ -189,8 +189,7 @@ impl ServiceBus {
             };
             if let Some((_, lock)) = self.locks.unsettled_mut().find(|(open, _)| *open == id) {
                 if renewed {
-                    let lasts = lock.lease.lasts();
-                    lock.lease.renewed(Instant::now(), lasts);
+                    lock.lease.renewed(Instant::now());
                 }
                 lock.lost = lost;
             }

@@ -305,7 +305,7 @@ impl Sqs {
                         .chain(self.buffer.iter_mut().map(|(held, _)| held))
                         .find(|held| held.receipt == receipt);
                     if let Some(lease) = held.and_then(|held| held.lease.as_mut()) {
-                        lease.renewed(now, lasts);
+                        lease.renewed(now);
                     }
                 }
                 Err(e) => log(

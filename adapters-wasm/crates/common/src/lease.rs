@@ -47,10 +47,9 @@ impl Lease {
         now.saturating_duration_since(self.renewed) >= self.lasts / 4
     }
 
-    /// Records a renewal at `now`, for `lasts` (a broker may renew for another duration).
-    pub fn renewed(&mut self, now: Instant, lasts: Duration) {
+    /// Records a renewal at `now`: the lease lasts as long again from then.
+    pub fn renewed(&mut self, now: Instant) {
         self.renewed = now;
-        self.lasts = lasts;
     }
 
     /// How long has passed at `now` since the last renewal, if that is longer than the
@@ -152,7 +151,7 @@ mod tests {
             "held exactly as long"
         );
         assert_eq!(lease.overrun(start + 3 * SECOND), Some(3 * SECOND));
-        lease.renewed(start + 2 * SECOND, 2 * SECOND);
+        lease.renewed(start + 2 * SECOND);
         assert_eq!(lease.overrun(start + 3 * SECOND), None);
         assert!(!lease.renewal_due(start + 2 * SECOND));
     }

@@ -6,14 +6,15 @@
 //! each TCP backend twice, and msgplug picks the TLS build (`backend-NAME-tls`) by the
 //! broker URL's scheme. A build without the feature refuses a TLS URL with a clear error.
 //!
-//! A backend connects its `TcpStream` as usual, wraps it with [`Transport::plain`] and, for
-//! a TLS URL, calls [`Transport::start_tls`] right away (or, like NATS, after a plaintext
-//! greeting); from then on it reads and writes the [`Transport`] as it did the socket.
+//! A backend opens its connection with [`Transport::connect`] and, for a TLS URL, calls
+//! [`Transport::start_tls`] right away (or, like NATS, after a plaintext greeting); from
+//! then on it reads and writes the [`Transport`] as it did the socket.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::io_error::{connect_error, failed};
 use common::{Error, Settings};
 
 #[cfg(feature = "tls")]
@@ -99,11 +100,16 @@ enum Inner {
 }
 
 impl Transport {
-    /// Plain TCP over `socket`.
-    pub fn plain(socket: TcpStream) -> Self {
-        Self {
+    /// Connects plain TCP to `address` (`url` names the broker in errors), with writes that
+    /// fail after `write_timeout` and no read timeout.
+    pub fn connect(address: &str, url: &str, write_timeout: Duration) -> Result<Self, Error> {
+        let socket = TcpStream::connect(address).map_err(|e| connect_error(url, &e))?;
+        socket
+            .set_write_timeout(Some(write_timeout))
+            .map_err(|e| failed("setting a write timeout", &e))?;
+        Ok(Self {
             inner: Inner::Plain(socket),
-        }
+        })
     }
 
     /// The TCP socket under the stream.
@@ -126,7 +132,7 @@ impl Transport {
     /// `url` names the broker in errors. Every failure is one line naming the cause: a
     /// [`Error::Connection`] for what the server did (untrusted, expired or mismatched
     /// certificate, no TLS on the port, refused client certificate), an [`Error::Other`]
-    /// for unreadable settings (a bad PEM).
+    /// for unreadable settings (a bad PEM). The stream comes back with no read timeout.
     pub fn start_tls(self, tls: &TlsSettings, url: &str, timeout: Duration) -> Result<Self, Error> {
         match self.inner {
             Inner::Plain(socket) => start_tls(socket, tls, url, timeout),

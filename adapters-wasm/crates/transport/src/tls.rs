@@ -53,6 +53,10 @@ pub fn handshake(
             Err(e) => return Err(failed_because(describe_io(&e, settings))),
         }
     }
+    // The deadline's read timeout must not outlive the handshake.
+    socket
+        .set_read_timeout(None)
+        .map_err(|e| failed("setting a read timeout", &e))?;
     Ok(Stream::new(conn, socket))
 }
 
