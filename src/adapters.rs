@@ -628,6 +628,133 @@ const REDIS_MODES: &[Mode] = &[
     },
 ];
 
+/// The parts one after the other, at compile time: a TLS build's options and run-time
+/// variables are its plaintext build's plus the TLS ones. `N` must be the sum of the parts'
+/// lengths (checked when the constant is evaluated), and the first part must not be empty.
+const fn concat<T: Copy, const N: usize>(parts: &[&[T]]) -> [T; N] {
+    let mut out = [parts[0][0]; N];
+    let mut filled = 0;
+    let mut part = 0;
+    while part < parts.len() {
+        let mut i = 0;
+        while i < parts[part].len() {
+            out[filled] = parts[part][i];
+            filled += 1;
+            i += 1;
+        }
+        part += 1;
+    }
+    assert!(
+        filled == N,
+        "concat: N is not the sum of the parts' lengths"
+    );
+    out
+}
+
+/// The TLS build of the backend `$plain` (`backend-NAME-tls`: the crate with its feature
+/// `tls`, rustls in the component), chosen by its own schemes: it does everything `$plain`
+/// does, with `$plain`'s options and [`TLS_OPTIONS`] and `$extra_options`, and reads
+/// `$plain`'s run-time variables and [`TLS_RUN_ENV`].
+macro_rules! tls_build {
+    (
+        $plain:expr,
+        name: $name:literal,
+        schemes: $schemes:expr,
+        summary: $summary:literal,
+        extra_options: $extra_options:expr,
+        bytes: $bytes:expr $(,)?
+    ) => {{
+        const PLAIN: Adapter = $plain;
+        const EXTRA: &[BackendOption] = $extra_options;
+        const OPTIONS: [BackendOption; PLAIN.options.len() + TLS_OPTIONS.len() + EXTRA.len()] =
+            concat(&[PLAIN.options, TLS_OPTIONS, EXTRA]);
+        const RUN_ENV: [&str; PLAIN.run_env.len() + TLS_RUN_ENV.len()] =
+            concat(&[PLAIN.run_env, &TLS_RUN_ENV]);
+        Adapter {
+            name: $name,
+            schemes: $schemes,
+            summary: $summary,
+            options: &OPTIONS,
+            run_env: &RUN_ENV,
+            bytes: $bytes,
+            ..PLAIN
+        }
+    }};
+}
+
+/// The `backend-nats` adapter, also the base of its TLS build.
+const NATS: Adapter = Adapter {
+    name: "backend-nats",
+    kind: AdapterKind::Backend,
+    schemes: &["nats"],
+    summary:
+        "NATS: core pub/sub with queue groups, request-reply; JetStream durable pull consumers",
+    host_needs: "`-S inherit-network` (TCP to the server)",
+    uses_stdin: false,
+    pulls: true,
+    subscriptions: Subscriptions::Patterns,
+    queue_group_ignored: None,
+    run_env: &NATS_RUN_ENV,
+    options: NATS_OPTIONS,
+    modes: NATS_MODES,
+    bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
+};
+
+/// The `backend-mqtt` adapter, also the base of its TLS build.
+const MQTT: Adapter = Adapter {
+    name: "backend-mqtt",
+    kind: AdapterKind::Backend,
+    schemes: &["mqtt"],
+    summary: "MQTT 5.0 (or 3.1.1 with `?version=3.1.1`): QoS 0/1 publish, shared subscriptions, persistent sessions (--durable: at-least-once), request-response (5.0)",
+    host_needs: "`-S inherit-network` (TCP to the broker)",
+    uses_stdin: false,
+    pulls: true,
+    subscriptions: Subscriptions::Native("MQTT topic filters (`+` one level, `#` the rest)"),
+    queue_group_ignored: None,
+    run_env: &MQTT_RUN_ENV,
+    options: MQTT_OPTIONS,
+    modes: MQTT_MODES,
+    bytes: include_bytes!("../adapters-wasm/backend-mqtt.wasm"),
+};
+
+/// The `backend-amqp` adapter, also the base of its TLS build.
+const AMQP: Adapter = Adapter {
+    name: "backend-amqp",
+    kind: AdapterKind::Backend,
+    schemes: &["amqp"],
+    summary: "AMQP 0-9-1 (RabbitMQ): topic exchange, publisher confirms, ack after Ok, nack with requeue after Err, direct reply-to",
+    host_needs: "`-S inherit-network` (TCP to the broker)",
+    uses_stdin: false,
+    pulls: true,
+    subscriptions: Subscriptions::Native(
+        "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
+    ),
+    queue_group_ignored: None,
+    run_env: &AMQP_RUN_ENV,
+    options: AMQP_OPTIONS,
+    modes: AMQP_MODES,
+    bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
+};
+
+/// The `backend-redis` adapter, also the base of its TLS build.
+const REDIS: Adapter = Adapter {
+    name: "backend-redis",
+    kind: AdapterKind::Backend,
+    schemes: &["redis"],
+    summary: "Redis: pub/sub (at-most-once; no headers unless `envelope=json`) or, with `?mode=streams`, Streams consumer groups (at-least-once: XACK after Ok, XAUTOCLAIM, dead-letter); request-reply",
+    host_needs: "`-S inherit-network` (TCP to the server)",
+    uses_stdin: false,
+    pulls: true,
+    subscriptions: Subscriptions::Native(
+        "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
+    ),
+    queue_group_ignored: None,
+    run_env: &REDIS_RUN_ENV,
+    options: REDIS_OPTIONS,
+    modes: REDIS_MODES,
+    bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
+};
+
 /// Every embedded adapter.
 pub const ADAPTERS: &[Adapter] = &[
     Adapter {
@@ -656,193 +783,48 @@ pub const ADAPTERS: &[Adapter] = &[
             credentials: false,
         })],
         bytes: include_bytes!("../adapters-wasm/backend-local.wasm"),
-    },
-    Adapter {
-        name: "backend-nats",
-        kind: AdapterKind::Backend,
-        schemes: &["nats"],
-        summary: "NATS: core pub/sub with queue groups, request-reply; JetStream durable pull consumers",
-        host_needs: "`-S inherit-network` (TCP to the server)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Patterns,
-        queue_group_ignored: None,
-        run_env: &NATS_RUN_ENV,
-        options: NATS_OPTIONS,
-        modes: NATS_MODES,
-        bytes: include_bytes!("../adapters-wasm/backend-nats.wasm"),
-    },
-    Adapter {
+        },
+    NATS,
+    tls_build!(
+        NATS,
         name: "backend-nats-tls",
-        kind: AdapterKind::Backend,
         schemes: &["tls"],
         summary: "NATS over TLS (`tls://`, rustls in the component): everything `backend-nats` does; client certificates from the environment",
-        host_needs: "`-S inherit-network` (TCP to the server)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Patterns,
-        queue_group_ignored: None,
-        run_env: &[
-            NATS_RUN_ENV[0],
-            NATS_RUN_ENV[1],
-            NATS_RUN_ENV[2],
-            NATS_RUN_ENV[3],
-            NATS_RUN_ENV[4],
-            TLS_RUN_ENV[0],
-            TLS_RUN_ENV[1],
-        ],
-        options: &[
-            NATS_OPTIONS[0],
-            NATS_OPTIONS[1],
-            NATS_OPTIONS[2],
-            NATS_OPTIONS[3],
-            NATS_OPTIONS[4],
-            NATS_OPTIONS[5],
-            NATS_OPTIONS[6],
-            TLS_OPTIONS[0],
+        extra_options: &[
             BackendOption {
                 key: "tls_first",
                 help: "`true`: start TLS before the server's INFO (servers with `handshake_first`, nats-server 2.10+)",
             },
         ],
-        modes: NATS_MODES,
         bytes: include_bytes!("../adapters-wasm/backend-nats-tls.wasm"),
-    },
-    Adapter {
-        name: "backend-mqtt",
-        kind: AdapterKind::Backend,
-        schemes: &["mqtt"],
-        summary: "MQTT 5.0 (or 3.1.1 with `?version=3.1.1`): QoS 0/1 publish, shared subscriptions, persistent sessions (--durable: at-least-once), request-response (5.0)",
-        host_needs: "`-S inherit-network` (TCP to the broker)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Native("MQTT topic filters (`+` one level, `#` the rest)"),
-        queue_group_ignored: None,
-        run_env: &MQTT_RUN_ENV,
-        options: MQTT_OPTIONS,
-        modes: MQTT_MODES,
-        bytes: include_bytes!("../adapters-wasm/backend-mqtt.wasm"),
-    },
-    Adapter {
+    ),
+    MQTT,
+    tls_build!(
+        MQTT,
         name: "backend-mqtt-tls",
-        kind: AdapterKind::Backend,
         schemes: &["mqtts"],
         summary: "MQTT over TLS (`mqtts://`, port 8883 by default, rustls in the component): everything `backend-mqtt` does; client certificates from the environment",
-        host_needs: "`-S inherit-network` (TCP to the broker)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Native("MQTT topic filters (`+` one level, `#` the rest)"),
-        queue_group_ignored: None,
-        run_env: &[
-            MQTT_RUN_ENV[0],
-            MQTT_RUN_ENV[1],
-            MQTT_RUN_ENV[2],
-            TLS_RUN_ENV[0],
-            TLS_RUN_ENV[1],
-        ],
-        options: &[
-            MQTT_OPTIONS[0],
-            MQTT_OPTIONS[1],
-            MQTT_OPTIONS[2],
-            MQTT_OPTIONS[3],
-            MQTT_OPTIONS[4],
-            TLS_OPTIONS[0],
-        ],
-        modes: MQTT_MODES,
+        extra_options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-mqtt-tls.wasm"),
-    },
-    Adapter {
-        name: "backend-amqp",
-        kind: AdapterKind::Backend,
-        schemes: &["amqp"],
-        summary: "AMQP 0-9-1 (RabbitMQ): topic exchange, publisher confirms, ack after Ok, nack with requeue after Err, direct reply-to",
-        host_needs: "`-S inherit-network` (TCP to the broker)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Native(
-            "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
-        ),
-        queue_group_ignored: None,
-        run_env: &AMQP_RUN_ENV,
-        options: AMQP_OPTIONS,
-        modes: AMQP_MODES,
-        bytes: include_bytes!("../adapters-wasm/backend-amqp.wasm"),
-    },
-    Adapter {
+    ),
+    AMQP,
+    tls_build!(
+        AMQP,
         name: "backend-amqp-tls",
-        kind: AdapterKind::Backend,
         schemes: &["amqps"],
         summary: "AMQP 0-9-1 over TLS (`amqps://`, port 5671 by default, rustls in the component): everything `backend-amqp` does; client certificates from the environment",
-        host_needs: "`-S inherit-network` (TCP to the broker)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Native(
-            "AMQP binding keys of the consumer's queue on the exchange (`*` one word, `#` zero or more)",
-        ),
-        queue_group_ignored: None,
-        run_env: &[
-            AMQP_RUN_ENV[0],
-            AMQP_RUN_ENV[1],
-            TLS_RUN_ENV[0],
-            TLS_RUN_ENV[1],
-        ],
-        options: &[
-            AMQP_OPTIONS[0],
-            AMQP_OPTIONS[1],
-            AMQP_OPTIONS[2],
-            AMQP_OPTIONS[3],
-            TLS_OPTIONS[0],
-        ],
-        modes: AMQP_MODES,
+        extra_options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-amqp-tls.wasm"),
-    },
-    Adapter {
-        name: "backend-redis",
-        kind: AdapterKind::Backend,
-        schemes: &["redis"],
-        summary: "Redis: pub/sub (at-most-once; no headers unless `envelope=json`) or, with `?mode=streams`, Streams consumer groups (at-least-once: XACK after Ok, XAUTOCLAIM, dead-letter); request-reply",
-        host_needs: "`-S inherit-network` (TCP to the server)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Native(
-            "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
-        ),
-        queue_group_ignored: None,
-        run_env: &REDIS_RUN_ENV,
-        options: REDIS_OPTIONS,
-        modes: REDIS_MODES,
-        bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
-    },
-    Adapter {
+    ),
+    REDIS,
+    tls_build!(
+        REDIS,
         name: "backend-redis-tls",
-        kind: AdapterKind::Backend,
         schemes: &["rediss"],
         summary: "Redis over TLS (`rediss://`, rustls in the component): everything `backend-redis` does; client certificates from the environment",
-        host_needs: "`-S inherit-network` (TCP to the server)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Native(
-            "pub/sub channels, or Redis glob patterns (`*`, `?`, `[...]`; PSUBSCRIBE); with `?mode=streams`, stream keys",
-        ),
-        queue_group_ignored: None,
-        run_env: &[
-            REDIS_RUN_ENV[0],
-            REDIS_RUN_ENV[1],
-            TLS_RUN_ENV[0],
-            TLS_RUN_ENV[1],
-        ],
-        options: &[
-            REDIS_OPTIONS[0],
-            REDIS_OPTIONS[1],
-            REDIS_OPTIONS[2],
-            REDIS_OPTIONS[3],
-            REDIS_OPTIONS[4],
-            REDIS_OPTIONS[5],
-            TLS_OPTIONS[0],
-        ],
-        modes: REDIS_MODES,
+        extra_options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-redis-tls.wasm"),
-    },
+    ),
     Adapter {
         name: "backend-kafka",
         kind: AdapterKind::Backend,
@@ -904,7 +886,7 @@ pub const ADAPTERS: &[Adapter] = &[
             credentials: true,
         })],
         bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
-    },
+        },
     Adapter {
         name: "backend-http",
         kind: AdapterKind::Backend,
@@ -931,7 +913,7 @@ pub const ADAPTERS: &[Adapter] = &[
             credentials: true,
         })],
         bytes: include_bytes!("../adapters-wasm/backend-http.wasm"),
-    },
+        },
     Adapter {
         name: "backend-sqs",
         kind: AdapterKind::Backend,
@@ -969,7 +951,7 @@ pub const ADAPTERS: &[Adapter] = &[
             credentials: true,
         })],
         bytes: include_bytes!("../adapters-wasm/backend-sqs.wasm"),
-    },
+        },
     Adapter {
         name: "backend-servicebus",
         kind: AdapterKind::Backend,
@@ -998,7 +980,7 @@ pub const ADAPTERS: &[Adapter] = &[
             credentials: true,
         })],
         bytes: include_bytes!("../adapters-wasm/backend-servicebus.wasm"),
-    },
+        },
     DRIVER_RUN,
     DRIVER_HTTP,
     DRIVER_WRAP,
