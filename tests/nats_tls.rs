@@ -6,8 +6,9 @@
 //! or mismatched certificate, no TLS on the server, TLS server reached with `nats://`, a
 //! missing client certificate) must be one line naming its cause, never a hang.
 //!
-//! The machine's nats-server is 2.9, which has no `handshake_first`: `tls_first=true` is
-//! checked only against a plaintext server here (the adapter's unit tests cover its parsing).
+//! The machine's nats-server is 2.9, which has no `handshake_first`: the `tls_first=true`
+//! test runs nats-server 2.15.1 from `$MSGPLUG_NATS_SERVER_NEW` (`.ci/setup` installs it)
+//! and fails, saying so, when that is missing.
 
 mod support;
 
@@ -200,5 +201,60 @@ fn compose_refuses_a_tls_ca_that_is_missing_or_not_a_certificate() {
     assert!(
         junk.contains("--tls-ca: no PEM certificate in it"),
         "{junk}"
+    );
+}
+
+/// The nats-server 2.10+ (`handshake_first`) that `.ci/setup` installs and names in
+/// `$MSGPLUG_NATS_SERVER_NEW`; fails the test when it is missing.
+fn nats_server_with_handshake_first() -> String {
+    let program = std::env::var("MSGPLUG_NATS_SERVER_NEW").unwrap_or_default();
+    assert!(
+        !program.is_empty() && Path::new(&program).is_file(),
+        "MSGPLUG_NATS_SERVER_NEW={program:?} is not a nats-server binary: the TLS-first test \
+         needs nats-server 2.10+ (`handshake_first`); `source .ci/setup` installs 2.15.1 and \
+         sets it"
+    );
+    program
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_first_reaches_a_server_that_wants_the_handshake_first() {
+    let pki = Pki::new();
+    let config = pki.dir().join("nats-handshake-first.conf");
+    let text = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n  handshake_first: true\n}}\n",
+        pki.server.cert.display(),
+        pki.server.key.display()
+    );
+    std::fs::write(&config, text).expect("write nats-server config");
+    let program = nats_server_with_handshake_first();
+    let server =
+        Server::start_program(&program, &["-c", config.to_str().expect("UTF-8 path")]).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = ConnectOptions::new()
+        .require_tls(true)
+        .tls_first()
+        .add_root_certificates(pki.ca.clone());
+    let client = connect_with(&tls_url(&server), options).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = pki.ca.to_str().unwrap();
+    let tls_first = publisher(
+        tmp.path(),
+        &tls_url(&server),
+        &["--tls-ca", ca, "--option", "tls_first=true"],
+    );
+    publish_and_receive(&client, &tls_first, &[]).await;
+
+    // Without the option the adapter waits for the server's INFO, which such a server
+    // sends only after the TLS handshake: the error says which option is missing.
+    let info_first = publisher(tmp.path(), &tls_url(&server), &["--tls-ca", ca]);
+    let stderr = failure(&info_first, &[]).await;
+    assert_one_connection_error(&stderr, "add `--option tls_first=true`");
+    // `nats://` meets the same silence: the error names the scheme and the option.
+    let plaintext = publisher(tmp.path(), &server.url(), &[]);
+    let stderr = failure(&plaintext, &[]).await;
+    assert_one_connection_error(
+        &stderr,
+        "use a `tls://` broker URL with `--option tls_first=true`",
     );
 }

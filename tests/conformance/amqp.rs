@@ -11,9 +11,18 @@
 //! that stops or restarts the broker asks [`Broker::can_stop`] before anything else, and that
 //! is where it gets a RabbitMQ node of its own ([`Node`], a few seconds to start); every other
 //! case stays on the shared broker, which it starts using at its first call.
+//!
+//! The TLS variant (`backend-amqp-tls`) runs every case again with the apps composed with
+//! `amqps://` and `--tls-ca` (certificates made by `support::tls`); the native client stays
+//! on the plaintext port of the same node. The machine's broker has no TLS listener, so the
+//! variant's "shared broker" is one node with a TLS listener ([`Node::start_tls`]) that the
+//! first case starts and every case shares (exchanges of their own keep them apart, as on
+//! the machine's broker); [`stop_shared_tls_node`] stops it after the last case. A case that
+//! stops the broker gets a TLS node of its own.
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -26,15 +35,57 @@ use msgplug::adapters::Mode;
 use tokio::runtime::Runtime;
 
 use crate::support::rabbitmq::{bind, bind_durable, native_at, publish, Node, GUEST, SHARED};
+use crate::support::tls::Pki;
 use crate::support::unique;
 use crate::{Backend, Broker, Credentials, Input, Msg};
 
-/// The AMQP backend.
-pub struct Amqp;
+/// The AMQP backend: plaintext (`backend-amqp`) or over TLS (`backend-amqp-tls`).
+pub struct Amqp {
+    /// Whether the apps use `amqps://` to a node's TLS listener.
+    pub tls: bool,
+}
+
+/// The node the TLS variant's cases share, with its certificates; started by the first
+/// case that needs it.
+static SHARED_TLS: Mutex<Option<(Node, Pki)>> = Mutex::new(None);
+
+/// Stops the node the TLS variant's cases shared, if one was started: call it once every
+/// case has ended.
+pub fn stop_shared_tls_node() {
+    let shared = SHARED_TLS.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(shared);
+}
+
+/// Where a case's apps and native client reach the broker it runs on.
+struct Place {
+    /// lapin's URL (plaintext, with credentials).
+    native_url: String,
+    /// The apps' `--broker` URL.
+    app_url: String,
+    /// The `--tls-ca` file, in the TLS variant.
+    tls_ca: Option<String>,
+}
+
+impl Place {
+    /// The plaintext `node`, or (`tls_ca` given) its TLS listener.
+    fn of(node: &Node, tls_ca: Option<&Pki>) -> Place {
+        Place {
+            native_url: node.native_url(),
+            app_url: match tls_ca {
+                Some(_) => node.tls_url("127.0.0.1"),
+                None => node.url(),
+            },
+            tls_ca: tls_ca.map(|pki| pki.ca.to_str().expect("UTF-8 path").to_string()),
+        }
+    }
+}
 
 impl Backend for Amqp {
     fn adapter(&self) -> &'static str {
-        "backend-amqp"
+        match self.tls {
+            false => "backend-amqp",
+            true => "backend-amqp-tls",
+        }
     }
 
     fn start(&self, mode: &Mode) -> Box<dyn Broker> {
@@ -50,6 +101,7 @@ impl Backend for Amqp {
             .expect("a tokio runtime");
         Box::new(AmqpBroker {
             exchange: unique("conformance"),
+            tls: self.tls,
             group_mode,
             queues: Vec::new(),
             outputs: HashMap::new(),
@@ -63,6 +115,8 @@ impl Backend for Amqp {
 /// runtime is dropped last.
 struct AmqpBroker {
     exchange: String,
+    /// Whether the apps use TLS (the TLS variant).
+    tls: bool,
     /// Whether the case runs the `group` mode: a receiving app without a group of its own
     /// gets one (a durable queue shared by name).
     group_mode: bool,
@@ -75,10 +129,11 @@ struct AmqpBroker {
     runtime: Runtime,
 }
 
-/// A broker in use: the case's own node (`None`: the shared broker) and the native
-/// client's connection to it.
+/// A broker in use: the case's own node (`None`: the shared broker) with its certificates
+/// in the TLS variant, where the apps reach it, and the native client's connection to it.
 struct On {
-    node: Option<Node>,
+    node: Option<(Node, Option<Pki>)>,
+    place: Place,
     channel: Channel,
     _connection: Connection,
 }
@@ -90,12 +145,44 @@ impl AmqpBroker {
         self.on.get_or_init(|| self.connect(None))
     }
 
+    /// Where the shared broker is: the machine's, or in the TLS variant the shared TLS node
+    /// (started here if no case has yet).
+    fn shared_place(&self) -> Place {
+        if !self.tls {
+            return Place {
+                native_url: SHARED.to_string(),
+                app_url: "amqp://127.0.0.1:5672".to_string(),
+                tls_ca: None,
+            };
+        }
+        let mut shared = SHARED_TLS.lock().unwrap_or_else(|e| e.into_inner());
+        let (node, pki) = shared.get_or_insert_with(|| {
+            let pki = Pki::new();
+            (Node::start_tls(&pki, false), pki)
+        });
+        Place::of(node, Some(pki))
+    }
+
+    /// A node of the case's own (with a TLS listener in the TLS variant), started here.
+    fn own_node(&self) -> (Node, Option<Pki>) {
+        match self.tls {
+            false => (Node::start(), None),
+            true => {
+                let pki = Pki::new();
+                (Node::start_tls(&pki, false), Some(pki))
+            }
+        }
+    }
+
     /// Connects the native client to `node` (`None`: the shared broker) and declares the
     /// case's exchange there, durable so that a restart keeps it and its bindings.
-    fn connect(&self, node: Option<Node>) -> On {
-        let url = node.as_ref().map_or(SHARED.to_string(), Node::native_url);
+    fn connect(&self, node: Option<(Node, Option<Pki>)>) -> On {
+        let place = match &node {
+            Some((node, pki)) => Place::of(node, pki.as_ref()),
+            None => self.shared_place(),
+        };
         let (connection, channel) = self.runtime.block_on(async {
-            let (connection, channel) = native_at(&url).await;
+            let (connection, channel) = native_at(&place.native_url).await;
             channel
                 .exchange_declare(
                     self.exchange.as_str().into(),
@@ -112,6 +199,7 @@ impl AmqpBroker {
         });
         On {
             node,
+            place,
             channel,
             _connection: connection,
         }
@@ -135,6 +223,7 @@ impl AmqpBroker {
         self.on
             .get_mut()
             .and_then(|on| on.node.as_mut())
+            .map(|(node, _)| node)
             .expect("can_stop chose a node of the case's own")
     }
 }
@@ -206,16 +295,16 @@ fn properties(message: &Msg) -> BasicProperties {
 
 impl Broker for AmqpBroker {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
-        let broker = match &self.on().node {
-            Some(node) => node.url(),
-            None => "amqp://127.0.0.1:5672".to_string(),
-        };
+        let place = &self.on().place;
         let mut args = vec![
             "--broker".to_string(),
-            broker,
+            place.app_url.clone(),
             "--option".to_string(),
             format!("exchange={}", self.exchange),
         ];
+        if let Some(ca) = &place.tls_ca {
+            args.extend(["--tls-ca".to_string(), ca.clone()]);
+        }
         if let Some(input) = input {
             args.extend(["--subscribe".into(), input.topic.into()]);
             let group = match (input.group, self.group_mode) {
@@ -311,10 +400,10 @@ impl Broker for AmqpBroker {
     /// Yes, on a node of the case's own, started here unless the case already uses the
     /// shared broker.
     fn can_stop(&self) -> Result<(), &'static str> {
-        let on = self.on.get_or_init(|| self.connect(Some(Node::start())));
+        let on = self.on.get_or_init(|| self.connect(Some(self.own_node())));
         match on.node {
             Some(_) => Ok(()),
-            None => Err("the case used the machine's shared RabbitMQ before asking; stopping that one would disturb every other test"),
+            None => Err("the case used the shared broker (the machine's RabbitMQ, or the TLS variant's shared node) before asking; stopping it would disturb every other case"),
         }
     }
 
@@ -330,7 +419,7 @@ impl Broker for AmqpBroker {
     /// consumes the durable queues of the listened topics again.
     fn restart(&mut self) {
         let mut on = self.on.take().expect("a node of the case's own");
-        let node = on.node.as_mut().expect("a node of the case's own");
+        let (node, _) = on.node.as_mut().expect("a node of the case's own");
         node.launch();
         self.on.get_or_init(|| self.connect(on.node.take()));
         let topics: Vec<String> = self.outputs.keys().cloned().collect();

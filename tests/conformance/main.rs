@@ -58,7 +58,8 @@ const BACKENDS: &[&dyn Backend] = &[
     &mqtt::Mqtt { tls: true },
     &redis::Redis { tls: false },
     &redis::Redis { tls: true },
-    &amqp::Amqp,
+    &amqp::Amqp { tls: false },
+    &amqp::Amqp { tls: true },
     &kafka::Kafka,
     &sqs::Sqs,
     &servicebus::ServiceBus,
@@ -82,7 +83,10 @@ fn main() {
             }
         }
     }
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Every case has ended: the node the AMQP TLS cases shared goes too.
+    amqp::stop_shared_tls_node();
+    conclusion.exit();
 }
 
 /// A backend under test: the adapter's name and how to start a broker for one case.

@@ -46,6 +46,8 @@ pub async fn round_trip(client: &Client) {
 /// A `nats-server` of the test's own on a free port, with JetStream in a temporary store;
 /// killed when dropped.
 pub struct Server {
+    /// The `nats-server` binary it runs.
+    program: String,
     child: Option<Child>,
     /// The port it listens on.
     pub port: u16,
@@ -54,13 +56,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with `extra` arguments and waits until it is ready.
+    /// Starts a server (`$NATS_SERVER`, or `nats-server` on the PATH) with `extra`
+    /// arguments and waits until it is ready.
     pub async fn start(extra: &[&str]) -> Server {
+        let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        Server::start_program(&program, extra).await
+    }
+
+    /// Starts the `nats-server` binary `program` with `extra` arguments and waits until it
+    /// is ready.
+    pub async fn start_program(program: &str, extra: &[&str]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let mut server = Server {
+            program: program.to_string(),
             child: None,
             port,
             store: tempfile::tempdir().expect("temp dir"),
@@ -77,8 +88,8 @@ impl Server {
 
     /// Starts the process (on the same port and store) and waits for `Server is ready`.
     pub async fn launch(&mut self) {
-        let program = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        let mut child = Command::new(&program)
+        let program = &self.program;
+        let mut child = Command::new(program)
             .args([
                 "-a",
                 "127.0.0.1",

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::nats::within;
+use super::tls::Pki;
 
 /// RabbitMQ's default user, passed explicitly (the adapter assumes no credentials).
 pub const GUEST: [(&str, &str); 2] = [("AMQP_USERNAME", "guest"), ("AMQP_PASSWORD", "guest")];
@@ -151,6 +152,8 @@ pub struct Node {
     name: String,
     port: u16,
     dist_port: u16,
+    /// The TLS listener's port, for a node made by [`Node::start_tls`].
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     beam: Option<Child>,
 }
@@ -163,12 +166,49 @@ impl Node {
 
     /// Starts a node whose `rabbitmq.conf` is `config` and waits until it speaks AMQP.
     pub fn start_with_config(config: &str) -> Node {
-        let port = super::free_port();
-        let dist_port = std::iter::repeat_with(super::free_port)
-            .find(|&p| p != port)
-            .expect("a second free port");
+        Node::start_with_files(config, "[].", None)
+    }
+
+    /// Starts a node that also serves AMQP over TLS, on a port of its own
+    /// ([`Node::tls_url`]), at 127.0.0.1 and 127.0.0.2 (the same listener options; the certificates name only 127.0.0.1 and
+    /// `localhost`), and waits until both ports accept connections. It serves
+    /// `pki.server`, or `pki.expired` to a client that asks for `localhost` by SNI (so one
+    /// node shows both; a client connecting to an IP address sends no SNI). With `mutual`,
+    /// every TLS client must present a certificate from the test CA
+    /// (`verify_peer`, `fail_if_no_peer_cert`); the login is still AMQP PLAIN.
+    ///
+    /// The TLS settings go into `advanced.config`: `rabbitmq.conf` has no `sni_hosts`.
+    pub fn start_tls(pki: &Pki, mutual: bool) -> Node {
+        let tls_port = super::free_port();
+        let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+        let verify = match mutual {
+            true => "{verify, verify_peer}, {fail_if_no_peer_cert, true}",
+            false => "{verify, verify_none}",
+        };
+        let advanced = format!(
+            "[{{rabbit, [\n\
+             {{ssl_listeners, [{{\"127.0.0.1\", {tls_port}}}, {{\"127.0.0.2\", {tls_port}}}]}},\n\
+             {{ssl_options, [{{cacertfile, {ca}}}, {{certfile, {cert}}}, {{keyfile, {key}}}, {verify},\n\
+             {{sni_hosts, [{{\"localhost\", [{{certfile, {expired}}}, {{keyfile, {expired_key}}}]}}]}}]}}\n\
+             ]}}].\n",
+            ca = path(&pki.ca),
+            cert = path(&pki.server.cert),
+            key = path(&pki.server.key),
+            expired = path(&pki.expired.cert),
+            expired_key = path(&pki.expired.key),
+        );
+        Node::start_with_files("", &advanced, Some(tls_port))
+    }
+
+    /// Starts a node with `rabbitmq.conf` `config` and `advanced.config` `advanced` (Erlang
+    /// terms), whose TLS listener (if any) is on `tls_port`, and waits until it speaks AMQP.
+    fn start_with_files(config: &str, advanced: &str, tls_port: Option<u16>) -> Node {
+        let mut free = std::iter::repeat_with(super::free_port).filter(|&p| Some(p) != tls_port);
+        let port = free.next().expect("a free port");
+        let dist_port = free.find(|&p| p != port).expect("a second free port");
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("rabbitmq.conf"), config)
+            .and_then(|()| std::fs::write(dir.path().join("advanced.config"), advanced))
             .and_then(|()| std::fs::write(dir.path().join("enabled_plugins"), "[]."))
             .and_then(|()| std::fs::write(dir.path().join("rabbitmq-env.conf"), ""))
             .expect("write the node's configuration");
@@ -176,6 +216,7 @@ impl Node {
             name: format!("{}@localhost", super::unique("msgplug")),
             port,
             dist_port,
+            tls_port,
             dir,
             beam: None,
         };
@@ -188,13 +229,21 @@ impl Node {
         format!("amqp://127.0.0.1:{}", self.port)
     }
 
+    /// The `amqps://` URL of the node's TLS listener at `host` (`127.0.0.1`, `127.0.0.2` or
+    /// `localhost`), for a node made by [`Node::start_tls`].
+    pub fn tls_url(&self, host: &str) -> String {
+        let port = self.tls_port.expect("a node made by Node::start_tls");
+        format!("amqps://{host}:{port}")
+    }
+
     /// The node's URL for lapin, with RabbitMQ's default user.
     pub fn native_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
     /// Starts the Erlang VM (same name, ports and directory) and waits until the AMQP port
-    /// answers a protocol header with `connection.start`.
+    /// answers a protocol header with `connection.start` (and the TLS port, if any, accepts
+    /// connections: it may open after the plaintext one).
     ///
     /// `RUNNING_UNDER_SYSTEMD` makes the start script exec the VM instead of keeping a shell
     /// in front of it, so the child is the VM itself; `HOME` in the temporary directory gives
@@ -210,6 +259,7 @@ impl Node {
             .env("RUNNING_UNDER_SYSTEMD", "true")
             .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
             .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
             .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", dir.join("log"))
@@ -249,6 +299,17 @@ impl Node {
                 self.console()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(tls_port) = self.tls_port {
+            while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "RabbitMQ node {} has no TLS listener on port {tls_port} after {NODE_LIMIT:?}:\n{}",
+                    self.name,
+                    self.console()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         println!(
             "RabbitMQ node {} ready on port {} in {:.1?}",

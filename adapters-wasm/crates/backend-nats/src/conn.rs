@@ -120,21 +120,30 @@ impl Conn {
             buffer: vec![0; READ_CHUNK].into_boxed_slice(),
         };
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let info = match conn.read_op(Some(deadline))? {
-            Some(ServerOp::Info(json)) => json,
-            Some(_) => {
+        let info = match conn.read_op(Some(deadline)) {
+            Ok(Some(ServerOp::Info(json))) => json,
+            Ok(Some(_)) => {
                 return Err(Error::connection(format!(
                     "{} did not start with INFO (is it a NATS server?)",
                     config.url
                 )))
             }
-            None => {
+            Ok(None) => {
                 return Err(Error::connection(format!(
-                    "{} sent no INFO within {} s (is it a NATS server?)",
+                    "{} sent no INFO within {} s ({})",
                     config.url,
-                    HANDSHAKE_TIMEOUT.as_secs()
+                    HANDSHAKE_TIMEOUT.as_secs(),
+                    no_info_hint(config)
                 )))
             }
+            Err(Error::Connection(text)) => {
+                return Err(Error::connection(format!(
+                    "{}: {text} before sending INFO ({})",
+                    config.url,
+                    no_info_hint(config)
+                )))
+            }
+            Err(e) => return Err(e),
         };
         conn.info = serde_json::from_str(&info)
             .map_err(|e| Error::connection(format!("{}: unreadable INFO: {e}", config.url)))?;
@@ -309,6 +318,20 @@ impl Conn {
             self.read_timeout = Some(timeout);
         }
         Ok(())
+    }
+}
+
+/// What may be wrong when the server sent no `INFO`: a server with `handshake_first` sends
+/// it only after a TLS handshake the client has to start.
+fn no_info_hint(config: &Config) -> &'static str {
+    match (&config.tls, config.tls_first) {
+        (Some(_), true) => "is it a NATS server?",
+        (Some(_), false) => {
+            "is it a NATS server? one with `handshake_first` wants TLS before INFO: add `--option tls_first=true`"
+        }
+        (None, _) => {
+            "is it a NATS server? one with `handshake_first` wants TLS before INFO: use a `tls://` broker URL with `--option tls_first=true`"
+        }
     }
 }
 
