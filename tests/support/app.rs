@@ -79,6 +79,13 @@ impl App {
         app
     }
 
+    /// Like [`App::subscribed`], with `flags` after `wasmtime run` (as in [`App::start_with`]).
+    pub async fn subscribed_with(flags: &[&str], component: &Path, env: &[(&str, &str)]) -> App {
+        let mut app = App::start_with(flags, component, env);
+        app.wait_for_within("subscribed to", 1, START_LIMIT).await;
+        app
+    }
+
     /// Waits (at most [`LIMIT`]) until `count` stderr lines (counted since the start)
     /// contain `needle`.
     pub async fn wait_for(&mut self, needle: &str, count: usize) {
