@@ -440,38 +440,38 @@ const KAFKA_RUN_ENV: [&str; 2] = ["KAFKA_USERNAME", "KAFKA_PASSWORD"];
 
 /// The Kafka backends' `--option` keys (plaintext and TLS).
 const KAFKA_OPTIONS: &[BackendOption] = &[
-        BackendOption {
-            key: "client_id",
-            help: "the client id sent to the brokers (default msgplug)",
-        },
-        BackendOption {
-            key: "auto_offset_reset",
-            help: "where a group without a committed offset starts: `earliest` or `latest` (default latest)",
-        },
-        BackendOption {
-            key: "session_timeout_ms",
-            help: "the consumer group session timeout; a handler slower than it loses its partitions (default 10000)",
-        },
-        BackendOption {
-            key: "max_poll_records",
-            help: "the most fetched records held for delivery at once (default 500)",
-        },
-        BackendOption {
-            key: "retry_backoff_ms",
-            help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
-        },
-        BackendOption {
-            key: "idempotent",
-            help: "`false`: produce without the idempotent producer (default true where the broker offers it)",
-        },
-        BackendOption {
-            key: "compression",
-            help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
-        },
-        BackendOption {
-            key: "sasl_mechanism",
-            help: "`PLAIN` (default when KAFKA_USERNAME and KAFKA_PASSWORD are set), `SCRAM-SHA-256` or `SCRAM-SHA-512`",
-        },
+    BackendOption {
+        key: "client_id",
+        help: "the client id sent to the brokers (default msgplug)",
+    },
+    BackendOption {
+        key: "auto_offset_reset",
+        help: "where a group without a committed offset starts: `earliest` or `latest` (default latest)",
+    },
+    BackendOption {
+        key: "session_timeout_ms",
+        help: "the consumer group session timeout; a handler slower than it loses its partitions (default 10000)",
+    },
+    BackendOption {
+        key: "max_poll_records",
+        help: "the most fetched records held for delivery at once (default 500)",
+    },
+    BackendOption {
+        key: "retry_backoff_ms",
+        help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
+    },
+    BackendOption {
+        key: "idempotent",
+        help: "`false`: produce without the idempotent producer (default true where the broker offers it)",
+    },
+    BackendOption {
+        key: "compression",
+        help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
+    },
+    BackendOption {
+        key: "sasl_mechanism",
+        help: "`PLAIN` (default when KAFKA_USERNAME and KAFKA_PASSWORD are set), `SCRAM-SHA-256` or `SCRAM-SHA-512`",
+    },
 ];
 
 /// What the Kafka backends (plaintext and TLS) can do.

@@ -19,18 +19,42 @@ use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
 
+use std::path::Path;
+
 use support::app::{run, App};
 use support::kafka::{create_topic, partition, tls_client, Tansu};
-use support::nats::within;
-use support::nats::LIMIT;
+use support::nats::{within, LIMIT};
 use support::tls::{
-    assert_inspect_shows_the_tls_ca, assert_one_connection_error, failure, publisher, Pem, Pki,
+    assert_inspect_shows_the_tls_ca, assert_one_connection_error, publisher, Pem, Pki,
 };
 use support::unique;
 
 /// The `wasmtime run` flags for a cluster that advertises `localhost`: the network, and
 /// name lookups.
 const RESOLVING: &[&str] = &["-S", "inherit-network", "-S", "allow-ip-name-lookup"];
+
+/// How long a failing publisher may run: its send gives up with `connection` only after the
+/// adapter's retries (about 16 s of pauses, plus each try), and the tests run side by side
+/// on a machine that may be slow.
+const FAILURE_LIMIT: Duration = Duration::from_secs(90);
+
+/// Runs `component` on `wasmtime run FLAGS` expecting it to fail (within
+/// [`FAILURE_LIMIT`]); returns its stderr.
+async fn failure(component: &Path, flags: &[&str], env: &[(&str, &str)]) -> String {
+    let mut all = vec![("TOPIC", "tls.failure"), ("COUNT", "1")];
+    all.extend_from_slice(env);
+    let (status, stderr) = App::start_with(flags, component, &all)
+        .finish_within(FAILURE_LIMIT)
+        .await;
+    assert!(
+        !status.success(),
+        "the publisher should have failed:\n{stderr}"
+    );
+    stderr
+}
+
+/// The flags of an app reaching brokers by IP address.
+const NETWORK: &[&str] = &["-S", "inherit-network"];
 
 /// The values of the records in `topic`'s `partitions` partitions, once there are `count`
 /// of them or `limit` has passed.
@@ -165,7 +189,7 @@ async fn mutual_tls_takes_the_client_certificate_from_the_environment() {
     // A send returns Ok only after the broker acknowledged the produce (acks=all).
     assert!(status.success(), "publisher failed:\n{stderr}");
 
-    let stderr = failure(&component, &[]).await;
+    let stderr = failure(&component, NETWORK, &[]).await;
     assert_one_connection_error(&stderr, "refused the client certificate");
     assert!(
         stderr.contains("MSGPLUG_TLS_CERT and MSGPLUG_TLS_KEY"),
@@ -188,7 +212,10 @@ async fn failure_with_served_certificate(
     let ca = pki.ca.to_str().unwrap();
     let extra: &[&str] = if own_ca { &["--tls-ca", ca] } else { &[] };
     let component = publisher(dir.path(), &url, extra);
-    (failure(&component, &[]).await, broker.tls_address())
+    (
+        failure(&component, NETWORK, &[]).await,
+        broker.tls_address(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,14 +248,7 @@ async fn a_leader_is_checked_against_its_advertised_host_not_the_urls() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("kafka+ssl://{}", broker.tls_address());
     let component = publisher(dir.path(), &url, &["--tls-ca", pki.ca.to_str().unwrap()]);
-    let env = [("TOPIC", "leader"), ("COUNT", "1")];
-    let (status, stderr) = App::start_with(RESOLVING, &component, &env)
-        .finish_within(LIMIT)
-        .await;
-    assert!(
-        !status.success(),
-        "the leader's certificate was not checked:\n{stderr}"
-    );
+    let stderr = failure(&component, RESOLVING, &[]).await;
     let port = broker.tls_address().rsplit_once(':').unwrap().1.to_string();
     assert_one_connection_error(
         &stderr,
@@ -249,7 +269,7 @@ async fn a_tls_port_reached_with_the_kafka_scheme_says_to_use_kafka_ssl() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("kafka://{}", broker.tls_address());
     let component = publisher(dir.path(), &url, &[]);
-    let stderr = failure(&component, &[]).await;
+    let stderr = failure(&component, NETWORK, &[]).await;
     assert_one_connection_error(&stderr, "use a `kafka+ssl://` broker URL");
 }
 
@@ -265,7 +285,7 @@ async fn a_broker_without_tls_is_named_as_such() {
     // is logged with the first try: that is what is checked.
     let mut app = App::start(&component, &[("TOPIC", "tls.failure"), ("COUNT", "1")]);
     let failed = format!("TLS with Kafka broker {} failed: ", broker.address());
-    app.wait_for(&failed, 1).await;
+    app.wait_for_within(&failed, 1, FAILURE_LIMIT).await;
     let stderr = app.stderr_so_far();
     let line = stderr
         .lines()

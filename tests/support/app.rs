@@ -94,7 +94,7 @@ impl App {
 
     /// Waits at most `limit` until `count` stderr lines (counted since the start) contain
     /// `needle`.
-    async fn wait_for_within(&mut self, needle: &str, count: usize, limit: Duration) {
+    pub async fn wait_for_within(&mut self, needle: &str, count: usize, limit: Duration) {
         let seen = |stderr: &[String]| stderr.iter().filter(|l| l.contains(needle)).count();
         let found = tokio::time::timeout(limit, async {
             while seen(&self.stderr) < count {
