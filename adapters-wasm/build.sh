@@ -29,7 +29,7 @@ cargo_home="$(cd "$cargo_home" && pwd -P)"
 
 # Every adapter, by crate name (`-tls`: the crate with feature `tls`); each becomes
 # adapters-wasm/<name>.wasm.
-adapters=(backend-local backend-nats backend-nats-tls backend-mqtt backend-mqtt-tls backend-amqp backend-amqp-tls backend-redis backend-redis-tls backend-kafka backend-http backend-sqs backend-servicebus driver-run driver-http driver-wrap)
+adapters=(backend-local backend-nats backend-nats-tls backend-mqtt backend-mqtt-tls backend-amqp backend-amqp-tls backend-redis backend-redis-tls backend-kafka backend-kafka-tls backend-http backend-sqs backend-servicebus driver-run driver-http driver-wrap)
 if (($#)); then
     adapters=("$@")
 fi

@@ -435,6 +435,62 @@ const NATS_RUN_ENV: [&str; 5] = [
     "NATS_CREDS",
 ];
 
+/// The run-time variables of the Kafka backends: the SASL credentials.
+const KAFKA_RUN_ENV: [&str; 2] = ["KAFKA_USERNAME", "KAFKA_PASSWORD"];
+
+/// The Kafka backends' `--option` keys (plaintext and TLS).
+const KAFKA_OPTIONS: &[BackendOption] = &[
+    BackendOption {
+        key: "client_id",
+        help: "the client id sent to the brokers (default msgplug)",
+    },
+    BackendOption {
+        key: "auto_offset_reset",
+        help: "where a group without a committed offset starts: `earliest` or `latest` (default latest)",
+    },
+    BackendOption {
+        key: "session_timeout_ms",
+        help: "the consumer group session timeout; a handler slower than it loses its partitions (default 10000)",
+    },
+    BackendOption {
+        key: "max_poll_records",
+        help: "the most fetched records held for delivery at once (default 500)",
+    },
+    BackendOption {
+        key: "retry_backoff_ms",
+        help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
+    },
+    BackendOption {
+        key: "idempotent",
+        help: "`false`: produce without the idempotent producer (default true where the broker offers it)",
+    },
+    BackendOption {
+        key: "compression",
+        help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
+    },
+    BackendOption {
+        key: "sasl_mechanism",
+        help: "`PLAIN` (default when KAFKA_USERNAME and KAFKA_PASSWORD are set), `SCRAM-SHA-256` or `SCRAM-SHA-512`",
+    },
+];
+
+/// What the Kafka backends (plaintext and TLS) can do.
+const KAFKA_CAPABILITIES: Capabilities = Capabilities {
+    receive: Receive::AT_LEAST_ONCE,
+    request_reply: RequestReply::SeveralReplies,
+    scale_out: ScaleOut::QueueGroupRequired,
+    metadata: true,
+    content_type: true,
+    binary: true,
+    max_payload: MaxPayload::NotLimited {
+        note: "the broker's `message.max.bytes` refuses a larger record batch with `MESSAGE_TOO_LARGE`: 1 MiB by default on Kafka, no limit on tansu",
+    },
+    // The broker cannot tell whether a consumer group reads the request topic.
+    no_responders: false,
+    // A SASL listener refuses a wrong password with SASL_AUTHENTICATION_FAILED.
+    credentials: true,
+};
+
 /// The options of every TLS build of a backend (`backend-*-tls`).
 const TLS_OPTIONS: &[BackendOption] = &[BackendOption {
     key: "tls_ca",
@@ -755,6 +811,23 @@ const REDIS: Adapter = Adapter {
     bytes: include_bytes!("../adapters-wasm/backend-redis.wasm"),
 };
 
+/// The `backend-kafka` adapter, also the base of its TLS build.
+const KAFKA: Adapter = Adapter {
+    name: "backend-kafka",
+    kind: AdapterKind::Backend,
+    schemes: &["kafka"],
+    summary: "Kafka: acks=all (idempotent) producer; consumer groups with commit after Ok, a failed record retried in its partition; request-reply over a reply topic",
+    host_needs: "`-S inherit-network` (TCP to the brokers)",
+    uses_stdin: false,
+    pulls: true,
+    subscriptions: Subscriptions::Names("topics"),
+    queue_group_ignored: None,
+    run_env: &KAFKA_RUN_ENV,
+    options: KAFKA_OPTIONS,
+    modes: &[Mode::only(KAFKA_CAPABILITIES)],
+    bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
+};
+
 /// Every embedded adapter.
 pub const ADAPTERS: &[Adapter] = &[
     Adapter {
@@ -825,68 +898,15 @@ pub const ADAPTERS: &[Adapter] = &[
         extra_options: &[],
         bytes: include_bytes!("../adapters-wasm/backend-redis-tls.wasm"),
     ),
-    Adapter {
-        name: "backend-kafka",
-        kind: AdapterKind::Backend,
-        schemes: &["kafka"],
-        summary: "Kafka: acks=all (idempotent) producer; consumer groups with commit after Ok, a failed record retried in its partition; request-reply over a reply topic",
-        host_needs: "`-S inherit-network` (TCP to the brokers)",
-        uses_stdin: false,
-        pulls: true,
-        subscriptions: Subscriptions::Names("topics"),
-        queue_group_ignored: None,
-        run_env: &["KAFKA_USERNAME", "KAFKA_PASSWORD"],
-        options: &[
-            BackendOption {
-                key: "client_id",
-                help: "the client id sent to the brokers (default msgplug)",
-            },
-            BackendOption {
-                key: "auto_offset_reset",
-                help: "where a group without a committed offset starts: `earliest` or `latest` (default latest)",
-            },
-            BackendOption {
-                key: "session_timeout_ms",
-                help: "the consumer group session timeout; a handler slower than it loses its partitions (default 10000)",
-            },
-            BackendOption {
-                key: "max_poll_records",
-                help: "the most fetched records held for delivery at once (default 500)",
-            },
-            BackendOption {
-                key: "retry_backoff_ms",
-                help: "the first pause before a failed record is retried, doubling to 30 s; its partition waits (default 500)",
-            },
-            BackendOption {
-                key: "idempotent",
-                help: "`false`: produce without the idempotent producer (default true where the broker offers it)",
-            },
-            BackendOption {
-                key: "compression",
-                help: "the codec of produced batches: `none` (default) or `gzip` (uncompressed, gzip and snappy batches are read; lz4 and zstd are refused)",
-            },
-            BackendOption {
-                key: "sasl_mechanism",
-                help: "`PLAIN` (default when KAFKA_USERNAME and KAFKA_PASSWORD are set), `SCRAM-SHA-256` or `SCRAM-SHA-512`",
-            },
-        ],
-        modes: &[Mode::only(Capabilities {
-            receive: Receive::AT_LEAST_ONCE,
-            request_reply: RequestReply::SeveralReplies,
-            scale_out: ScaleOut::QueueGroupRequired,
-            metadata: true,
-            content_type: true,
-            binary: true,
-            max_payload: MaxPayload::NotLimited {
-                note: "the broker's `message.max.bytes` refuses a larger record batch with `MESSAGE_TOO_LARGE`: 1 MiB by default on Kafka, no limit on tansu",
-            },
-            // The broker cannot tell whether a consumer group reads the request topic.
-            no_responders: false,
-            // A SASL listener refuses a wrong password with SASL_AUTHENTICATION_FAILED.
-            credentials: true,
-        })],
-        bytes: include_bytes!("../adapters-wasm/backend-kafka.wasm"),
-        },
+    KAFKA,
+    tls_build!(
+        KAFKA,
+        name: "backend-kafka-tls",
+        schemes: &["kafka+ssl"],
+        summary: "Kafka over TLS (`kafka+ssl://`, rustls in the component, to every broker): everything `backend-kafka` does, SASL included; client certificates from the environment",
+        extra_options: &[],
+        bytes: include_bytes!("../adapters-wasm/backend-kafka-tls.wasm"),
+    ),
     Adapter {
         name: "backend-http",
         kind: AdapterKind::Backend,
@@ -1073,14 +1093,6 @@ impl Adapter {
     }
 }
 
-/// Broker URL schemes that have no backend (yet), with the reason and what to do instead.
-const UNSUPPORTED_SCHEMES: &[(&str, &str)] = &[(
-    "kafka+ssl",
-    "the Kafka backend does not speak TLS yet (NATS, MQTT, AMQP and Redis do: `tls://`, \
-         `mqtts://`, `amqps://`, `rediss://`); use a `kafka://` URL (for example to a \
-         TLS-terminating proxy on the same host)",
-)];
-
 /// An error finding an adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -1089,14 +1101,6 @@ pub enum AdapterError {
     UnknownScheme {
         /// The scheme as given.
         scheme: String,
-    },
-    /// The scheme will not be supported; the text says why and what to do.
-    #[error("`{scheme}://` brokers are not supported: {reason}")]
-    SchemeUnsupported {
-        /// The scheme as given.
-        scheme: String,
-        /// Why, and what to do instead.
-        reason: &'static str,
     },
     /// No adapter has this name.
     #[error("no adapter named `{name}`; the adapters are: {}", all_names())]
@@ -1130,12 +1134,6 @@ fn backends() -> impl Iterator<Item = &'static Adapter> {
 pub fn backend_for_scheme(scheme: &str) -> Result<&'static Adapter, AdapterError> {
     if let Some(adapter) = backends().find(|a| a.schemes.contains(&scheme)) {
         return Ok(adapter);
-    }
-    if let Some((_, reason)) = UNSUPPORTED_SCHEMES.iter().find(|(s, _)| *s == scheme) {
-        return Err(AdapterError::SchemeUnsupported {
-            scheme: scheme.to_string(),
-            reason,
-        });
     }
     Err(AdapterError::UnknownScheme {
         scheme: scheme.to_string(),
@@ -1299,8 +1297,11 @@ mod tests {
             backend_for_scheme("amqps").unwrap().name,
             "backend-amqp-tls"
         );
-        let err = backend_for_scheme("kafka+ssl").unwrap_err().to_string();
-        assert!(err.contains("does not speak TLS yet"), "{err}");
+        let kafka_ssl = backend_for_scheme("kafka+ssl").unwrap();
+        assert_eq!(
+            (kafka_ssl.name, kafka_ssl.family(), kafka_ssl.tls()),
+            ("backend-kafka-tls", "kafka", true)
+        );
         let err = backend_for_scheme("gopher").unwrap_err().to_string();
         assert!(err.contains("unknown broker scheme `gopher`"), "{err}");
         assert!(by_name("nope")

@@ -372,15 +372,20 @@ fn redis(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     Ok(from_env)
 }
 
-/// `backend-kafka` (`config.rs`, `parse_url`): `kafka://HOST[:PORT][,HOST[:PORT]...]`.
+/// `backend-kafka` (`config.rs`, `parse_url`): `kafka://HOST[:PORT][,HOST[:PORT]...]`, or
+/// `kafka+ssl://...` for `backend-kafka-tls`.
 fn kafka(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
     let invalid = invalid(
         "kafka",
         url,
-        "expected `kafka://HOST[:PORT][,HOST[:PORT]...]`",
+        "expected `kafka://HOST[:PORT][,HOST[:PORT]...]` (or `kafka+ssl://...`)",
     );
-    let rest = url
-        .strip_prefix("kafka://")
+    let (tls, rest) = match url.strip_prefix("kafka+ssl:") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("kafka:").unwrap_or(url)),
+    };
+    let rest = rest
+        .strip_prefix("//")
         .ok_or_else(|| invalid("missing `//` after the scheme"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
@@ -407,7 +412,10 @@ fn kafka(url: &str) -> Result<Vec<FromEnv>, BrokerUrlError> {
             return Err(invalid("no host"));
         }
     }
-    Ok(vec![KAFKA_CREDENTIALS])
+    Ok(match tls {
+        true => vec![KAFKA_CREDENTIALS, TLS_CLIENT_CERTIFICATE],
+        false => vec![KAFKA_CREDENTIALS],
+    })
 }
 
 /// Whether the `%XX` escapes in `text` decode to UTF-8 (as `percent_decode_str` reads them).

@@ -190,12 +190,17 @@ pub fn parse_broker(input: &str) -> Result<BrokerUrl, SettingsError> {
             has_secret: map_connection_string_secrets(trimmed, |_| String::new()) != trimmed,
         });
     }
-    if trimmed.starts_with("kafka://") && trimmed.contains(',') {
+    let kafka_scheme = ["kafka", "kafka+ssl"].into_iter().find(|scheme| {
+        trimmed
+            .strip_prefix(scheme)
+            .is_some_and(|r| r.starts_with("://"))
+    });
+    if let Some(scheme) = kafka_scheme.filter(|_| trimmed.contains(',')) {
         // A Kafka bootstrap list (`kafka://a:9092,b:9092`) is not one URL authority; the
         // kafka check (`broker.rs`) reads it as the backend does.
         return Ok(BrokerUrl {
             url: trimmed.to_string(),
-            scheme: "kafka".to_string(),
+            scheme: scheme.to_string(),
             has_secret: false,
         });
     }

@@ -282,7 +282,8 @@ fn request_with_several_replies(target: Target) {
             );
             assert!(
                 started.elapsed() < Duration::from_secs(15),
-                "with both replies in, the request returns before its timeout"
+                "with both replies in, the request returns before its timeout (took {:?}):\n{stderr}",
+                started.elapsed()
             );
         }
         RequestReply::OneReply => assert_eq!(app_lines(&stderr), ["reply: hi, Ada (1/2)"]),

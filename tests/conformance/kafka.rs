@@ -13,6 +13,11 @@
 //! members each have a share: [`Broker::publish`] writes to partition 0 (its order is kept),
 //! [`Broker::publish_all`] round-robin over the three. Outputs and requests are read from
 //! partition 0 of a one-partition topic made by [`Broker::listen`] / [`Broker::respond`].
+//!
+//! The TLS variant (`backend-kafka-tls`) runs every case again against a tansu behind a TLS
+//! front (tansu 0.6 cannot serve TLS itself; see tests/support/kafka.rs) that advertises the
+//! front, with certificates made by `support::tls`: the apps use `kafka+ssl://` and
+//! `--tls-ca`, and the native client speaks TLS too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,19 +29,26 @@ use rskafka::client::Client;
 use rskafka::record::Record;
 use tokio::runtime::Runtime;
 
-use crate::support::kafka::{client, create_topic, partition, Tansu};
+use crate::support::kafka::{client, create_topic, partition, tls_client, Tansu};
+use crate::support::tls::Pki;
 use crate::support::unique;
 use crate::{run_with_network, Backend, Broker, Credentials, Input, Msg};
 
 /// Partitions of every input topic: one per member of the three-instance group case.
 const INPUT_PARTITIONS: i32 = 3;
 
-/// The Kafka backend.
-pub struct Kafka;
+/// The Kafka backend: plaintext (`backend-kafka`) or over TLS (`backend-kafka-tls`).
+pub struct Kafka {
+    /// Whether the apps use `kafka+ssl://` to a broker reached only over TLS.
+    pub tls: bool,
+}
 
 impl Backend for Kafka {
     fn adapter(&self) -> &'static str {
-        "backend-kafka"
+        match self.tls {
+            false => "backend-kafka",
+            true => "backend-kafka-tls",
+        }
     }
 
     fn start(&self, _mode: &Mode) -> Box<dyn Broker> {
@@ -45,12 +57,23 @@ impl Backend for Kafka {
             .enable_all()
             .build()
             .expect("a tokio runtime");
+        let pki = self.tls.then(Pki::new);
         let (tansu, client) = runtime.block_on(async {
-            let tansu = Tansu::in_memory().await;
-            let client = Arc::new(client(&tansu.address()).await);
-            (tansu, client)
+            match &pki {
+                None => {
+                    let tansu = Tansu::in_memory().await;
+                    let client = Arc::new(client(&tansu.address()).await);
+                    (tansu, client)
+                }
+                Some(pki) => {
+                    let tansu = Tansu::behind_tls(&pki.server, None, "127.0.0.1", false).await;
+                    let client = Arc::new(tls_client(&tansu.tls_address(), &pki.ca).await);
+                    (tansu, client)
+                }
+            }
         });
         Box::new(KafkaBroker {
+            pki,
             tansu,
             client,
             prefix: unique("conformance"),
@@ -63,6 +86,8 @@ impl Backend for Kafka {
 
 /// A case's tansu and native client; the runtime is dropped last.
 struct KafkaBroker {
+    /// The certificates of the TLS variant.
+    pki: Option<Pki>,
     tansu: Tansu,
     client: Arc<Client>,
     /// Names the case's consumer groups.
@@ -136,10 +161,18 @@ fn msg(record: &Record) -> Msg {
 
 impl Broker for KafkaBroker {
     fn compose_args(&mut self, input: Option<Input>) -> Vec<String> {
-        let mut args = vec![
-            "--broker".to_string(),
-            format!("kafka://{}", self.tansu.address()),
-        ];
+        let mut args = match &self.pki {
+            None => vec![
+                "--broker".to_string(),
+                format!("kafka://{}", self.tansu.address()),
+            ],
+            Some(pki) => vec![
+                "--broker".to_string(),
+                format!("kafka+ssl://{}", self.tansu.tls_address()),
+                "--tls-ca".to_string(),
+                pki.ca.to_str().expect("UTF-8 path").to_string(),
+            ],
+        };
         if let Some(input) = input {
             self.ensure_topic(input.topic, INPUT_PARTITIONS);
             let group = format!("{}_{}", self.prefix, input.group.unwrap_or("own"));

@@ -79,6 +79,13 @@ impl App {
         app
     }
 
+    /// Like [`App::subscribed`], with `flags` after `wasmtime run` (as in [`App::start_with`]).
+    pub async fn subscribed_with(flags: &[&str], component: &Path, env: &[(&str, &str)]) -> App {
+        let mut app = App::start_with(flags, component, env);
+        app.wait_for_within("subscribed to", 1, START_LIMIT).await;
+        app
+    }
+
     /// Waits (at most [`LIMIT`]) until `count` stderr lines (counted since the start)
     /// contain `needle`.
     pub async fn wait_for(&mut self, needle: &str, count: usize) {
@@ -87,7 +94,7 @@ impl App {
 
     /// Waits at most `limit` until `count` stderr lines (counted since the start) contain
     /// `needle`.
-    async fn wait_for_within(&mut self, needle: &str, count: usize, limit: Duration) {
+    pub async fn wait_for_within(&mut self, needle: &str, count: usize, limit: Duration) {
         let seen = |stderr: &[String]| stderr.iter().filter(|l| l.contains(needle)).count();
         let found = tokio::time::timeout(limit, async {
             while seen(&self.stderr) < count {

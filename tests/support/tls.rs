@@ -43,6 +43,8 @@ pub struct Pki {
     pub expired: Pem,
     /// Signed by the test CA, for `other.example` only.
     pub other_host: Pem,
+    /// Signed by the test CA, for `127.0.0.1` only (not `localhost`).
+    pub ip_only: Pem,
     /// For `localhost` and `127.0.0.1`, signed by a CA nobody trusts.
     pub untrusted: Pem,
     /// A client certificate (common name [`CLIENT_CN`]) signed by the test CA.
@@ -128,6 +130,10 @@ impl Pki {
             other_host: write(
                 "other-host",
                 ca.sign(&["other.example"], "other.example", server.clone()),
+            ),
+            ip_only: write(
+                "ip-only",
+                ca.sign(&["127.0.0.1"], "127.0.0.1", server.clone()),
             ),
             untrusted: write("untrusted", rogue.sign(&local, "localhost", server)),
             client: write(

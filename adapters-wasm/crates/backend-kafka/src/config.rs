@@ -1,12 +1,16 @@
 //! What the Kafka backend reads from [`Settings`]: the bootstrap brokers, the topics,
 //! the consumer group and the `--option` keys; and from the environment: the SASL
-//! credentials.
+//! credentials and (for `kafka+ssl://`) the TLS client certificate.
 
 use common::{Error, Settings};
+use transport::TlsSettings;
 
 use crate::sasl::{Mechanism, Sasl};
 
-/// The port a `kafka://` broker without one means.
+/// The scheme of a Kafka URL whose brokers speak TLS (as in Heroku's `KAFKA_URL`).
+pub const TLS_SCHEME: &str = "kafka+ssl";
+
+/// The port a `kafka://` or `kafka+ssl://` broker without one means.
 const DEFAULT_PORT: u16 = 9092;
 
 /// Where a group without a committed offset starts reading (`auto_offset_reset`).
@@ -48,16 +52,24 @@ pub struct Config {
     /// How to authenticate, if at all (`KAFKA_USERNAME`, `KAFKA_PASSWORD`,
     /// `sasl_mechanism`).
     pub sasl: Option<Sasl>,
+    /// TLS to every broker (a `kafka+ssl://` URL), or `None` for plain TCP. Its server
+    /// name is the first bootstrap broker's host; each connection checks its own broker's
+    /// ([`TlsSettings::for_address`]).
+    pub tls: Option<TlsSettings>,
 }
 
 impl Config {
     /// Reads the settings; `env` maps a variable name to its value (`KAFKA_USERNAME`,
-    /// `KAFKA_PASSWORD`).
+    /// `KAFKA_PASSWORD`, and for TLS `MSGPLUG_TLS_CERT`, `MSGPLUG_TLS_KEY`).
     pub fn from_settings(
         settings: &Settings,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        let bootstrap = parse_url(settings)?;
+        let (bootstrap, tls) = parse_url(settings)?;
+        let tls = match tls {
+            true => Some(TlsSettings::new(&bootstrap[0], settings, &env)?),
+            false => None,
+        };
         for topic in &settings.subscribe {
             check_topic(topic).map_err(|e| Error::other(format!("cannot subscribe: {e}")))?;
         }
@@ -109,7 +121,7 @@ impl Config {
                 )))
             }
         };
-        let sasl = sasl_from(option("sasl_mechanism"), env)?;
+        let sasl = sasl_from(option("sasl_mechanism"), &env)?;
         if let Some(group) = &settings.queue_group {
             if group.trim().is_empty() || group.len() > 255 {
                 return Err(Error::other(format!("invalid consumer group id `{group}`")));
@@ -128,6 +140,7 @@ impl Config {
             retry_backoff_ms: number("retry_backoff_ms", 500, 1, 60_000)?,
             idempotent,
             sasl,
+            tls,
         })
     }
 }
@@ -170,21 +183,30 @@ fn sasl_from(
     }
 }
 
-/// Parses `kafka://host[:port][,host[:port]...]` into `host:port` addresses.
-fn parse_url(settings: &Settings) -> Result<Vec<String>, Error> {
+/// Parses `kafka://host[:port][,host[:port]...]` (or `kafka+ssl://...`) into `host:port`
+/// addresses, and whether they speak TLS.
+fn parse_url(settings: &Settings) -> Result<(Vec<String>, bool), Error> {
     let url = settings.broker.as_str();
     let bad = |why: &str| Error::other(format!("broker `{url}`: {why}"));
-    let Some(rest) = url.strip_prefix("kafka://") else {
-        if settings.broker_scheme() == "kafka" {
-            return Err(bad("missing `//` (expected kafka://host:port)"));
+    let scheme = settings.broker_scheme();
+    let tls = scheme == TLS_SCHEME;
+    let Some(rest) = url
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
+        .filter(|_| tls || scheme == "kafka")
+    else {
+        if tls || scheme == "kafka" {
+            return Err(bad(&format!(
+                "missing `//` (expected {scheme}://host:port)"
+            )));
         }
         return Err(settings.wrong_backend("kafka"));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
-        return Err(bad(
-            "a path or query is not allowed (expected kafka://host:port[,host:port])",
-        ));
+        return Err(bad(&format!(
+            "a path or query is not allowed (expected {scheme}://host:port[,host:port])"
+        )));
     }
     if rest.contains('@') {
         return Err(bad(
@@ -214,7 +236,7 @@ fn parse_url(settings: &Settings) -> Result<Vec<String>, Error> {
         }
         out.push(format!("{host}:{port}"));
     }
-    Ok(out)
+    Ok((out, tls))
 }
 
 /// Checks a topic name as Kafka does: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -314,6 +336,24 @@ mod tests {
         assert_eq!(c.session_timeout_ms, 10_000);
         assert_eq!(c.max_poll_records, 500);
         assert!(c.idempotent);
+        assert_eq!(c.tls, None);
+    }
+
+    #[test]
+    fn kafka_ssl_urls_speak_tls_to_the_first_bootstrap_host() {
+        let c = Config::from_settings(&settings("kafka+ssl://a.example,b.example:9093"), no_env)
+            .unwrap();
+        assert_eq!(c.bootstrap, ["a.example:9092", "b.example:9093"]);
+        assert_eq!(c.tls.unwrap().server_name, "a.example");
+        let e = Config::from_settings(&settings("kafka+ssl:a.example"), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected kafka+ssl://host:port"), "{e}");
+        let only_cert = |name: &str| (name == "MSGPLUG_TLS_CERT").then(|| "PEM".to_string());
+        let e = Config::from_settings(&settings("kafka+ssl://a.example"), only_cert)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MSGPLUG_TLS_KEY is not"), "{e}");
     }
 
     #[test]

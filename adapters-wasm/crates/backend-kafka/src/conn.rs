@@ -1,15 +1,16 @@
-//! One broker connection: blocking request / response over `std::net::TcpStream`.
+//! One broker connection: blocking request / response over `std::net::TcpStream`, plain
+//! or TLS ([`Transport`]; for `kafka+ssl://`, TLS starts right after connecting).
 //!
 //! Requests on a connection are answered in order; the adapter sends one and reads its
 //! answer before the next (WASI 0.2 gives an instance no concurrency). Timed reads use
 //! `set_read_timeout`, which works on wasm32-wasip2 (see the NATS backend's `conn`).
-//! SASL and TLS (the TLS issue) would go in [`Conn::open`], after the TCP connect.
+//! SASL runs over the open connection (`crate::kafka`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::Error;
+use transport::{TlsSettings, Transport};
 
 use crate::protocol::{self, Api};
 use common::io_error;
@@ -17,10 +18,13 @@ use common::io_error;
 /// How long a blocked write may take before the connection counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An open connection to one broker.
 pub struct Conn {
-    /// The socket.
-    stream: TcpStream,
+    /// The socket, plain or TLS.
+    stream: Transport,
     /// `host:port`, for messages.
     address: String,
     /// The correlation id of the next request.
@@ -28,13 +32,15 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to `address`.
-    pub fn open(address: &str) -> Result<Self, Error> {
-        let stream = TcpStream::connect(address)
-            .map_err(|e| io_error::connect_error(&format!("Kafka broker {address}"), &e))?;
-        stream
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .map_err(|e| failed(address, &e))?;
+    /// Connects to `address`; with `tls` (the settings of the URL), speaks TLS to it and
+    /// checks that its certificate names `address`'s host, the broker's own (a partition
+    /// leader's host is the one the cluster advertises, not the URL's).
+    pub fn open(address: &str, tls: Option<&TlsSettings>) -> Result<Self, Error> {
+        let broker = format!("Kafka broker {address}");
+        let mut stream = Transport::connect(address, &broker, WRITE_TIMEOUT)?;
+        if let Some(tls) = tls {
+            stream = stream.start_tls(&tls.for_address(address), &broker, TLS_HANDSHAKE_TIMEOUT)?;
+        }
         Ok(Self {
             stream,
             address: address.to_string(),

@@ -10,7 +10,7 @@ use common::{
 };
 
 use crate::compression;
-use crate::config::{check_topic, Config, OffsetReset};
+use crate::config::{check_topic, Config, OffsetReset, TLS_SCHEME};
 use crate::conn::Conn;
 use crate::group::{assign_range, Partition, Progress};
 use crate::headers;
@@ -220,15 +220,28 @@ impl Kafka {
         result
     }
 
-    /// Connects to `address` and checks that it speaks the versions this adapter needs.
+    /// Connects to `address` (over TLS for `kafka+ssl://`) and checks that it speaks the
+    /// versions this adapter needs.
     fn handshake(&mut self, address: &str) -> Result<Conn, Error> {
-        let mut conn = Conn::open(address)?;
-        let body = conn.request(
-            protocol::API_VERSIONS,
-            &self.config.client_id,
-            &[],
-            REQUEST_TIMEOUT,
-        )?;
+        let tls = self.config.tls.as_ref();
+        let mut conn = Conn::open(address, tls)?;
+        let body = conn
+            .request(
+                protocol::API_VERSIONS,
+                &self.config.client_id,
+                &[],
+                REQUEST_TIMEOUT,
+            )
+            .map_err(|e| match tls {
+                // A TLS listener drops (or alerts) a client whose first bytes are no handshake.
+                None => transport::plaintext_broke_before(
+                    "answering ApiVersions",
+                    &format!("Kafka broker {address}"),
+                    TLS_SCHEME,
+                    e,
+                ),
+                Some(_) => e,
+            })?;
         let (error, ranges) = protocol::decode_api_versions(&body).map_err(malformed)?;
         if error != 0 {
             return Err(kafka_error(&format!("ApiVersions from {address}"), error));

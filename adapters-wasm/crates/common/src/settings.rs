@@ -107,6 +107,7 @@ fn backend_for_scheme(scheme: &str) -> &str {
         "mqtts" => "mqtt",
         "amqps" => "amqp",
         "rediss" => "redis",
+        "kafka+ssl" => "kafka",
         other => other,
     }
 }

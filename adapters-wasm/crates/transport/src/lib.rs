@@ -52,11 +52,6 @@ impl TlsSettings {
         settings: &Settings,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let client_identity = match (var(CLIENT_CERT_ENV), var(CLIENT_KEY_ENV)) {
             (Some(cert), Some(key)) => Some((cert, key)),
@@ -73,7 +68,7 @@ impl TlsSettings {
             }
         };
         Ok(Self {
-            server_name: host.to_string(),
+            server_name: host_of(address).to_string(),
             ca_pem: settings
                 .options
                 .get(CA_OPTION)
@@ -82,6 +77,25 @@ impl TlsSettings {
             client_identity,
         })
     }
+}
+
+impl TlsSettings {
+    /// The same settings for another broker at `address` (`host:port`): its host becomes
+    /// the server name, as for a Kafka partition leader the cluster advertises.
+    pub fn for_address(&self, address: &str) -> Self {
+        Self {
+            server_name: host_of(address).to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The host of `address` (`host:port`, an IPv6 host in brackets), without brackets.
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// A connection's byte stream: plain TCP, or TLS over TCP.
@@ -235,6 +249,10 @@ mod tests {
         assert_eq!(name("nats.example:4222"), "nats.example");
         assert_eq!(name("127.0.0.1:4222"), "127.0.0.1");
         assert_eq!(name("[::1]:4222"), "::1");
+        let bootstrap = TlsSettings::new("kafka.example:9093", &settings(&[]), none).unwrap();
+        let leader = bootstrap.for_address("broker-2.example:9093");
+        assert_eq!(leader.server_name, "broker-2.example");
+        assert_eq!(leader.ca_pem, bootstrap.ca_pem);
     }
 
     #[test]
