@@ -483,6 +483,8 @@ const MQTT_OPTIONS: &[BackendOption] = &[
         key: "keep_alive",
         help: "keep-alive interval in seconds (default 30; 0 turns it off)",
     },
+    CONFIRM_WINDOW,
+    CONFIRM_WINDOW_MS,
 ];
 
 /// The MQTT backends' credentials and client id, read at run time (plaintext and TLS).
@@ -538,6 +540,8 @@ const AMQP_OPTIONS: &[BackendOption] = &[
         key: "connection_name",
         help: "the connection name the broker shows (default msgplug)",
     },
+    CONFIRM_WINDOW,
+    CONFIRM_WINDOW_MS,
 ];
 
 /// The AMQP backends' credentials, read at run time (plaintext and TLS).
@@ -746,6 +750,8 @@ pub const ADAPTERS: &[Adapter] = &[
             MQTT_OPTIONS[2],
             MQTT_OPTIONS[3],
             MQTT_OPTIONS[4],
+            MQTT_OPTIONS[5],
+            MQTT_OPTIONS[6],
             TLS_OPTIONS[0],
         ],
         modes: MQTT_MODES,
@@ -791,6 +797,8 @@ pub const ADAPTERS: &[Adapter] = &[
             AMQP_OPTIONS[1],
             AMQP_OPTIONS[2],
             AMQP_OPTIONS[3],
+            AMQP_OPTIONS[4],
+            AMQP_OPTIONS[5],
             TLS_OPTIONS[0],
         ],
         modes: AMQP_MODES,
