@@ -257,10 +257,11 @@ impl Mqtt {
         Ok(())
     }
 
-    /// Publishes `publish` at the configured QoS; waits for room when the broker's
-    /// Receive Maximum of unacknowledged messages is reached. Outside a handler with the
-    /// run wrapper it then waits for every `PUBACK` (not just one), so what is queued
-    /// meanwhile goes out in one write rather than one message per write.
+    /// Publishes `publish` at the configured QoS; waits for room (one `PUBACK`) when the
+    /// broker's Receive Maximum of unacknowledged messages is reached. (Waiting for every
+    /// `PUBACK` there instead, to write the next messages in one go, was slower against
+    /// Mosquitto: some 28 ms per wait, measured, as it writes `PUBACK`s one by one with
+    /// Nagle's algorithm on; a window then slides one message at a time.)
     fn publish(&mut self, mut publish: Publish) -> Result<(), Error> {
         check_topic(&publish.topic)?;
         self.ensure_connected()?;
@@ -268,11 +269,7 @@ impl Mqtt {
         if publish.qos == 1 {
             let maximum = self.io(|c| Ok(c.receive_maximum))?;
             if self.awaiting.len() >= maximum {
-                let room = match self.window.is_some() && !self.in_handler {
-                    true => 0,
-                    false => maximum - 1,
-                };
-                self.await_pubacks(room, Instant::now() + ACK_TIMEOUT)?;
+                self.await_pubacks(maximum - 1, Instant::now() + ACK_TIMEOUT)?;
             }
             publish.pkid = self.next_pkid();
         }
