@@ -2,11 +2,13 @@
 //! and run on the `wasmtime` CLI, next to a native Rust client (lapin) doing the same work
 //! with the same delivery semantics, on the same broker in the same run. Prints one table:
 //!
-//! * publish, each confirmed, messages/s: the composed `publisher` (outside a handler every
-//!   `send` waits for the broker's `basic.ack`) against a native loop that publishes each
-//!   message persistent and mandatory and awaits its publisher confirm before the next.
-//!   Rate = messages received by a native consumer, from the first to the last, so
-//!   wasmtime's start-up is not counted.
+//! * publish, confirmed in windows, messages/s: the composed `publisher` (its own `fn main`,
+//!   so the run wrapper flushes at the end and `send` returns once written; the broker's
+//!   `basic.ack`s are awaited per window of `confirm_window` sends, and every one by the
+//!   final flush) against a native loop that publishes each message persistent and
+//!   mandatory without waiting and awaits every publisher confirm at the end. Rate =
+//!   messages received by a native consumer, from the first to the last, so wasmtime's
+//!   start-up is not counted.
 //! * consume → handle → publish, messages/s: the composed `transform` (its run driver
 //!   flushes, i.e. waits for the confirm of the output, then acks the input) against a
 //!   native task on its own connection that does exactly that with lapin (same prefetch,
@@ -94,6 +96,7 @@ async fn bench(n: usize) {
         let consumer = listen(&channel, &key).await;
         let (_connection, publishing) = native().await;
         let sender = tokio::spawn(async move {
+            let mut confirms = Vec::with_capacity(n);
             for i in 1..=n {
                 let mut headers = FieldTable::default();
                 headers.insert("seq".into(), AMQPValue::LongString(i.to_string().into()));
@@ -102,11 +105,33 @@ async fn bench(n: usize) {
                     .with_headers(headers)
                     .with_delivery_mode(2);
                 let body = format!("hello #{i}");
-                publish(&publishing, "amq.topic", &key, body.as_bytes(), properties).await;
+                let mandatory = BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                };
+                let confirm = publishing
+                    .basic_publish(
+                        "amq.topic".into(),
+                        key.as_str().into(),
+                        mandatory,
+                        body.as_bytes(),
+                        properties,
+                    )
+                    .await
+                    .expect("publish");
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                let confirmation = confirm.await.expect("confirm");
+                assert!(confirmation.is_ack(), "the broker refused a message");
             }
         });
         let value = receive(consumer, n).await;
-        sender.abort();
+        let confirmed = tokio::time::timeout(PHASE_LIMIT, sender).await;
+        assert!(
+            matches!(confirmed, Ok(Ok(()))),
+            "the native publisher's confirms did not all come"
+        );
         value
     };
 
@@ -143,7 +168,7 @@ async fn bench(n: usize) {
         "lapin",
         &[
             (
-                "publish, each confirmed, msgs/s",
+                "publish, confirms per window / at the end, msgs/s",
                 &composed_publish,
                 &native_publish,
             ),

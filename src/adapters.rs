@@ -539,6 +539,8 @@ const MQTT_OPTIONS: &[BackendOption] = &[
         key: "keep_alive",
         help: "keep-alive interval in seconds (default 30; 0 turns it off)",
     },
+    CONFIRM_WINDOW,
+    CONFIRM_WINDOW_MS,
 ];
 
 /// The MQTT backends' credentials and client id, read at run time (plaintext and TLS).
@@ -594,6 +596,8 @@ const AMQP_OPTIONS: &[BackendOption] = &[
         key: "connection_name",
         help: "the connection name the broker shows (default msgplug)",
     },
+    CONFIRM_WINDOW,
+    CONFIRM_WINDOW_MS,
 ];
 
 /// The AMQP backends' credentials, read at run time (plaintext and TLS).

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, MessageData, RequestOptions,
-    Settings,
+    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, MessageData,
+    RequestOptions, Settings, Window,
 };
 
 use crate::config::{Config, Source};
@@ -42,6 +42,11 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 /// (and at `flush`).
 const WRITE_BATCH: usize = 32 * 1024;
 
+/// With the run wrapper, a window is also confirmed once this many bytes are queued. The
+/// window is written in one go when it closes: writes of one message each would wait for
+/// delayed ACKs (Nagle's algorithm, which wasi:sockets cannot turn off).
+const WINDOW_BYTES: usize = 1 << 20;
+
 /// A delivery: the connection it came on (its number) and its delivery tag there.
 type Tag = (u64, u64);
 
@@ -71,8 +76,9 @@ pub struct Amqp {
     in_handler: bool,
     /// The publish sequence number of the next publish on this connection's channel.
     next_seq: u64,
-    /// Publishes the broker has not confirmed yet, by sequence number.
-    unconfirmed: VecDeque<u64>,
+    /// Publishes the broker has not confirmed yet: sequence number (ascending) and routing
+    /// key.
+    unconfirmed: VecDeque<(u64, String)>,
     /// Publishes whose connection was lost before the broker confirmed them.
     lost: u64,
     /// Why published messages were refused (nacks, returns), since the last `flush`.
@@ -83,6 +89,9 @@ pub struct Amqp {
     heartbeat: Option<Duration>,
     /// When `next` handed out the last delivery.
     handed_out: Instant,
+    /// With the run wrapper: the window of sends outside a handler not yet confirmed.
+    /// `None`: each send outside a handler is confirmed before it returns.
+    window: Option<Window>,
 }
 
 impl Amqp {
@@ -155,7 +164,7 @@ impl Amqp {
                     multiple,
                 },
             ) => {
-                self.confirmed(delivery_tag, multiple);
+                self.confirmed(delivery_tag, multiple, false);
             }
             Incoming::Method(
                 _,
@@ -165,9 +174,7 @@ impl Amqp {
                     ..
                 },
             ) => {
-                let n = self.confirmed(delivery_tag, multiple);
-                self.refused
-                    .push(format!("the broker refused {n} message(s) (basic.nack)"));
+                self.confirmed(delivery_tag, multiple, true);
             }
             Incoming::Method(_, Method::BasicCancel { consumer_tag, .. }) => {
                 let text = format!(
@@ -182,12 +189,37 @@ impl Amqp {
         Ok(())
     }
 
-    /// Removes confirmed publishes; returns how many.
-    fn confirmed(&mut self, tag: u64, multiple: bool) -> usize {
-        let before = self.unconfirmed.len();
-        self.unconfirmed
-            .retain(|&seq| if multiple { seq > tag } else { seq != tag });
-        before - self.unconfirmed.len()
+    /// Removes the publishes a confirm (`basic.ack`, or with `refused` `basic.nack`)
+    /// covers; a refusal is filed under [`Amqp::refused`] with the routing keys. The
+    /// sequence numbers are in ascending order, so a window of thousands is not scanned
+    /// once per confirm.
+    fn confirmed(&mut self, tag: u64, multiple: bool, refused: bool) {
+        let at = self.unconfirmed.partition_point(|&(seq, _)| seq < tag);
+        let found = self.unconfirmed.get(at).is_some_and(|&(seq, _)| seq == tag);
+        let range = match (multiple, found) {
+            (true, _) => 0..at + usize::from(found),
+            (false, true) => at..at + 1,
+            (false, false) => return,
+        };
+        if !refused {
+            self.unconfirmed.drain(range);
+            return;
+        }
+        let keys: Vec<String> = self.unconfirmed.drain(range).map(|(_, key)| key).collect();
+        for routing_key in keys {
+            self.refuse(format!(
+                "the broker refused a message sent to `{routing_key}` (basic.nack: a full queue that rejects publishes, or an internal error)"
+            ));
+        }
+    }
+
+    /// Files why a published message was refused, once (a window of sends to one topic
+    /// may be refused message by message); always while a request waits, which looks for
+    /// a new refusal.
+    fn refuse(&mut self, why: String) {
+        if self.request.is_some() || !self.refused.contains(&why) {
+            self.refused.push(why);
+        }
     }
 
     /// Files a delivered or returned message.
@@ -203,7 +235,7 @@ impl Amqp {
                 reply_text,
                 exchange,
                 routing_key,
-            } => self.refused.push(format!(
+            } => self.refuse(format!(
                 "no queue is bound for `{routing_key}` on exchange `{exchange}`, so the broker returned the message ({reply_text}, {reply_code})"
             )),
             Method::BasicDeliver {
@@ -336,7 +368,8 @@ impl Amqp {
         self.wait_unblocked()?;
         let mandatory = !exchange.is_empty();
         self.io(|c| c.publish(exchange, routing_key, mandatory, &properties, &message.data))?;
-        self.unconfirmed.push_back(self.next_seq);
+        self.unconfirmed
+            .push_back((self.next_seq, routing_key.to_string()));
         self.next_seq += 1;
         Ok(())
     }
@@ -357,8 +390,9 @@ impl Amqp {
         }
     }
 
-    /// Publishes `message` to `exchange` with `routing_key`: pipelined inside a handler,
-    /// confirmed before it returns outside one.
+    /// Publishes `message` to `exchange` with `routing_key`: pipelined inside a handler;
+    /// outside one confirmed before it returns, or, with the run wrapper, when its window
+    /// is full or old (the publisher confirms of the whole window).
     fn send_to(
         &mut self,
         exchange: &str,
@@ -368,7 +402,21 @@ impl Amqp {
     ) -> Result<(), Error> {
         self.publish(exchange, routing_key, message, correlation_id, None)?;
         if !self.in_handler {
-            return self.flush();
+            let now = Instant::now();
+            let queued = self.io(|c| Ok(c.queued()))?;
+            let close = self
+                .window
+                .as_mut()
+                .map(|w| w.send(now) || queued >= WINDOW_BYTES);
+            return match close {
+                None => self.confirm(),
+                Some(true) => {
+                    let confirmed = self.confirm();
+                    let window = self.window.as_mut().expect("checked above");
+                    window.confirmed(confirmed)
+                }
+                Some(false) => Ok(()),
+            };
         }
         if self.io(|c| Ok(c.queued()))? >= WRITE_BATCH {
             self.io(Conn::write_out)?;
@@ -465,6 +513,7 @@ impl Backend for Amqp {
             request: None,
             heartbeat: None,
             handed_out: Instant::now(),
+            window: ConfirmWindow::from_settings(&settings)?.map(Window::new),
         };
         amqp.establish()?;
         Ok(amqp)
@@ -545,11 +594,23 @@ impl Backend for Amqp {
         })
     }
 
+    /// Waits until the broker confirmed every publish so far (see [`Amqp::confirm`]); with
+    /// the run wrapper, also fails if an earlier window's confirmation failed.
+    fn flush(&mut self) -> Result<(), Error> {
+        self.in_handler = false;
+        let confirmed = self.confirm();
+        match self.window.as_mut() {
+            Some(window) => window.finish(confirmed),
+            None => confirmed,
+        }
+    }
+}
+
+impl Amqp {
     /// Waits until the broker confirmed every publish so far. Fails if it refused some
     /// (`basic.nack`, or `basic.return` of a mandatory message without a queue), or a
     /// connection was lost before it confirmed them.
-    fn flush(&mut self) -> Result<(), Error> {
-        self.in_handler = false;
+    fn confirm(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + CONFIRM_TIMEOUT;
         let mut outcome = Ok(());
         while !self.unconfirmed.is_empty() && self.conn.is_some() {
