@@ -45,9 +45,9 @@
 //!   with eight (1000 and 8 × 20): one per request. Every request pays instance
 //!   creation, a TCP connect, `INFO` / `CONNECT` / `PING`, the JetStream question whether a
 //!   stream captures the subject, then the publish and its round trip. That is 0.8–1.0 ms
-//!   per request alone (about 900 req/s for NATS, 1200 for Redis, which has no handshake
-//!   past the connect) and it does not scale with clients: 8 clients got no more than 1
-//!   (0.06–0.15× native).
+//!   per request alone (about 900 req/s for NATS, 1200 for Redis, whose handshake is one
+//!   `HELLO 3` and which has no stream question) and it does not scale with clients: 8
+//!   clients got no more than 1 (0.06–0.15× native).
 //! * With `--max-instance-reuse-count 1000` serve keeps one instance per concurrent
 //!   request (WASIp2 instances take one request at a time): 2 connections for one client,
 //!   8 for eight clients, so the broker connection, the stream answer and the instance are
@@ -116,6 +116,7 @@ fn main() {
     runtime.block_on(bench(messages, &backends));
 }
 
+/// Measures each backend of `backends` with each client count and prints the table.
 async fn bench(messages: usize, backends: &str) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let reuse_supported = support::text(
@@ -499,6 +500,9 @@ impl Publisher {
     }
 }
 
+/// The requests waiting for their echo, by echo number.
+type Waiters = Arc<Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>>;
+
 /// Round trips on a NATS connection: a message to the connection's own subscription
 /// returns once the server processed everything the connection sent before it. Each
 /// waiter gets its own subject under one wildcard subscription, so concurrent requests
@@ -507,7 +511,7 @@ struct Echo {
     client: Client,
     prefix: String,
     next: AtomicU64,
-    waiting: Arc<Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>>,
+    waiting: Waiters,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -520,8 +524,7 @@ impl Echo {
             .await
             .expect("subscribe");
         support::nats::round_trip(client).await;
-        let waiting: Arc<Mutex<std::collections::HashMap<u64, oneshot::Sender<()>>>> =
-            Default::default();
+        let waiting = Waiters::default();
         let dispatch = waiting.clone();
         let task = tokio::spawn(async move {
             while let Some(echo) = echoes.next().await {
