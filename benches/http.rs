@@ -190,6 +190,7 @@ async fn bench(messages: usize, backends: &str) {
 }
 
 /// A broker of the bench's own, with a native subscriber's connection.
+#[allow(clippy::large_enum_variant)] // one per backend, made once and never moved in a loop
 enum Broker {
     /// nats-server with monitoring on `monitor`.
     Nats {
@@ -433,6 +434,7 @@ async fn handle(publisher: &Publisher, request: Request<Incoming>) -> Response<F
 }
 
 /// The gateway's native broker client.
+#[allow(clippy::large_enum_variant)] // one per gateway, made once behind an `Arc`
 enum Publisher {
     /// One async-nats connection, and the echoes that confirm its publishes.
     Nats { client: Client, echo: Echo },
