@@ -50,8 +50,8 @@
 //!   clients got no more than 1 (0.06–0.15× native).
 //! * With `--max-instance-reuse-count 1000` serve keeps one instance per concurrent
 //!   request (WASIp2 instances take one request at a time): 2 connections for one client,
-//!   8 for eight clients, so the broker connection, the stream answer and the instance are
-//!   paid once per instance. NATS went from 907 to 4114 req/s with one client (0.52×
+//!   8–9 for eight clients (two runs), so the broker connection, the stream answer and the
+//!   instance are paid once per instance. NATS went from 907 to 4114 req/s with one client (0.52×
 //!   native; p50 0.22 ms against 0.08 ms) and to 6199 with eight (0.41×). Redis went to
 //!   2331 and 14459 req/s.
 //! * What is left per request on a reused instance is serve's own work (hyper, the
