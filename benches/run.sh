@@ -8,6 +8,10 @@
 #   the same delivery semantics, same broker, same run. Each bench counts and prints lost
 #   messages instead of waiting for them; `BENCH_LIMIT` (seconds, default 300) is a hard
 #   stop per bench on top of that.
+# * the push path (benches/http.rs): requests/s of the `http` trigger (transform on
+#   `wasmtime serve`, a fresh instance per request and with --max-instance-reuse-count
+#   1000) vs a native hyper gateway with the broker's Rust client, per backend (NATS,
+#   Redis), 1 and 8 keep-alive clients, p50/p99, failed requests and lost messages.
 # * `msgplug compose` vs `wac compose` of the same parts (`--emit-wac` and
 #   `msgplug adapters --extract` give them): medians of wall time, CPU time and peak RSS
 #   (`/usr/bin/time`) of `BENCH_COMPOSES` runs (default 7), for a small Rust app
@@ -21,8 +25,8 @@
 #
 # Needs wasmtime >= 36 on PATH (`source .ci/setup`), the brokers of `.ci/services`,
 # nats-server and redis-server (their benches start their own), componentize-py.
-# Set BENCH_ONLY to a space-separated subset of "nats mqtt amqp redis kafka compose start
-# size" to run only those parts.
+# Set BENCH_ONLY to a space-separated subset of "nats mqtt amqp redis kafka http compose
+# start size" to run only those parts.
 #
 # Usage: benches/run.sh
 set -euo pipefail
@@ -33,8 +37,8 @@ root=$PWD
 limit=${BENCH_LIMIT:-300}
 composes=${BENCH_COMPOSES:-7}
 starts=${BENCH_STARTS:-10}
-only=" ${BENCH_ONLY:-nats mqtt amqp redis kafka compose start size} "
-brokers=(nats mqtt amqp redis kafka)
+only=" ${BENCH_ONLY:-nats mqtt amqp redis kafka http compose start size} "
+brokers=(nats mqtt amqp redis kafka http)
 
 wanted() { [[ $only == *" $1 "* ]]; }
 die() {
@@ -66,14 +70,14 @@ examples/build.sh >/dev/null
 msgplug=$root/target/release/msgplug
 apps=$root/examples/target/wasm32-wasip2/release
 
-# --- brokers -----------------------------------------------------------------------------
+# --- brokers (and the http trigger) ------------------------------------------------------
 for broker in "${brokers[@]}"; do
     wanted "$broker" || continue
     echo "run.sh: $broker bench (at most ${limit} s)" >&2
     out=$work/$broker.out
     status=0
     timeout -k 10 "$limit" cargo bench --quiet --bench "$broker" >"$out" 2>"$work/$broker.err" || status=$?
-    label=$(case $broker in nats) echo NATS ;; mqtt) echo MQTT ;; amqp) echo AMQP ;; redis) echo Redis ;; kafka) echo Kafka ;; esac)
+    label=$(case $broker in nats) echo NATS ;; mqtt) echo MQTT ;; amqp) echo AMQP ;; redis) echo Redis ;; kafka) echo Kafka ;; http) echo "http trigger" ;; esac)
     # The bench's own table: `| measurement | composed | native |`, header and rule dropped.
     grep -E '^\|' "$out" | grep -vE '^\| *measurement|^\|[-| ]+\|$' |
         sed -E "s/^\| */| $label | /; s/ +\|/ |/g; s/\| +/| /g" >>"$rows" || true
