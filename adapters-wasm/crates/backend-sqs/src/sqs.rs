@@ -392,11 +392,15 @@ impl Sqs {
     /// Sends every pending message, in order: runs of messages to the same queue go in
     /// `SendMessageBatch` requests of at most [`MAX_BATCH_ENTRIES`] and
     /// [`MAX_BATCH_BYTES`]; a message larger than a batch may be goes alone with
-    /// `SendMessage`. Every batch is tried even when an earlier one failed; the error
-    /// says how many messages SQS did not take and each distinct reason.
+    /// `SendMessage`. Every batch is tried even when an earlier one failed, unless SQS
+    /// could not be reached (a transient failure that outlasted the retries, which share
+    /// one [`SEND_WITHIN`] for the window): then the rest fail with the same error
+    /// unsent. The error says how many messages SQS did not take and each distinct reason.
     fn send_pending(&mut self) -> Result<(), Error> {
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        let deadline = Instant::now() + SEND_WITHIN;
+        let mut unreachable: Option<Error> = None;
         let mut failures: Vec<Error> = Vec::new();
         let mut rest = &pending[..];
         while let Some((url, _)) = rest.first() {
@@ -411,14 +415,28 @@ impl Sqs {
             }
             let (batch, after) = rest.split_at(count);
             rest = after;
+            if let Some(e) = &unreachable {
+                failures.extend(batch.iter().map(|_| e.clone()));
+                continue;
+            }
             let entries: Vec<&BatchEntry> = batch.iter().map(|(_, entry)| entry).collect();
-            match entries[..] {
+            let whole = match entries[..] {
                 [alone] if alone.size > MAX_BATCH_BYTES => {
-                    if let Err(e) = self.send_alone(url, alone.send_message(url)) {
-                        failures.push(e);
-                    }
+                    self.send_alone(url, alone.send_message(url)).err()
                 }
-                _ => failures.extend(self.send_batch(url, entries)),
+                _ => match self.send_batch(url, entries, deadline) {
+                    Ok(failed) => {
+                        failures.extend(failed);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = whole {
+                failures.extend(batch.iter().map(|_| e.clone()));
+                if e.is_transient() {
+                    unreachable = Some(e);
+                }
             }
         }
         not_taken(failures, pending.len())
@@ -426,13 +444,18 @@ impl Sqs {
 
     /// Sends `entries` to the queue at `url` in one `SendMessageBatch`, retrying the
     /// whole request while SQS throttles or fails, and entries it failed on its side
-    /// (not the sender's fault), for up to [`SEND_WITHIN`]. Returns one error per
-    /// message SQS did not take.
-    fn send_batch(&mut self, url: &str, mut entries: Vec<&BatchEntry>) -> Vec<Error> {
+    /// (not the sender's fault), until `deadline`. Returns one error per message SQS did
+    /// not take, or the error of the whole request when SQS took none of them.
+    fn send_batch(
+        &mut self,
+        url: &str,
+        mut entries: Vec<&BatchEntry>,
+        deadline: Instant,
+    ) -> Result<Vec<Error>, Error> {
         let name = protocol::queue_name(url).to_string();
-        let deadline = Instant::now() + SEND_WITHIN;
         let mut backoff = SEND_BACKOFF;
         let mut failures = Vec::new();
+        let mut first_try = true;
         loop {
             let body = protocol::send_message_batch(url, entries.iter().copied());
             let answer = http_client::retry_within(
@@ -444,11 +467,16 @@ impl Sqs {
             .and_then(|body| protocol::batch_failures(&body));
             let failed = match answer {
                 Ok(failed) => failed,
-                Err(e) => {
+                Err(e) if first_try => {
                     // The queue may have been deleted since it was looked up.
                     self.urls.retain(|_, u| u != url);
+                    return Err(e);
+                }
+                Err(e) => {
+                    // A retry of failed entries: earlier ones were taken.
+                    self.urls.retain(|_, u| u != url);
                     failures.extend(entries.iter().map(|_| e.clone()));
-                    return failures;
+                    return Ok(failures);
                 }
             };
             let mut again = Vec::new();
@@ -468,10 +496,10 @@ impl Sqs {
                 .failed()
                 .filter(|pause| Instant::now() + *pause < deadline);
             match (again.is_empty(), pause) {
-                (true, _) => return failures,
+                (true, _) => return Ok(failures),
                 (false, None) => {
                     failures.extend(again.into_iter().map(|(_, e)| e));
-                    return failures;
+                    return Ok(failures);
                 }
                 (false, Some(pause)) => {
                     log(
@@ -483,6 +511,7 @@ impl Sqs {
                         ),
                     );
                     std::thread::sleep(pause);
+                    first_try = false;
                     entries = again.into_iter().map(|(entry, _)| entry).collect();
                 }
             }
