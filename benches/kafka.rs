@@ -3,11 +3,17 @@
 //! same work on the same broker (tansu on 127.0.0.1:9092, or `$KAFKA`) in the same run.
 //! Prints one table:
 //!
-//! * produce (acks=all), records/s: the composed `publisher`, whose every `send` outside a
-//!   handler waits for the produce response, against a native loop producing one record
-//!   per request and awaiting each (rskafka produces with acks=all). The composed rate is
-//!   taken from the records' own timestamps (first to last), so wasmtime's start-up is
-//!   not counted.
+//! * produce (acks=all, each awaited), records/s: the composed `publisher` with
+//!   `--option confirm_window=1`, whose every `send` waits for the produce response, against
+//!   a native loop producing one record per request and awaiting each (rskafka produces with
+//!   acks=all). The composed rate is taken from the records' own timestamps (first to
+//!   last), so wasmtime's start-up is not counted.
+//! * produce behind the run wrapper, records/s: the composed `publisher` as composed by
+//!   default (its own `fn main`, so the run wrapper flushes at the end and sends are
+//!   produced in windows of 4,096, one request per window), from its first record's
+//!   timestamp to the process's exit (every window acknowledged), against rskafka producing
+//!   the same records in batches of 4,096 (one request per partition, each awaited) — a
+//!   native producer without per-message waits.
 //! * consume → handle → produce, records/s: the composed `transform` in a consumer group
 //!   (each delivery's output produced and acknowledged before the next delivery, offsets
 //!   committed after `Ok`) against a native loop that fetches, upper-cases and produces
@@ -32,6 +38,10 @@ use support::unique;
 
 /// How long one measurement may take before the bench gives up.
 const PHASE_LIMIT: Duration = Duration::from_secs(180);
+
+/// Records per window of the composed publisher behind the run wrapper (the default
+/// `confirm_window`), and per batch of the native batching producer.
+const WINDOW: usize = 4096;
 
 /// Partitions of every topic the bench makes.
 const PARTITIONS: i32 = 3;
@@ -62,18 +72,65 @@ async fn bench(address: &str, n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = format!("kafka://{address}");
 
-    // Produce, composed.
+    // Produce, composed, each send awaited.
     let topic = new_topic(&client, "bench_pub").await;
-    let publisher = support::compose(dir.path(), "publisher", &["--broker", &broker]);
+    let one_by_one = support::compose(
+        dir.path(),
+        "publisher",
+        &["--broker", &broker, "--option", "confirm_window=1"],
+    );
     let count = n.to_string();
+    let (status, stderr) = tokio::time::timeout(
+        PHASE_LIMIT,
+        App::start(&one_by_one, &[("TOPIC", &topic), ("COUNT", &count)]).finish_within(PHASE_LIMIT),
+    )
+    .await
+    .expect("composed publisher within the limit");
+    assert!(status.success(), "publisher failed:\n{stderr}");
+    let composed_produce = rate_of(&client, &topic, n).await;
+
+    // Produce behind the run wrapper, composed: windows of sends.
+    let topic = new_topic(&client, "bench_pub_windows").await;
+    let dir_windows = dir.path().join("windows");
+    std::fs::create_dir_all(&dir_windows).expect("dir");
+    let publisher = support::compose(&dir_windows, "publisher", &["--broker", &broker]);
     let (status, stderr) = tokio::time::timeout(
         PHASE_LIMIT,
         App::start(&publisher, &[("TOPIC", &topic), ("COUNT", &count)]).finish_within(PHASE_LIMIT),
     )
     .await
     .expect("composed publisher within the limit");
+    let exited_ms = chrono::Utc::now().timestamp_millis();
     assert!(status.success(), "publisher failed:\n{stderr}");
-    let composed_produce = rate_of(&client, &topic, n).await;
+    let read = read_all(&client, &topic, n).await;
+    let first = read.iter().map(|r| r.1).min().unwrap_or(exited_ms);
+    let composed_windows = Rate {
+        per_second: read.len() as f64 / ((exited_ms - first).max(1) as f64 / 1000.0),
+        lost: n - read.len(),
+    };
+
+    // Produce, native, in batches of a window's size, each request awaited.
+    let topic = new_topic(&client, "bench_pub_native_batches").await;
+    let pcs = partitions(&client, &topic).await;
+    let start = Instant::now();
+    for window in (0..n).collect::<Vec<_>>().chunks(WINDOW) {
+        for (p, pc) in pcs.iter().enumerate() {
+            let records: Vec<Record> = window
+                .iter()
+                .filter(|&&i| i % pcs.len() == p)
+                .map(|i| record(format!("message {i}")))
+                .collect();
+            if !records.is_empty() {
+                pc.produce(records, Compression::NoCompression)
+                    .await
+                    .expect("native batch produce");
+            }
+        }
+    }
+    let native_batches = Rate {
+        per_second: n as f64 / start.elapsed().as_secs_f64(),
+        lost: n - read_all(&client, &topic, n).await.len(),
+    };
 
     // Produce, native: one record per request, each awaited.
     let topic = new_topic(&client, "bench_pub_native").await;
@@ -154,6 +211,11 @@ async fn bench(address: &str, n: usize) {
                 "produce (acks=all, each awaited), records/s",
                 &composed_produce,
                 &native_produce,
+            ),
+            (
+                "produce behind the run wrapper (windows of 4096 / batches of 4096), records/s",
+                &composed_windows,
+                &native_batches,
             ),
             (
                 "consume -> handle -> produce, records/s",

@@ -317,7 +317,8 @@ pub struct BackendOption {
 }
 
 /// With the run wrapper (`--trigger none`, an app's own `wasi:cli/run`): how many sends
-/// outside a handler may wait for their confirmation (`common::Window` in the adapters).
+/// outside a handler may wait for their confirmation (`common::Window` in the adapters;
+/// NATS, Kafka and SQS).
 const CONFIRM_WINDOW: BackendOption = BackendOption {
     key: "confirm_window",
     help: "with the app's own run: sends confirmed together, at most (default 4096; 1: each send)",
@@ -472,6 +473,8 @@ const KAFKA_OPTIONS: &[BackendOption] = &[
         key: "sasl_mechanism",
         help: "`PLAIN` (default when KAFKA_USERNAME and KAFKA_PASSWORD are set), `SCRAM-SHA-256` or `SCRAM-SHA-512`",
     },
+    CONFIRM_WINDOW,
+    CONFIRM_WINDOW_MS,
 ];
 
 /// What the Kafka backends (plaintext and TLS) can do.
@@ -956,10 +959,14 @@ pub const ADAPTERS: &[Adapter] = &[
             "AWS_ENDPOINT_URL_SQS",
             "AWS_ENDPOINT_URL",
         ],
-        options: &[BackendOption {
-            key: "handler_timeout_ms",
-            help: "the longest a handler runs, in ms: the visibility timeout asked for at receive (default: the queue's)",
-        }],
+        options: &[
+            BackendOption {
+                key: "handler_timeout_ms",
+                help: "the longest a handler runs, in ms: the visibility timeout asked for at receive (default: the queue's)",
+            },
+            CONFIRM_WINDOW,
+            CONFIRM_WINDOW_MS,
+        ],
         modes: &[Mode::only(Capabilities {
             receive: Receive::AT_LEAST_ONCE,
             request_reply: RequestReply::SeveralReplies,

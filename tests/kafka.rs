@@ -238,7 +238,8 @@ async fn publisher_sends_seven(extra: &[&str]) {
     let component = support::compose(dir.path(), "publisher", &args);
     let (status, stderr) = run(&component, &[("TOPIC", &topic), ("COUNT", "7")]).await;
     assert!(status.success(), "publisher failed:\n{stderr}");
-    // Every send returned after the produce response, so all 7 are there at once.
+    // The run wrapper's final flush produced every record (acks=all) before the process
+    // exited, so all 7 are there at once.
     let read = read_until(&kafka, &topic, 3, Duration::from_secs(5), |r| r.len() >= 7).await;
     assert_eq!(read.len(), 7, "{read:?}");
     assert_eq!(distinct_and_duplicates(&read), (7, 0));

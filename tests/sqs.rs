@@ -377,7 +377,11 @@ fn requests_on_the_wire_carry_the_sigv4_signature_botocore_computes() {
         .iter()
         .map(|(h, _, _)| h["x-amz-target"].as_str().unwrap())
         .collect();
-    assert_eq!(targets, ["AmazonSQS.GetQueueUrl", "AmazonSQS.SendMessage"]);
+    // The publisher runs behind the run wrapper: its send goes in a `SendMessageBatch`.
+    assert_eq!(
+        targets,
+        ["AmazonSQS.GetQueueUrl", "AmazonSQS.SendMessageBatch"]
+    );
     for ((headers, _, _), expected) in requests.iter().zip(&expected) {
         assert_eq!(headers["authorization"], expected.as_str());
         assert!(
@@ -415,7 +419,8 @@ fn missing_credentials_are_an_error_that_names_the_variables() {
     );
 }
 
-/// A proxy in front of moto that answers the first SendMessage calls with `refusals`
+/// A proxy in front of moto that answers the first SendMessage and SendMessageBatch calls
+/// with `refusals`
 /// (status, `Retry-After`, body), as a throttling or failing SQS does, and forwards every
 /// other request to moto unchanged. Returns its endpoint; it serves until the test ends.
 fn throttling_proxy(
@@ -440,7 +445,8 @@ fn throttling_proxy(
                     .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
                     .map(|h| h.value.as_str().to_string())
             };
-            let refusal = (header("X-Amz-Target").as_deref() == Some("AmazonSQS.SendMessage"))
+            let refusal = header("X-Amz-Target")
+                .is_some_and(|t| t.starts_with("AmazonSQS.SendMessage"))
                 .then(|| refusals.next())
                 .flatten();
             let response = match refusal {
@@ -512,8 +518,10 @@ fn throttled_and_failing_sends_are_retried_and_sent_once() {
         .collect();
     assert_eq!(retries.len(), 3, "{stderr}");
     assert!(
-        retries[0]
-            .contains("SQS SendMessage on `greetings` failed: ThrottlingException: Rate exceeded"),
+        // The publisher runs behind the run wrapper: its send goes in a `SendMessageBatch`.
+        retries[0].contains(
+            "SQS SendMessageBatch on `greetings` failed: ThrottlingException: Rate exceeded"
+        ),
         "{stderr}"
     );
     assert!(

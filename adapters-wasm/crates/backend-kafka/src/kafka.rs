@@ -5,8 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
-    RequestOptions, Settings,
+    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings, Window,
 };
 
 use crate::compression;
@@ -45,6 +45,15 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 /// The longest pause before a failed record is retried.
 const MAX_RECORD_BACKOFF: Duration = Duration::from_secs(30);
 
+/// With the run wrapper, a window of sends is produced before its records would pass this
+/// many bytes (keys, values and headers, plus [`RECORD_OVERHEAD`] each), so that one
+/// partition's batch stays within a broker's default `message.max.bytes` (1 MiB).
+const WINDOW_BYTES: usize = 1_000_000;
+
+/// What a record adds to a batch besides its key, value and headers (its length, attributes,
+/// deltas and header counts as varints), at most.
+const RECORD_OVERHEAD: usize = 24;
+
 /// What to do about a handler that outlives the group session.
 const SESSION_REMEDY: &str = "set --option session_timeout_ms above the handler's longest run (within the broker's group.max.session.timeout.ms), or have the handler send more often (each send heartbeats)";
 
@@ -77,8 +86,13 @@ pub struct Kafka {
     sequences: HashMap<Partition, i32>,
     /// True between a delivery and the driver's `flush`: sends are batched.
     in_handler: bool,
-    /// Records sent inside a handler, waiting for `flush`.
+    /// Records sent inside a handler, waiting for `flush`; with the run wrapper, also the
+    /// open window of sends outside a handler.
     unsent: Vec<(String, Record)>,
+    /// The bytes of the records in `unsent` (see [`WINDOW_BYTES`]).
+    unsent_bytes: usize,
+    /// With the run wrapper: the window of sends outside a handler not yet produced.
+    window: Option<Window>,
     /// The partition of the next record without a key, per topic (round robin).
     round_robin: HashMap<String, usize>,
     /// The group coordinator's `host:port`.
@@ -118,6 +132,17 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The bytes `record` adds to a batch, about (see [`WINDOW_BYTES`]).
+fn record_size(record: &Record) -> usize {
+    let len = |bytes: &Option<Vec<u8>>| bytes.as_ref().map_or(0, Vec::len);
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum();
+    len(&record.key) + len(&record.value) + headers + RECORD_OVERHEAD
 }
 
 /// Words a Kafka error code of an operation.
@@ -433,6 +458,25 @@ impl Kafka {
             }
         }
         self.retrying("produce", |s| s.produce_once(&mut placed))
+    }
+
+    /// Produces the open window of sends (run wrapper) and closes it with the result,
+    /// which is returned (saying how many records the window held).
+    fn produce_window(&mut self) -> Result<(), Error> {
+        let records = std::mem::take(&mut self.unsent);
+        self.unsent_bytes = 0;
+        let count = records.len();
+        let window_failed = |text: String| format!("producing {count} sent record(s): {text}");
+        let produced = self.produce(records).map_err(|e| match e {
+            Error::Timeout => Error::Connection(window_failed("timeout".into())),
+            Error::Connection(text) => Error::Connection(window_failed(text)),
+            Error::PermissionDenied(text) => Error::PermissionDenied(window_failed(text)),
+            Error::Other(text) => Error::Other(window_failed(text)),
+        });
+        match self.window.as_mut() {
+            Some(window) => window.confirmed(produced),
+            None => produced,
+        }
     }
 
     /// One try at writing `placed`; the partitions written are removed from it.
@@ -990,6 +1034,7 @@ impl Backend for Kafka {
 
     fn open(settings: Settings) -> Result<Self, Error> {
         let config = Config::from_settings(&settings, |name| std::env::var(name).ok())?;
+        let window = ConfirmWindow::from_settings(&settings)?.map(Window::new);
         let mut kafka = Self {
             conns: HashMap::new(),
             brokers: HashMap::new(),
@@ -1000,6 +1045,8 @@ impl Backend for Kafka {
             sequences: HashMap::new(),
             in_handler: false,
             unsent: Vec::new(),
+            unsent_bytes: 0,
+            window,
             round_robin: HashMap::new(),
             coordinator: None,
             member: None,
@@ -1021,6 +1068,10 @@ impl Backend for Kafka {
         Ok(kafka)
     }
 
+    /// Inside a handler the record waits for the driver's `flush` (before the ack).
+    /// Outside one it is produced before this returns, or, with the run wrapper, when its
+    /// window is full ([`ConfirmWindow`], [`WINDOW_BYTES`]) or old: then this returns what
+    /// producing the window found.
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
         let record = headers::to_record(message, now_ms());
         if self.in_handler {
@@ -1030,7 +1081,24 @@ impl Backend for Kafka {
             self.unsent.push((topic.to_string(), record));
             return Ok(());
         }
-        self.produce(vec![(topic.to_string(), record)])
+        if self.window.is_none() {
+            return self.produce(vec![(topic.to_string(), record)]);
+        }
+        check_topic(topic).map_err(Error::other)?;
+        let size = record_size(&record);
+        // A window is produced before it would outgrow one request.
+        let mut produced = Ok(());
+        if !self.unsent.is_empty() && self.unsent_bytes + size > WINDOW_BYTES {
+            produced = self.produce_window();
+        }
+        self.unsent.push((topic.to_string(), record));
+        self.unsent_bytes += size;
+        let window = self.window.as_mut().expect("checked above");
+        if window.send(Instant::now()) {
+            let closed = self.produce_window();
+            produced = produced.and(closed);
+        }
+        produced
     }
 
     fn request(
@@ -1062,6 +1130,10 @@ impl Backend for Kafka {
         request
             .metadata
             .insert(headers::CORRELATION_ID.into(), correlation.clone());
+        // Sends of an open window go first, as they were made first.
+        if self.window.is_some() && !self.in_handler && !self.unsent.is_empty() {
+            self.produce_window()?;
+        }
         self.produce(vec![(
             topic.to_string(),
             headers::to_record(&request, now_ms()),
@@ -1185,9 +1257,19 @@ impl Backend for Kafka {
         Ok(())
     }
 
+    /// Produces what was sent inside the handler (or, with the run wrapper, the open
+    /// window); with the run wrapper, also fails if an earlier window failed.
     fn flush(&mut self) -> Result<(), Error> {
-        let unsent = std::mem::take(&mut self.unsent);
-        self.produce(unsent)
+        if self.window.is_none() || self.in_handler {
+            let unsent = std::mem::take(&mut self.unsent);
+            return self.produce(unsent);
+        }
+        let produced = match self.unsent.is_empty() {
+            true => Ok(()),
+            false => self.produce_window(),
+        };
+        let window = self.window.as_mut().expect("checked above");
+        window.finish(produced)
     }
 }
 

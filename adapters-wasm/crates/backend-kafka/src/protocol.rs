@@ -222,6 +222,7 @@ pub mod code {
             UNSUPPORTED_SASL_MECHANISM => "UNSUPPORTED_SASL_MECHANISM",
             34 => "ILLEGAL_SASL_STATE",
             SASL_AUTHENTICATION_FAILED => "SASL_AUTHENTICATION_FAILED",
+            87 => "INVALID_RECORD",
             _ => "an error",
         }
     }

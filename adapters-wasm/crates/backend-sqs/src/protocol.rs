@@ -119,6 +119,132 @@ pub fn delete_queue(url: &str) -> Vec<u8> {
 /// The body of `SendMessage` of `message` to the queue at `url` (see the module doc
 /// for the mapping).
 pub fn send_message(url: &str, message: &MessageData) -> Vec<u8> {
+    let mut request = message_fields(url, message);
+    request.insert("QueueUrl".into(), url.into());
+    to_bytes(request.into())
+}
+
+/// The most entries one `SendMessageBatch` takes.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// The most bytes (bodies and attributes) of all the entries of one `SendMessageBatch`:
+/// 256 KiB, what SQS (and moto) take in one batch.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// One message ready for `SendMessageBatch`: its fields and its size as SQS counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchEntry {
+    /// The fields of a `SendMessage` of it, without `QueueUrl`.
+    fields: Map<String, Value>,
+    /// The bytes of its body and attributes (names, types and values).
+    pub size: usize,
+}
+
+impl BatchEntry {
+    /// The entry of `message` for the queue at `url` (the same mapping as
+    /// [`send_message`]).
+    pub fn new(url: &str, message: &MessageData) -> BatchEntry {
+        let fields = message_fields(url, message);
+        let text = |key: &str| fields.get(key).and_then(Value::as_str).map_or(0, str::len);
+        let attributes: usize = fields
+            .get("MessageAttributes")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| {
+                name.len() + "String".len() + value["StringValue"].as_str().map_or(0, str::len)
+            })
+            .sum();
+        BatchEntry {
+            size: text("MessageBody") + attributes,
+            fields,
+        }
+    }
+
+    /// The body of a `SendMessage` of this entry alone, to the queue at `url` (for an
+    /// entry larger than a batch may be).
+    pub fn send_message(&self, url: &str) -> Vec<u8> {
+        let mut request = self.fields.clone();
+        request.insert("QueueUrl".into(), url.into());
+        to_bytes(request.into())
+    }
+}
+
+/// The body of `SendMessageBatch` of `entries` (at most [`MAX_BATCH_ENTRIES`]) to the
+/// queue at `url`; each entry's `Id` is its index.
+pub fn send_message_batch<'a>(url: &str, entries: impl Iterator<Item = &'a BatchEntry>) -> Vec<u8> {
+    let entries: Vec<Value> = entries
+        .enumerate()
+        .map(|(index, entry)| {
+            let mut fields = entry.fields.clone();
+            fields.insert("Id".into(), index.to_string().into());
+            fields.into()
+        })
+        .collect();
+    to_bytes(json!({ "QueueUrl": url, "Entries": entries }))
+}
+
+/// An entry of a `SendMessageBatch` that SQS did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchFailure {
+    /// Its index in the request.
+    pub index: usize,
+    /// True when the entry itself was at fault (trying again will not help); false for
+    /// a fault on SQS's side.
+    pub sender_fault: bool,
+    /// Why, as `CODE: message`.
+    pub reason: String,
+}
+
+/// Reads the `Failed` entries of a `SendMessageBatch` response (a 2xx response can
+/// carry some: a batch may partly fail).
+pub fn batch_failures(body: &[u8]) -> Result<Vec<BatchFailure>, Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        #[serde(default)]
+        failed: Vec<Failed>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Failed {
+        id: String,
+        #[serde(default)]
+        sender_fault: Value,
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let output: Output =
+        serde_json::from_slice(body).map_err(|e| malformed("SendMessageBatch", e))?;
+    output
+        .failed
+        .into_iter()
+        .map(|f| {
+            let index = f.id.parse().map_err(|_| {
+                Error::other(format!(
+                    "SQS SendMessageBatch returned a failure for entry `{}`, which it was not sent",
+                    f.id
+                ))
+            })?;
+            // AWS sends a boolean, moto the text `true`.
+            let sender_fault = f.sender_fault == Value::Bool(true) || f.sender_fault == "true";
+            let reason = match f.message.is_empty() {
+                true => f.code,
+                false => format!("{}: {}", f.code, f.message),
+            };
+            Ok(BatchFailure {
+                index,
+                sender_fault,
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// The fields of a `SendMessage` of `message` to the queue at `url`, without `QueueUrl`.
+fn message_fields(url: &str, message: &MessageData) -> Map<String, Value> {
     let (body, base64) = match std::str::from_utf8(&message.data) {
         Ok(text) if text.chars().all(allowed_in_body) => (text.to_string(), false),
         _ => (STANDARD.encode(&message.data), true),
@@ -138,7 +264,6 @@ pub fn send_message(url: &str, message: &MessageData) -> Vec<u8> {
         attributes.insert(REPLY_TO_ATTRIBUTE, reply_to);
     }
     let mut request = Map::new();
-    request.insert("QueueUrl".into(), url.into());
     request.insert("MessageBody".into(), body.as_str().into());
     if !attributes.is_empty() {
         let attributes: Map<String, Value> = attributes
@@ -172,7 +297,7 @@ pub fn send_message(url: &str, message: &MessageData) -> Vec<u8> {
         };
         request.insert("MessageDeduplicationId".into(), dedup.into());
     }
-    to_bytes(request.into())
+    request
 }
 
 /// Whether SQS accepts `c` in a message body: `#x9 | #xA | #xD | #x20-#xD7FF |
@@ -451,6 +576,75 @@ mod tests {
         }
         assert_eq!(queue_name(URL), "orders");
         assert_eq!(queue_name("http://h/1/q/"), "q");
+    }
+
+    #[test]
+    fn batches_carry_each_message_as_send_message_would_with_its_index_as_id() {
+        let mut tagged = message(b"two");
+        tagged.metadata.insert("group-id".into(), "g".into());
+        let entries = [
+            BatchEntry::new(FIFO_URL, &message(b"one")),
+            BatchEntry::new(FIFO_URL, &tagged),
+        ];
+        let body = json(&send_message_batch(FIFO_URL, entries.iter()));
+        assert_eq!(body["QueueUrl"], FIFO_URL);
+        let sent = body["Entries"].as_array().unwrap();
+        assert_eq!(sent.len(), 2);
+        for (index, (entry, m)) in sent.iter().zip([message(b"one"), tagged]).enumerate() {
+            let mut alone = json(&send_message(FIFO_URL, &m));
+            alone.as_object_mut().unwrap().remove("QueueUrl");
+            alone["Id"] = index.to_string().into();
+            assert_eq!(entry, &alone);
+        }
+        assert_eq!(sent[1]["MessageGroupId"], "g");
+        // Body and attributes count: `two` + `group-id` `String` `g`.
+        assert_eq!(entries[0].size, 3);
+        assert_eq!(entries[1].size, 3 + 8 + 6 + 1);
+        let mut alone = json(&send_message(FIFO_URL, &message(b"one")));
+        alone["QueueUrl"] = URL.into();
+        assert_eq!(
+            json(&entries[0].send_message(URL)),
+            alone,
+            "sent alone, an entry keeps its fields (FIFO ids too) with the URL given"
+        );
+    }
+
+    #[test]
+    fn failed_batch_entries_are_read_with_their_fault_and_reason() {
+        assert_eq!(
+            batch_failures(br#"{"Successful": [{"Id": "0"}]}"#),
+            Ok(vec![])
+        );
+        let body = br#"{"Successful": [], "Failed": [
+            {"Id": "1", "SenderFault": true, "Code": "InvalidParameterValue", "Message": "too long"},
+            {"Id": "3", "SenderFault": "true", "Code": "X"},
+            {"Id": "4", "SenderFault": false, "Code": "InternalError", "Message": "try again"}
+        ]}"#;
+        assert_eq!(
+            batch_failures(body),
+            Ok(vec![
+                BatchFailure {
+                    index: 1,
+                    sender_fault: true,
+                    reason: "InvalidParameterValue: too long".into()
+                },
+                BatchFailure {
+                    index: 3,
+                    sender_fault: true,
+                    reason: "X".into()
+                },
+                BatchFailure {
+                    index: 4,
+                    sender_fault: false,
+                    reason: "InternalError: try again".into()
+                },
+            ])
+        );
+        let stranger = batch_failures(br#"{"Failed": [{"Id": "x", "SenderFault": true}]}"#);
+        assert!(
+            stranger.unwrap_err().to_string().contains("entry `x`"),
+            "an id it was not sent is an error"
+        );
     }
 
     #[test]

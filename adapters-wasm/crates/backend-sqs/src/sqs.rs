@@ -4,13 +4,16 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    log, Backend, Backoff, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
-    RequestOptions, Settings, SET_HANDLER_TIMEOUT,
+    log, Backend, Backoff, ConfirmWindow, Deliveries, DeliveryId, Error, Event, Lease, MessageData,
+    RequestOptions, Settings, Window, SET_HANDLER_TIMEOUT,
 };
 use http_client::{Failure, Method, Request};
 
 use crate::config::Config;
-use crate::protocol::{self, Queue, Received, MAX_MESSAGES, MAX_WAIT_SECONDS};
+use crate::protocol::{
+    self, BatchEntry, Queue, Received, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_MESSAGES,
+    MAX_WAIT_SECONDS,
+};
 use crate::sigv4;
 
 /// The SQS backend's component type.
@@ -31,6 +34,10 @@ const SEND_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration:
 /// How long a send keeps trying while SQS throttles or fails, before the handler gets
 /// the error.
 const SEND_WITHIN: Duration = Duration::from_secs(30);
+
+/// With the run wrapper, a window of sends is also sent once its messages hold this many
+/// bytes (bodies and attributes), which bounds the memory they take.
+const WINDOW_BYTES: usize = 1 << 20;
 
 /// A received message the consumer holds (buffered or handed to the handler).
 struct Held {
@@ -54,6 +61,12 @@ pub struct Sqs {
     /// else the queue's `VisibilityTimeout` (read once; `None` when that failed). Unset
     /// until the first receive.
     lease: Option<Option<Duration>>,
+    /// With the run wrapper: the window of sends not yet sent.
+    window: Option<Window>,
+    /// The sends of the open window, in order: the queue URL and the message.
+    pending: Vec<(String, BatchEntry)>,
+    /// The bytes of `pending` (see [`WINDOW_BYTES`]).
+    pending_bytes: usize,
 }
 
 impl Sqs {
@@ -342,6 +355,169 @@ impl Sqs {
         None
     }
 
+    /// Sends `message` to the queue at `url` with `SendMessage`; while SQS throttles or
+    /// fails, tries again after its `Retry-After` or a capped backoff, for up to
+    /// [`SEND_WITHIN`].
+    fn send_message(&mut self, url: &str, message: &MessageData) -> Result<(), Error> {
+        self.send_alone(url, protocol::send_message(url, message))
+    }
+
+    /// Sends the `SendMessage` request `body` to the queue at `url`, retrying as
+    /// [`Sqs::send_message`] says.
+    fn send_alone(&mut self, url: &str, body: Vec<u8>) -> Result<(), Error> {
+        let name = protocol::queue_name(url).to_string();
+        let sent = http_client::retry_within(
+            SEND_BACKOFF,
+            SEND_WITHIN,
+            || self.try_call("SendMessage", &name, body.clone(), CALL_TIMEOUT),
+            |failure, pause| log(Self::NAME, &format!("{failure}; retrying in {pause:?}")),
+        );
+        if sent.is_err() {
+            // The queue may have been deleted since it was looked up.
+            self.urls.retain(|_, u| u != url);
+        }
+        sent.map(drop)
+    }
+
+    /// Sends the open window (run wrapper) and closes it with the result, which is
+    /// returned.
+    fn send_window(&mut self) -> Result<(), Error> {
+        let sent = self.send_pending();
+        match self.window.as_mut() {
+            Some(window) => window.confirmed(sent),
+            None => sent,
+        }
+    }
+
+    /// Sends every pending message, in order: runs of messages to the same queue go in
+    /// `SendMessageBatch` requests of at most [`MAX_BATCH_ENTRIES`] and
+    /// [`MAX_BATCH_BYTES`]; a message larger than a batch may be goes alone with
+    /// `SendMessage`. Every batch is tried even when an earlier one failed, unless SQS
+    /// could not be reached (a transient failure that outlasted the retries, which share
+    /// one [`SEND_WITHIN`] for the window): then the rest fail with the same error
+    /// unsent. The error says how many messages SQS did not take and each distinct reason.
+    fn send_pending(&mut self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let deadline = Instant::now() + SEND_WITHIN;
+        let mut unreachable: Option<Error> = None;
+        let mut failures: Vec<Error> = Vec::new();
+        let mut rest = &pending[..];
+        while let Some((url, _)) = rest.first() {
+            let (mut count, mut bytes) = (0, 0);
+            for (other, entry) in rest {
+                let full = count == MAX_BATCH_ENTRIES || bytes + entry.size > MAX_BATCH_BYTES;
+                if other != url || (count > 0 && full) {
+                    break;
+                }
+                count += 1;
+                bytes += entry.size;
+            }
+            let (batch, after) = rest.split_at(count);
+            rest = after;
+            if let Some(e) = &unreachable {
+                failures.extend(batch.iter().map(|_| e.clone()));
+                continue;
+            }
+            let entries: Vec<&BatchEntry> = batch.iter().map(|(_, entry)| entry).collect();
+            let whole = match entries[..] {
+                [alone] if alone.size > MAX_BATCH_BYTES => {
+                    self.send_alone(url, alone.send_message(url)).err()
+                }
+                _ => match self.send_batch(url, entries, deadline) {
+                    Ok(failed) => {
+                        failures.extend(failed);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = whole {
+                failures.extend(batch.iter().map(|_| e.clone()));
+                if e.is_transient() {
+                    unreachable = Some(e);
+                }
+            }
+        }
+        not_taken(failures, pending.len())
+    }
+
+    /// Sends `entries` to the queue at `url` in one `SendMessageBatch`, retrying the
+    /// whole request while SQS throttles or fails, and entries it failed on its side
+    /// (not the sender's fault), until `deadline`. Returns one error per message SQS did
+    /// not take, or the error of the whole request when SQS took none of them.
+    fn send_batch(
+        &mut self,
+        url: &str,
+        mut entries: Vec<&BatchEntry>,
+        deadline: Instant,
+    ) -> Result<Vec<Error>, Error> {
+        let name = protocol::queue_name(url).to_string();
+        let mut backoff = SEND_BACKOFF;
+        let mut failures = Vec::new();
+        let mut first_try = true;
+        loop {
+            let body = protocol::send_message_batch(url, entries.iter().copied());
+            let answer = http_client::retry_within(
+                SEND_BACKOFF,
+                deadline.saturating_duration_since(Instant::now()),
+                || self.try_call("SendMessageBatch", &name, body.clone(), CALL_TIMEOUT),
+                |failure, pause| log(Self::NAME, &format!("{failure}; retrying in {pause:?}")),
+            )
+            .and_then(|body| protocol::batch_failures(&body));
+            let failed = match answer {
+                Ok(failed) => failed,
+                Err(e) if first_try => {
+                    // The queue may have been deleted since it was looked up.
+                    self.urls.retain(|_, u| u != url);
+                    return Err(e);
+                }
+                Err(e) => {
+                    // A retry of failed entries: earlier ones were taken.
+                    self.urls.retain(|_, u| u != url);
+                    failures.extend(entries.iter().map(|_| e.clone()));
+                    return Ok(failures);
+                }
+            };
+            let mut again = Vec::new();
+            for failure in failed {
+                let text = format!(
+                    "SQS SendMessageBatch on `{name}` did not take a message: {}",
+                    failure.reason
+                );
+                match entries.get(failure.index) {
+                    Some(entry) if !failure.sender_fault => {
+                        again.push((*entry, Error::connection(text)))
+                    }
+                    _ => failures.push(Error::other(text)),
+                }
+            }
+            let pause = backoff
+                .failed()
+                .filter(|pause| Instant::now() + *pause < deadline);
+            match (again.is_empty(), pause) {
+                (true, _) => return Ok(failures),
+                (false, None) => {
+                    failures.extend(again.into_iter().map(|(_, e)| e));
+                    return Ok(failures);
+                }
+                (false, Some(pause)) => {
+                    log(
+                        Self::NAME,
+                        &format!(
+                            "{}; retrying {} message(s) in {pause:?}",
+                            again[0].1,
+                            again.len()
+                        ),
+                    );
+                    std::thread::sleep(pause);
+                    first_try = false;
+                    entries = again.into_iter().map(|(entry, _)| entry).collect();
+                }
+            }
+        }
+    }
+
     /// The name of the queue the consumer reads, from the broker URL.
     fn consumed_queue(&self) -> Result<&str, Error> {
         self.config.queue.as_deref().ok_or_else(|| {
@@ -362,7 +538,12 @@ impl Sqs {
     ) -> Result<Vec<MessageData>, Error> {
         let mut request = message.clone();
         request.reply_to = Some(reply_url.to_string());
-        self.send(topic, &request)?;
+        // Sends of an open window go first, as they were made first.
+        if !self.pending.is_empty() {
+            self.send_window()?;
+        }
+        let url = self.queue_url(topic)?;
+        self.send_message(&url, &request)?;
         let deadline = options
             .timeout_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms.into()));
@@ -421,39 +602,36 @@ impl Backend for Sqs {
                 ),
             );
         }
+        let window = ConfirmWindow::from_settings(&settings)?.map(Window::new);
         Ok(Self {
             config,
             urls: HashMap::new(),
             buffer: VecDeque::new(),
             receipts: Deliveries::new(),
             lease: None,
+            window,
+            pending: Vec::new(),
+            pending_bytes: 0,
         })
     }
 
-    /// Sends with `SendMessage`; while SQS throttles or fails, tries again after its
-    /// `Retry-After` or a capped backoff, for up to [`SEND_WITHIN`].
+    /// Sends with `SendMessage` (see [`Sqs::send_message`]) before returning; with the
+    /// run wrapper, the message joins the open window instead, which is sent with
+    /// `SendMessageBatch` once it is full ([`ConfirmWindow`], [`WINDOW_BYTES`]) or old:
+    /// then this returns what sending the window found.
     fn send(&mut self, topic: &str, message: &MessageData) -> Result<(), Error> {
         self.renew_leases();
         let url = self.queue_url(topic)?;
-        let name = protocol::queue_name(&url).to_string();
-        let sent = http_client::retry_within(
-            SEND_BACKOFF,
-            SEND_WITHIN,
-            || {
-                self.try_call(
-                    "SendMessage",
-                    &name,
-                    protocol::send_message(&url, message),
-                    CALL_TIMEOUT,
-                )
-            },
-            |failure, pause| log(Self::NAME, &format!("{failure}; retrying in {pause:?}")),
-        );
-        if sent.is_err() {
-            // The queue may have been deleted since it was looked up.
-            self.urls.retain(|_, u| *u != url);
+        let Some(window) = self.window.as_mut() else {
+            return self.send_message(&url, message);
+        };
+        let entry = BatchEntry::new(&url, message);
+        self.pending_bytes += entry.size;
+        self.pending.push((url, entry));
+        match window.send(Instant::now()) || self.pending_bytes >= WINDOW_BYTES {
+            true => self.send_window(),
+            false => Ok(()),
         }
-        sent.map(drop)
     }
 
     fn request(
@@ -522,8 +700,64 @@ impl Backend for Sqs {
         self.settle(id, "ChangeMessageVisibility", protocol::release_message)
     }
 
+    /// Without the run wrapper `SendMessage` returned 2xx for every send: SQS has
+    /// accepted each already. With it, sends the open window, and fails if that or an
+    /// earlier window lost messages.
     fn flush(&mut self) -> Result<(), Error> {
-        // `SendMessage` returned 2xx for every send: SQS has accepted each already.
-        Ok(())
+        if self.window.is_none() {
+            return Ok(());
+        }
+        let sent = self.send_pending();
+        let window = self.window.as_mut().expect("checked above");
+        window.finish(sent)
+    }
+}
+
+/// The result of sending `total` messages of which `failures` (one error per message)
+/// were not taken: the error names how many and each distinct reason once, with the kind
+/// (connection, permission, other) of the first.
+fn not_taken(failures: Vec<Error>, total: usize) -> Result<(), Error> {
+    let Some(first) = failures.first() else {
+        return Ok(());
+    };
+    let mut reasons: Vec<String> = Vec::new();
+    for failure in &failures {
+        let reason = failure.to_string();
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+    }
+    let text = format!(
+        "SQS did not take {} of {total} sent message(s): {}",
+        failures.len(),
+        reasons.join("; ")
+    );
+    Err(match first {
+        Error::PermissionDenied(_) => Error::PermissionDenied(text),
+        Error::Connection(_) | Error::Timeout => Error::Connection(text),
+        Error::Other(_) => Error::Other(text),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_not_taken_are_counted_and_each_reason_said_once() {
+        assert_eq!(not_taken(Vec::new(), 3), Ok(()));
+        let too_big = Error::other("SQS SendMessageBatch on `q` failed: too big");
+        let throttled = Error::connection("throttled");
+        assert_eq!(
+            not_taken(vec![too_big.clone(), too_big.clone(), throttled], 12),
+            Err(Error::other(
+                "SQS did not take 3 of 12 sent message(s): SQS SendMessageBatch on `q` failed: too big; connection: throttled"
+            ))
+        );
+        let denied = Error::PermissionDenied("AccessDenied".into());
+        assert!(matches!(
+            not_taken(vec![denied], 1),
+            Err(Error::PermissionDenied(_))
+        ));
     }
 }
