@@ -463,20 +463,27 @@ impl Kafka {
     /// Produces the open window of sends (run wrapper) and closes it with the result,
     /// which is returned (saying how many records the window held).
     fn produce_window(&mut self) -> Result<(), Error> {
-        let records = std::mem::take(&mut self.unsent);
-        self.unsent_bytes = 0;
-        let count = records.len();
-        let window_failed = |text: String| format!("producing {count} sent record(s): {text}");
-        let produced = self.produce(records).map_err(|e| match e {
-            Error::Timeout => Error::Connection(window_failed("timeout".into())),
-            Error::Connection(text) => Error::Connection(window_failed(text)),
-            Error::PermissionDenied(text) => Error::PermissionDenied(window_failed(text)),
-            Error::Other(text) => Error::Other(window_failed(text)),
-        });
+        let produced = self.produce_unsent();
         match self.window.as_mut() {
             Some(window) => window.confirmed(produced),
             None => produced,
         }
+    }
+
+    /// Produces the sends held for the open window; the result says how many records it
+    /// held and is not yet recorded in the window (the final flush hands it to
+    /// `Window::finish`, which records it once).
+    fn produce_unsent(&mut self) -> Result<(), Error> {
+        let records = std::mem::take(&mut self.unsent);
+        self.unsent_bytes = 0;
+        let count = records.len();
+        let window_failed = |text: String| format!("producing {count} sent record(s): {text}");
+        self.produce(records).map_err(|e| match e {
+            Error::Timeout => Error::Connection(window_failed("timeout".into())),
+            Error::Connection(text) => Error::Connection(window_failed(text)),
+            Error::PermissionDenied(text) => Error::PermissionDenied(window_failed(text)),
+            Error::Other(text) => Error::Other(window_failed(text)),
+        })
     }
 
     /// One try at writing `placed`; the partitions written are removed from it.
@@ -1266,7 +1273,7 @@ impl Backend for Kafka {
         }
         let produced = match self.unsent.is_empty() {
             true => Ok(()),
-            false => self.produce_window(),
+            false => self.produce_unsent(),
         };
         let window = self.window.as_mut().expect("checked above");
         window.finish(produced)
