@@ -613,12 +613,15 @@ async fn a_send_to_a_stream_that_stops_answering_fails_instead_of_counting_as_st
 
     let (status, stderr) = app.finish_within(LIMIT).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        app_lines(&stderr),
-        [
-            "publisher: send failed: connection: no JetStream stream stored the message sent to `out` \
-             (status 503: the stream is gone, or the server is stopping or starting)"
-        ]
+    // Sends after the deletion get JetStream's 503. A message the stream took just as it
+    // was deleted is never acknowledged at all (seen in 1 run of 3): its window then fails
+    // with `timeout` first. Either way the send fails; none counts as stored.
+    let lines = app_lines(&stderr);
+    assert!(
+        lines == ["publisher: send failed: connection: no JetStream stream stored the message sent to `out` \
+                   (status 503: the stream is gone, or the server is stopping or starting)"]
+            || lines == ["publisher: send failed: timeout"],
+        "one failed send, from the 503 or from an ack that never came:\n{stderr}"
     );
 }
 
