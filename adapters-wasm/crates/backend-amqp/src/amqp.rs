@@ -599,10 +599,7 @@ impl Backend for Amqp {
     fn flush(&mut self) -> Result<(), Error> {
         self.in_handler = false;
         let confirmed = self.confirm();
-        match self.window.as_mut() {
-            Some(window) => window.finish(confirmed),
-            None => confirmed,
-        }
+        Window::flushed(self.window.as_mut(), confirmed)
     }
 }
 

@@ -98,6 +98,15 @@ impl Window {
         result
     }
 
+    /// A backend's `outbox.flush`, given the result of confirming what was sent: with
+    /// windows (the run wrapper), [`Window::finish`]; without, that result as it is.
+    pub fn flushed(window: Option<&mut Window>, confirmed: Result<(), Error>) -> Result<(), Error> {
+        match window {
+            Some(window) => window.finish(confirmed),
+            None => confirmed,
+        }
+    }
+
     /// The result of the final flush, given the result of its own confirmation: it fails
     /// if that or any earlier window's confirmation failed (even one the app was told
     /// about by a send and went on), so the run wrapper exits non-zero.
